@@ -1,0 +1,323 @@
+"""The GPT-2 backbone: attention, MLP, block, and `GPT2Model`.
+
+Module names equal the checkpoint keys (`h.0.attn.c_attn`, `ln_f`, ...). The projections
+are `nn.Linear` (weights `[out, in]`); the Hugging Face files store them as `Conv1D`
+(`[in, out]`) and `gpt2kit.checkpoint` transposes on load and save, so nothing here knows
+about files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import GPT2Config
+from .base import GPT2PreTrainedModel
+from .cache import KVCache
+from .outputs import BaseModelOutput
+
+
+def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+# `gelu_new` is OpenAI's tanh approximation; `F.gelu(approximate="tanh")` computes the same
+# function in one fused kernel (agrees with `transformers`' Python formula to ~1e-7).
+ACT_FNS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "mish": F.mish,
+    "linear": lambda x: x,
+}
+
+
+class GPT2Attention(nn.Module):
+    """Multi-head attention; causal self-attention, or cross-attention over an encoder."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int, is_cross_attention: bool = False):
+        super().__init__()
+        d = config.n_embd
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.is_cross_attention = is_cross_attention
+        self.upcast = config.reorder_and_upcast_attn
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+        self.layer_idx = layer_idx
+        if is_cross_attention:
+            self.q_attn = nn.Linear(d, d)
+            self.c_attn = nn.Linear(d, 2 * d)
+        else:
+            self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`x [B, T, d]`; `mask` bool, True = may attend, broadcastable to `[B, nh, T, S]`.
+
+        With `mask=None` self-attention is plain causal (no padding, no past).
+        """
+        if self.is_cross_attention:
+            q = self._heads(self.q_attn(x))
+            kv = cache.cross[self.layer_idx] if cache is not None else None
+            if kv is None:
+                k, v = self.c_attn(encoder_hidden_states).split(x.shape[-1], dim=2)
+                kv = (self._heads(k), self._heads(v))
+                if cache is not None:  # the encoder output is fixed: project it once
+                    cache.cross[self.layer_idx] = kv
+            k, v = kv
+            causal = False
+        else:
+            q, k, v = (self._heads(t) for t in self.c_attn(x).split(x.shape[-1], dim=2))
+            if cache is not None:
+                k, v = cache.update(self.layer_idx, k, v)
+            causal = mask is None and q.shape[2] > 1
+
+        weights = None
+        if output_attentions or (self.upcast and q.dtype != torch.float32):
+            y, weights = self._eager(q, k, v, mask, causal)
+        else:
+            p = self.attn_pdrop if self.training else 0.0
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, scale=self.scale
+            )
+        y = y.transpose(1, 2).reshape(x.shape)  # (B, T, d)
+        return self.resid_dropout(self.c_proj(y)), weights
+
+    def _eager(self, q, k, v, mask, causal):
+        # Explicit softmax(q k^T) v, in fp32 (what `reorder_and_upcast_attn` asks for under
+        # mixed precision); also the path that can return the attention weights.
+        att = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale  # (B, nh, T, S)
+        if causal:
+            T, S = att.shape[-2:]
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        if mask is not None:
+            att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+        att = F.dropout(att.softmax(-1).to(v.dtype), self.attn_pdrop, self.training)
+        return torch.matmul(att, v), att
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
+        self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
+        self.act = ACT_FNS[config.activation_function]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class GPT2Block(nn.Module):
+    """Pre-norm transformer block; cross-attention between the two when configured."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        eps = config.layer_norm_epsilon
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=eps)
+        self.attn = GPT2Attention(config, layer_idx)
+        if config.add_cross_attention:
+            self.crossattention = GPT2Attention(config, layer_idx, is_cross_attention=True)
+            self.ln_cross_attn = nn.LayerNorm(config.n_embd, eps=eps)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps)
+        self.mlp = GPT2MLP(config)
+
+    def forward(self, x, mask, cache=None, enc=None, enc_mask=None, output_attentions=False):
+        a, attn = self.attn(self.ln_1(x), mask, cache, output_attentions=output_attentions)
+        x = x + a
+        cross = None
+        if enc is not None:
+            c, cross = self.crossattention(self.ln_cross_attn(x), enc_mask, cache, enc, output_attentions)
+            x = x + c
+        x = x + self.mlp(self.ln_2(x))
+        return x, attn, cross
+
+
+def positions_from_mask(attention_mask: torch.Tensor, past_length: int, t: int) -> torch.Tensor:
+    """Position of each of the last `t` tokens: the count of real tokens before it.
+
+    `attention_mask [B, past + t]`; left-padded rows get the positions of the same text
+    unpadded. Pad slots get 0 (their outputs are never used).
+    """
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp_(min=0)[:, past_length : past_length + t]
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """The GPT-2 transformer: token + position embeddings, `n_layer` blocks, final norm.
+
+    Args of `forward` (shapes): `input_ids [B, T]` or `inputs_embeds [B, T, d]`;
+    `attention_mask [B, past + T]` (1 = real token, left or right padding); `position_ids
+    [B, T]` (derived from the mask when absent); `token_type_ids [B, T]` (embedded with
+    `wte`, as GPT-2 does); `past_key_values` a `KVCache` or the legacy tuple;
+    `encoder_hidden_states [B, S, d]` and `encoder_attention_mask [B, S]` for cross-attention.
+
+    Example:
+        >>> cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)
+        >>> model = GPT2Model(cfg).eval()
+        >>> model(torch.tensor([[1, 2, 3]])).last_hidden_state.shape
+        torch.Size([1, 3, 32])
+    """
+
+    base_model_prefix = ""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.gradient_checkpointing = False
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        past_key_values: KVCache | tuple | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(
+                    f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
+                )
+            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+                raise ValueError(
+                    f"input_ids must be in [0, {self.config.vocab_size}); got values in "
+                    f"[{int(input_ids.min())}, {int(input_ids.max())}]: the tokenizer and the "
+                    "model disagree on the vocabulary (resize the embeddings or fix the ids)"
+                )
+            inputs_embeds = self.wte(input_ids)
+        B, T, _ = inputs_embeds.shape
+
+        if isinstance(past_key_values, tuple):
+            past_key_values = KVCache.from_legacy(past_key_values)
+        # Unlike `transformers`, a plain forward builds no cache unless asked: copying every
+        # key and value costs time and memory that only incremental decoding needs.
+        use_cache = bool(use_cache) or past_key_values is not None
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = KVCache(self.config.n_layer)
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"sequence of {past + T} tokens ({past} cached + {T} new) exceeds the model's "
+                f"{self.config.n_positions} positions (n_positions); shorten or window the input"
+            )
+
+        if attention_mask is not None:
+            if attention_mask.shape != (B, past + T):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
+                    f"[batch, cached + new tokens] = [{B}, {past + T}]"
+                )
+            attention_mask = attention_mask.bool()
+            if bool(attention_mask.all()):
+                attention_mask = None  # no padding: take the fast causal path
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = positions_from_mask(attention_mask, past, T)
+            else:
+                position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
+        x = inputs_embeds + self.wpe(position_ids)
+        if token_type_ids is not None:
+            x = x + self.wte(token_type_ids)
+        x = self.drop(x)
+
+        mask = self._self_attention_mask(attention_mask, B, T, past, x.device)
+        enc_mask = None
+        if encoder_hidden_states is not None:
+            if not self.config.add_cross_attention:
+                raise ValueError(
+                    "encoder_hidden_states given but the model has no cross-attention; "
+                    "build it with add_cross_attention=True"
+                )
+            if encoder_attention_mask is not None:
+                enc_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+
+        hidden, attentions, cross = [], [], []
+        for block in self.h:
+            if output_hidden_states:
+                hidden.append(x)
+            args = (x, mask, cache, encoder_hidden_states, enc_mask, output_attentions)
+            if self.gradient_checkpointing and self.training:
+                x, a, c = checkpoint(block, *args, use_reentrant=False)
+            else:
+                x, a, c = block(*args)
+            attentions.append(a)
+            cross.append(c)
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden.append(x)
+        if cache is not None:
+            cache.advance(T)
+        return BaseModelOutput(
+            last_hidden_state=x,
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            cross_attentions=tuple(cross) if output_attentions and encoder_hidden_states is not None else None,
+        )
+
+    @staticmethod
+    def _self_attention_mask(attention_mask, B, T, past, device) -> torch.Tensor | None:
+        """Bool `[B, 1, T, past + T]` (True = may attend), or None for the plain causal case."""
+        if attention_mask is None and past == 0:
+            return None  # SDPA's is_causal
+        if attention_mask is None and T == 1:
+            return None  # one new token sees every cached one
+        S = past + T
+        q_pos = torch.arange(past, S, device=device)[:, None]
+        mask = (torch.arange(S, device=device)[None, :] <= q_pos)[None, None]  # (1, 1, T, S)
+        if attention_mask is not None:
+            mask = mask & attention_mask[:, None, None, :]
+            # A pad query may have no visible key at all; let it see itself so softmax stays
+            # finite. Its output is never used.
+            mask = mask | (torch.arange(S, device=device)[None, :] == q_pos)[None, None]
+        return mask.expand(B, 1, T, S) if mask.shape[0] == 1 else mask
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def _init_module(self, module: nn.Module) -> None:
+        super()._init_module(module)
+        # GPT-2 paper: residual projections scaled by 1/sqrt(number of residual layers).
+        if isinstance(module, (GPT2Attention, GPT2MLP)):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.c_proj.weight, mean=0.0, std=std)

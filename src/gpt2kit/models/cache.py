@@ -1,0 +1,114 @@
+"""`KVCache`: the one key/value cache type of every gpt2kit model.
+
+Keys and values of each layer live in one buffer `[B, H, capacity, hs]` that is written
+in place, so decoding appends without allocating; when `capacity` is known up front
+(generation knows prompt + max_new_tokens) the buffer is allocated once. Without a
+capacity it grows by doubling, so a caller that just passes `use_cache=True` pays
+amortized O(1) per token instead of a concatenation per step.
+
+Cross-attention keys/values (encoder-decoder models) are computed from the encoder
+output once and kept in `cross`.
+
+The legacy format (`transformers` < 4.36, and what many users still hold) is a tuple with
+one `(key, value)` pair per layer, each `[B, H, T, hs]`; cross-attention models append
+`(cross_key, cross_value)` to each layer's tuple. `from_legacy` / `to_legacy` convert.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Preallocated per-layer key/value buffers, filled up to `length` positions.
+
+    Example:
+        >>> cache = KVCache(n_layer=2, capacity=16)
+        >>> k = v = torch.zeros(1, 4, 3, 8)          # (B, nh, T, hs)
+        >>> k_all, v_all = cache.update(0, k, v)
+        >>> k_all.shape, cache.length
+        (torch.Size([1, 4, 3, 8]), 0)
+    """
+
+    def __init__(self, n_layer: int, capacity: int | None = None) -> None:
+        self.n_layer = n_layer
+        self.capacity = capacity
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        # Positions already written for every layer; layer i writes at `length` during a
+        # forward and `advance` moves it once all layers are done.
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.n_layer
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def update(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write `key`/`value` `[B, H, T, hs]` after the cached positions; return all of them."""
+        start, t = self.length, key.shape[2]
+        end = start + t
+        buf_k = self.keys[layer]
+        if buf_k is None or buf_k.shape[2] < end or buf_k.shape[0] != key.shape[0]:
+            size = max(end, self.capacity or 0, 2 * (buf_k.shape[2] if buf_k is not None else 0))
+            new_k = key.new_empty(key.shape[0], key.shape[1], size, key.shape[3])
+            new_v = value.new_empty(new_k.shape)
+            if buf_k is not None and start and buf_k.shape[0] == key.shape[0]:
+                new_k[:, :, :start] = buf_k[:, :, :start]
+                new_v[:, :, :start] = self.values[layer][:, :, :start]  # type: ignore[index]
+            self.keys[layer], self.values[layer] = new_k, new_v
+        self.keys[layer][:, :, start:end] = key  # type: ignore[index]
+        self.values[layer][:, :, start:end] = value  # type: ignore[index]
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # type: ignore[index]
+
+    def advance(self, t: int) -> None:
+        """Mark `t` more positions as cached (called by the model after all layers ran)."""
+        self.length += t
+
+    def crop(self, length: int) -> None:
+        """Forget every position from `length` on (e.g. rejected speculative tokens)."""
+        self.length = min(self.length, length)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search): row i becomes old row `index[i]`."""
+        for i in range(self.n_layer):
+            if self.keys[i] is not None:
+                self.keys[i] = self.keys[i].index_select(0, index)  # type: ignore[union-attr]
+                self.values[i] = self.values[i].index_select(0, index)  # type: ignore[union-attr]
+            if self.cross[i] is not None:
+                ck, cv = self.cross[i]  # type: ignore[misc]
+                self.cross[i] = (ck.index_select(0, index), cv.index_select(0, index))
+
+    @classmethod
+    def from_legacy(
+        cls, legacy: tuple[tuple[torch.Tensor, ...], ...], capacity: int | None = None
+    ) -> KVCache:
+        """Build from the tuple-of-`(key, value[, cross_key, cross_value])` format."""
+        cache = cls(len(legacy), capacity)
+        for i, layer in enumerate(legacy):
+            if len(layer) not in (2, 4):
+                raise ValueError(
+                    f"past_key_values[{i}] has {len(layer)} tensors; expected (key, value) "
+                    "or (key, value, cross_key, cross_value)"
+                )
+            cache.update(i, layer[0], layer[1])
+            if len(layer) == 4:
+                cache.cross[i] = (layer[2], layer[3])
+        cache.length = legacy[0][0].shape[2] if legacy else 0
+        return cache
+
+    def to_legacy(self) -> tuple[tuple[torch.Tensor, ...], ...]:
+        out = []
+        for i in range(self.n_layer):
+            layer: tuple[torch.Tensor, ...] = (
+                self.keys[i][:, :, : self.length],  # type: ignore[index]
+                self.values[i][:, :, : self.length],  # type: ignore[index]
+            )
+            if self.cross[i] is not None:
+                layer = layer + tuple(self.cross[i])  # type: ignore[arg-type]
+            out.append(layer)
+        return tuple(out)

@@ -1,0 +1,183 @@
+"""Language-model heads: `GPT2LMHeadModel` and `GPT2ForCausalLM` (same weights, plus `score`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GPT2Config
+from .backbone import GPT2Model
+from .base import GPT2PreTrainedModel
+from .losses import causal_lm_loss
+from .outputs import CausalLMOutput
+
+
+class GenerationMixin:
+    """`generate` for models with an LM head; the decoding loop lives in `gpt2kit.generation`."""
+
+    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
+        """Continue `input_ids [B, T]` (see `gpt2kit.generation.generate` for every option).
+
+        Example:
+            >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+            >>> model.generate(torch.tensor([[1, 2]]), max_new_tokens=3).shape
+            torch.Size([1, 5])
+        """
+        from ..generation import generate
+
+        return generate(self, input_ids, **kwargs)
+
+
+class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
+    """GPT-2 with the language-model head (`lm_head`, tied to `transformer.wte`).
+
+    `forward(input_ids [B, T], ..., labels [B, T])` returns `CausalLMOutput` with
+    `logits [B, T, V]` and, given labels, the shifted cross-entropy (`-100` ignored).
+    `logits_to_keep=k` computes logits for the last k positions only (generation needs 1).
+
+    Example:
+        >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100))
+        >>> ids = torch.tensor([[5, 6, 7]])
+        >>> out = model(ids, labels=ids)
+        >>> out.logits.shape, out.loss.dim()
+        (torch.Size([1, 3, 100]), 0)
+    """
+
+    task = "text-generation"
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutput:
+        out = self.transformer(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )
+
+
+@dataclass
+class ScoreOutput:
+    """Log-likelihood of each text under the model.
+
+    `token_logprobs[i]` holds log p(token_j | tokens < j) for every scored token of text i;
+    `total_logprob[i]` their sum; `perplexity[i] = exp(-total / n_tokens)`.
+    """
+
+    token_logprobs: list[torch.Tensor]
+    total_logprob: torch.Tensor
+    num_tokens: torch.Tensor
+    perplexity: torch.Tensor
+
+
+class GPT2ForCausalLM(GPT2LMHeadModel):
+    """`GPT2LMHeadModel` with `score`: per-token and total log-likelihood and perplexity.
+
+    Same weights and checkpoint keys as `GPT2LMHeadModel`; saved with `architectures:
+    ["GPT2LMHeadModel"]` so other engines load it as that class.
+
+    Example:
+        >>> model = GPT2ForCausalLM(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).eval()
+        >>> s = model.score([[3, 4, 5], [6, 7]])
+        >>> [t.shape[0] for t in s.token_logprobs]      # first token conditioned on BOS
+        [3, 2]
+    """
+
+    hf_architecture = "GPT2LMHeadModel"
+
+    @torch.no_grad()
+    def score(
+        self,
+        texts: list[str] | list[list[int]] | str,
+        tokenizer: Any = None,
+        *,
+        add_bos: bool = True,
+        batch_size: int = 16,
+    ) -> ScoreOutput:
+        """Log-likelihood of each text (strings need `tokenizer`; lists of ids need nothing).
+
+        With `add_bos` (default) every text is preceded by `<|endoftext|>` (GPT-2's BOS) so
+        its first token is scored too, as the GPT-2 paper evaluated. Rows are padded
+        internally; padding never changes a text's score.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        seqs: list[list[int]] = []
+        for text in texts:
+            if isinstance(text, str):
+                if tokenizer is None:
+                    raise ValueError("score() got strings but no tokenizer; pass tokenizer=GPT2Tokenizer...")
+                seqs.append(tokenizer.encode(text))
+            else:
+                seqs.append([int(t) for t in text])
+        bos = self.config.bos_token_id if self.config.bos_token_id is not None else self.config.eos_token_id
+        if add_bos:
+            if bos is None:
+                raise ValueError("add_bos=True needs config.bos_token_id; set it or pass add_bos=False")
+            seqs = [[bos, *s] for s in seqs]
+        for i, s in enumerate(seqs):
+            if len(s) < 2:
+                raise ValueError(f"text {i} has no token to score (empty text with add_bos=False)")
+            if len(s) > self.config.n_positions:
+                raise ValueError(
+                    f"text {i} has {len(s)} tokens, more than the model's {self.config.n_positions} positions"
+                )
+        token_logprobs: list[torch.Tensor] = []
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start : start + batch_size]
+            T = max(len(s) for s in chunk)
+            ids = torch.zeros(len(chunk), T, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for r, s in enumerate(chunk):
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+            logits = self(ids, attention_mask=mask).logits.float()
+            logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            token_logprobs += [logp[r, : len(s) - 1].cpu() for r, s in enumerate(chunk)]
+        total = torch.stack([t.sum() for t in token_logprobs])
+        n = torch.tensor([t.numel() for t in token_logprobs])
+        return ScoreOutput(token_logprobs, total, n, torch.exp(-total / n))
+
