@@ -172,7 +172,9 @@ class GPT2Model(GPT2PreTrainedModel):
     """The GPT-2 transformer: token + position embeddings, `n_layer` blocks, final norm.
 
     Args of `forward` (shapes): `input_ids [B, T]` or `inputs_embeds [B, T, d]`;
-    `attention_mask [B, past + T]` (1 = real token, left or right padding); `position_ids
+    `attention_mask [B, past + T]` (1 = real token, left or right padding) or a full bool
+    mask `[B, 1, T, past + T]` (True = may attend, e.g. block-diagonal for packed texts;
+    needs `position_ids`); `position_ids
     [B, T]` (derived from the mask when absent); `token_type_ids [B, T]` (embedded with
     `wte`, as GPT-2 does); `past_key_values` a `KVCache` or the legacy tuple;
     `encoder_hidden_states [B, S, d]` and `encoder_attention_mask [B, S]` for cross-attention.
@@ -241,6 +243,15 @@ class GPT2Model(GPT2PreTrainedModel):
                 f"{self.config.n_positions} positions (n_positions); shorten or window the input"
             )
 
+        if attention_mask is not None and attention_mask.dim() == 4:
+            # A full [B, 1, T, past + T] bool mask (True = may attend), e.g. the block-diagonal
+            # mask of packed texts; the caller owns its semantics and passes position_ids.
+            if position_ids is None:
+                raise ValueError("a 4-D attention_mask needs explicit position_ids")
+            mask4d = attention_mask.bool()
+            attention_mask = None
+        else:
+            mask4d = None
         if attention_mask is not None:
             if attention_mask.shape != (B, past + T):
                 raise ValueError(
@@ -260,7 +271,7 @@ class GPT2Model(GPT2PreTrainedModel):
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
 
-        mask = self._self_attention_mask(attention_mask, B, T, past, x.device)
+        mask = mask4d if mask4d is not None else self._self_attention_mask(attention_mask, B, T, past, x.device)
         enc_mask = None
         if encoder_hidden_states is not None:
             if not self.config.add_cross_attention:
