@@ -124,8 +124,7 @@ def derive(ranks: dict[bytes, int]) -> tuple[str, str]:
             into exactly two known tokens.
 
     Example:
-        >>> # doctest: +SKIP
-        >>> vocab_text, merges_text = derive(load_tiktoken_ranks(Path("gpt2.tiktoken")))
+        >>> vocab_text, merges_text = derive(load_tiktoken_ranks(Path("gpt2.tiktoken")))  # doctest: +SKIP
     """
     if len(ranks) != N_RANKS:
         raise ValueError(f"expected {N_RANKS} ranks, got {len(ranks)}")
