@@ -58,3 +58,23 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: GPT2
             f"multi-label labels must be [batch, {n}] 0/1 floats; got shape {tuple(labels.shape)}"
         )
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def class_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, what: str = "labels", ignore_index: int = -100
+) -> torch.Tensor:
+    """Mean cross-entropy of `logits [..., K]` against class ids `labels [...]`; `ignore_index`
+    entries are skipped. Ids outside `[0, K)` are a `ValueError` naming `what` (CUDA would
+    only assert), so token, choice and span heads share one checked loss."""
+    k = logits.shape[-1]
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{what} must have shape {tuple(logits.shape[:-1])}; got {tuple(labels.shape)}"
+        )
+    flat = labels.reshape(-1).to(logits.device).long()
+    bad = (flat != ignore_index) & ((flat < 0) | (flat >= k))
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what} must be in [0, {k}) (or {ignore_index} to ignore); got {flat[bad][:5].tolist()}"
+        )
+    return F.cross_entropy(logits.reshape(-1, k).float(), flat, ignore_index=ignore_index)

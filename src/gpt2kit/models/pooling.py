@@ -68,3 +68,72 @@ class AttentionPooling(nn.Module):
 
 
 POOLERS = {"last": pool_last, "mean": pool_mean, "max": pool_max}
+
+
+def first_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first real token of each row of `attention_mask [..., T]` (left or right pad)."""
+    return attention_mask.bool().int().argmax(-1)
+
+
+class SequenceSummary(nn.Module):
+    """GPT-2's multiple-choice summary (`transformers`' `GPT2SequenceSummary`), mask-aware.
+
+    Reads the `summary_*` config fields: `summary_type` picks the vector (`cls_index`: the
+    token at `cls_index`, by default the last real token; `last`, `first`, `mean` over real
+    tokens), then `summary_first_dropout`, the `summary` projection (`summary_use_proj`;
+    to `num_labels` outputs when `summary_proj_to_labels`, else to `n_embd`),
+    `summary_activation` and `summary_last_dropout`. Without a mask it computes exactly what
+    `transformers` does; with one, padding never moves the pooled position.
+
+    Example:
+        >>> from gpt2kit.config import GPT2Config
+        >>> s = SequenceSummary(GPT2Config(n_layer=1, n_embd=8, n_head=2, num_labels=1))
+        >>> s(torch.randn(2, 3, 5, 8)).shape          # [B, C, T, d] -> [B, C, 1]
+        torch.Size([2, 3, 1])
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        from .backbone import ACT_FNS  # the backbone's activation table; no import cycle
+
+        self.summary_type = config.summary_type
+        if self.summary_type not in ("cls_index", "last", "first", "mean"):
+            raise ValueError(
+                f"summary_type {self.summary_type!r} is not supported; use cls_index, last, first or mean"
+            )
+        self.summary: nn.Module = nn.Identity()
+        if config.summary_use_proj:
+            to_labels = config.summary_proj_to_labels and config.num_labels > 0
+            out = config.num_labels if to_labels else config.n_embd
+            self.summary = nn.Linear(config.n_embd, out)
+        act = config.summary_activation
+        if act and act not in ACT_FNS:
+            raise ValueError(
+                f"summary_activation {act!r} is not supported; use one of {', '.join(ACT_FNS)}"
+            )
+        self.activation = ACT_FNS[act] if act else (lambda x: x)
+        self.first_dropout = nn.Dropout(config.summary_first_dropout or 0.0)
+        self.last_dropout = nn.Dropout(config.get("summary_last_dropout", 0.0) or 0.0)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cls_index: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`hidden [..., T, d]`, `cls_index [...]`, `attention_mask [..., T]` -> `[..., out]`."""
+        if self.summary_type == "cls_index":
+            if cls_index is None:
+                x = pool_last(hidden, attention_mask)
+            else:
+                x = gather_index(hidden, cls_index.to(hidden.device))
+        elif self.summary_type == "last":
+            x = pool_last(hidden, attention_mask)
+        elif self.summary_type == "first":
+            if attention_mask is None:
+                x = hidden[..., 0, :]
+            else:
+                x = gather_index(hidden, first_token_index(attention_mask))
+        else:
+            x = pool_mean(hidden, attention_mask)
+        return self.last_dropout(self.activation(self.summary(self.first_dropout(x))))

@@ -1,0 +1,142 @@
+"""`AutoModel`: the right gpt2kit class for a checkpoint or a task, and the task registry.
+
+Two tables, both plain dicts so pipelines and the CLI read them too:
+
+- `MODEL_CLASSES`: class name -> module that defines it. Holds every gpt2kit class and
+  every name `transformers` writes to `config.json`'s `architectures` for GPT-2.
+  Modules are imported only when their class is asked for, so a class whose module is
+  not installed (or not written yet) costs nothing until used.
+- `TASKS`: task name -> class name (`text-generation`, `question-answering`, ...).
+
+Rules of `AutoModel.from_pretrained`: the first name in `architectures` that we know picks
+the class; a checkpoint without `architectures` loads as `GPT2LMHeadModel` (any GPT-2
+checkpoint has the embedding the LM head is tied to, so nothing is newly initialized);
+a name we do not know is an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from ..config import GPT2Config
+
+MODEL_CLASSES: dict[str, str] = {
+    "GPT2Model": "gpt2kit.models.backbone",
+    "GPT2LMHeadModel": "gpt2kit.models.lm",
+    "GPT2ForCausalLM": "gpt2kit.models.lm",
+    "GPT2DoubleHeadsModel": "gpt2kit.models.double_heads",
+    "GPT2ForSequenceClassification": "gpt2kit.models.sequence_classification",
+    "GPT2ForTokenClassification": "gpt2kit.models.token_classification",
+    "GPT2ForQuestionAnswering": "gpt2kit.models.question_answering",
+    "GPT2ForMultipleChoice": "gpt2kit.models.multiple_choice",
+    "GPT2ForTextClassification": "gpt2kit.models.text_classification",
+    "GPT2ForDocumentClassification": "gpt2kit.models.document_classification",
+    "GPT2ForSequenceToSequence": "gpt2kit.models.seq2seq",
+    "GPT2ForConditionalGeneration": "gpt2kit.models.conditional_generation",
+}
+
+TASKS: dict[str, str] = {
+    "text-generation": "GPT2ForCausalLM",
+    "causal-lm": "GPT2ForCausalLM",
+    "feature-extraction": "GPT2Model",
+    "sequence-classification": "GPT2ForSequenceClassification",
+    "text-classification": "GPT2ForTextClassification",
+    "document-classification": "GPT2ForDocumentClassification",
+    "token-classification": "GPT2ForTokenClassification",
+    "question-answering": "GPT2ForQuestionAnswering",
+    "multiple-choice": "GPT2ForMultipleChoice",
+    "double-heads": "GPT2DoubleHeadsModel",
+    "seq2seq": "GPT2ForSequenceToSequence",
+    "text2text": "GPT2ForSequenceToSequence",
+    "summarization": "GPT2ForSequenceToSequence",
+    "conditional-generation": "GPT2ForConditionalGeneration",
+}
+
+DEFAULT_ARCHITECTURE = "GPT2LMHeadModel"
+
+
+def model_class(name: str) -> type:
+    """The class called `name` (a key of `MODEL_CLASSES`), imported on first use.
+
+    Example:
+        >>> model_class("GPT2ForQuestionAnswering").__name__
+        'GPT2ForQuestionAnswering'
+    """
+    if name not in MODEL_CLASSES:
+        raise ValueError(f"unknown model class {name!r}; known classes: {', '.join(MODEL_CLASSES)}")
+    module_name = MODEL_CLASSES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise ValueError(
+            f"{name} is registered but its module {module_name} is not available in this "
+            "gpt2kit installation; upgrade gpt2kit or pick another class"
+        ) from err
+    return getattr(module, name)
+
+
+def task_class(task: str) -> type:
+    """The class serving `task` (a key of `TASKS`; `_` and `-` are interchangeable).
+
+    Example:
+        >>> task_class("token_classification").__name__
+        'GPT2ForTokenClassification'
+    """
+    key = task.strip().lower().replace("_", "-")
+    if key not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return model_class(TASKS[key])
+
+
+def architecture_class(config: GPT2Config) -> type:
+    """The class `config.architectures` names (see the module rules)."""
+    names = config.architectures or []
+    if not names:
+        return model_class(DEFAULT_ARCHITECTURE)
+    for name in names:
+        if name in MODEL_CLASSES:
+            return model_class(name)
+    raise ValueError(
+        f"config.json names architectures {names}, none of which gpt2kit knows; known: "
+        f"{', '.join(MODEL_CLASSES)}. Load with a class directly (e.g. GPT2LMHeadModel."
+        "from_pretrained) or with AutoModel.for_task(task, path)"
+    )
+
+
+class AutoModel:
+    """Pick and load the right gpt2kit model class.
+
+    Example:
+        >>> import tempfile
+        >>> from gpt2kit.models.question_answering import GPT2ForQuestionAnswering
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = GPT2ForQuestionAnswering(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(folder)
+        >>> type(AutoModel.from_pretrained(folder)).__name__
+        'GPT2ForQuestionAnswering'
+        >>> type(AutoModel.for_task("token-classification", folder, num_labels=3)).__name__
+        'GPT2ForTokenClassification'
+    """
+
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Load the class `config.json`'s `architectures` names; `kwargs` as the class's
+        `from_pretrained` (dtype, device, config overrides such as `num_labels`)."""
+        config = kwargs.get("config") or GPT2Config.from_pretrained(name_or_path)
+        return architecture_class(config).from_pretrained(name_or_path, **kwargs)
+
+    @staticmethod
+    def for_task(task: str, name_or_path: str | os.PathLike, **overrides: Any) -> Any:
+        """Load any GPT-2 checkpoint as the model for `task`: the backbone is kept, a head
+        the checkpoint lacks is newly initialized (and logged). `overrides` go to
+        `from_pretrained` (e.g. `num_labels=3`, `id2label={...}`, `dtype=...`)."""
+        return task_class(task).from_pretrained(name_or_path, **overrides)
+
+    @staticmethod
+    def from_config(config: GPT2Config, task: str | None = None) -> Any:
+        """A randomly initialized model for `task`, or for `config.architectures` when no task."""
+        cls = task_class(task) if task is not None else architecture_class(config)
+        return cls(config)

@@ -1,0 +1,78 @@
+"""`GPT2ForQuestionAnswering`: extractive QA, a start and an end score for every token."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import GPT2Config
+from .backbone import GPT2Model
+from .base import GPT2PreTrainedModel
+from .losses import class_cross_entropy
+from .outputs import QuestionAnsweringModelOutput
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """(CE(start) + CE(end)) / 2; positions outside the input (>= T) are clamped to T and
+    ignored, as `transformers` does for answers cut off by truncation."""
+    T = start_logits.shape[-1]
+    start = start_positions.reshape(-1).clamp(0, T)
+    end = end_positions.reshape(-1).clamp(0, T)
+    return (
+        class_cross_entropy(start_logits, start, "start_positions", T)
+        + class_cross_entropy(end_logits, end, "end_positions", T)
+    ) / 2
+
+
+class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
+    """GPT-2 with `qa_outputs` `Linear(d, 2)`: start and end logits `[B, T]` for every token.
+
+    Put the question before the context (`gpt2kit.tasks.qa.prepare_qa_features`): a causal
+    model scores context tokens having read the question. The raw logits are those of
+    `transformers` (pads not masked); decoding (`gpt2kit.tasks.qa.decode_spans`) masks
+    pads and question tokens.
+
+    Example:
+        >>> model = GPT2ForQuestionAnswering(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)).eval()
+        >>> out = model(torch.tensor([[4, 5, 6, 7]]), start_positions=torch.tensor([2]), end_positions=torch.tensor([3]))
+        >>> out.start_logits.shape, out.loss.dim()
+        (torch.Size([1, 4]), 0)
+    """
+
+    task = "question-answering"
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> QuestionAnsweringModelOutput:
+        """`start_positions`, `end_positions [B]`: token indices of the answer (inclusive)."""
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss, start_logits, end_logits, out.hidden_states, out.attentions
+        )

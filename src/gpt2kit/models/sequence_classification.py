@@ -1,0 +1,98 @@
+"""`GPT2ForSequenceClassification`: one label (or score) per sequence, read at its last token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import GPT2Config
+from .backbone import GPT2Model
+from .base import GPT2PreTrainedModel
+from .losses import classification_loss
+from .outputs import SequenceClassifierOutput
+from .pooling import last_token_index
+
+
+def last_token_without_mask(
+    config: GPT2Config, input_ids: torch.Tensor | None, batch: int, T: int
+) -> torch.Tensor:
+    """`transformers`' rule when no attention_mask is given: the rightmost non-pad id.
+
+    Without `pad_token_id` (or with `inputs_embeds`) only the last position is safe, and
+    only for a batch of one, since a batch of several may be padded.
+    """
+    if config.pad_token_id is None:
+        if batch != 1:
+            raise ValueError(
+                "cannot find the last token of each row: pass attention_mask (1 = real token), "
+                "or set config.pad_token_id, for a batch of more than one sequence"
+            )
+        return torch.full((batch,), T - 1, dtype=torch.long)
+    if input_ids is None:
+        return torch.full((batch,), T - 1, dtype=torch.long)
+    return last_token_index(input_ids != config.pad_token_id)
+
+
+class GPT2ForSequenceClassification(GPT2PreTrainedModel):
+    """GPT-2 with `score` `Linear(d, num_labels, bias=False)` at each sequence's last real token.
+
+    The last real token is found from `attention_mask`, so left or right padding and a pad
+    id equal to EOS all pool the right token (`transformers` looks for the rightmost non-pad
+    *id*, which picks a pad on left-padded rows when pad = EOS). Without a mask, its
+    `pad_token_id` rule applies. `labels`: `[B]` class ids, `[B]`/`[B, num_labels]` floats
+    for regression, `[B, num_labels]` 0/1 for multi-label (`config.problem_type`).
+
+    Example:
+        >>> cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, num_labels=3)
+        >>> model = GPT2ForSequenceClassification(cfg).eval()
+        >>> ids, mask = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+        >>> model(ids, attention_mask=mask, labels=torch.tensor([2, 0])).logits.shape
+        torch.Size([2, 3])
+    """
+
+    task = "sequence-classification"
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> SequenceClassifierOutput:
+        out = self.transformer(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = out.last_hidden_state  # (B, T, d)
+        B, T = hidden.shape[:2]
+        if attention_mask is not None:
+            # With a cache the mask covers past + new tokens; the new ones are its last T.
+            last = last_token_index(attention_mask[:, -T:])
+        else:
+            last = last_token_without_mask(self.config, input_ids, B, T)
+        logits = self.score(hidden[torch.arange(B, device=hidden.device), last.to(hidden.device)])
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        return SequenceClassifierOutput(
+            loss, logits, out.past_key_values, out.hidden_states, out.attentions
+        )

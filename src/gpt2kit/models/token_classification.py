@@ -1,0 +1,75 @@
+"""`GPT2ForTokenClassification`: one class per token (NER, POS tagging, chunking)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import GPT2Config
+from .backbone import GPT2Model
+from .base import GPT2PreTrainedModel
+from .losses import class_cross_entropy
+from .outputs import TokenClassifierOutput
+
+
+def classifier_dropout(config: GPT2Config) -> float:
+    """`classifier_dropout`, else `hidden_dropout`, else 0.1: the `transformers` rule."""
+    for key in ("classifier_dropout", "hidden_dropout"):
+        if config.get(key) is not None:
+            return float(config.get(key))
+    return 0.1
+
+
+class GPT2ForTokenClassification(GPT2PreTrainedModel):
+    """GPT-2 with dropout + `classifier` `Linear(d, num_labels)` on every token.
+
+    A causal model tags token t having read tokens <= t only. `labels [B, T]` are class ids,
+    `-100` where no loss is wanted (pads, continuation pieces: see
+    `gpt2kit.tasks.token_alignment`). Keys and numbers match `transformers`.
+
+    Example:
+        >>> cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, num_labels=5)
+        >>> model = GPT2ForTokenClassification(cfg).eval()
+        >>> out = model(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[0, 4, -100]]))
+        >>> out.logits.shape, out.loss.dim()
+        (torch.Size([1, 3, 5]), 0)
+    """
+
+    task = "token-classification"
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> TokenClassifierOutput:
+        out = self.transformer(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        loss = class_cross_entropy(logits, labels, "labels") if labels is not None else None
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
