@@ -1,23 +1,39 @@
-"""Training: `Trainer`, `TrainingArguments`, AdamW + schedules, exact-resume checkpoints, DDP."""
+"""Training: `Trainer`, `TrainingArguments`, AdamW + schedules, exact-resume checkpoints, DDP.
 
-from .arguments import TrainingArguments
-from .distributed import SeededBatchSampler
-from .optim import create_optimizer, create_scheduler, param_groups, schedule_lambda
-from .state import TrainerState, last_checkpoint
-from .trainer import EvalPrediction, Trainer, TrainOutput, default_collate, set_seed
+Names load lazily so that `gpt2kit --help` (which registers `train`/`evaluate` from
+`training.cli`) does not import torch.
+"""
 
-__all__ = [
-    "EvalPrediction",
-    "SeededBatchSampler",
-    "TrainOutput",
-    "Trainer",
-    "TrainerState",
-    "TrainingArguments",
-    "create_optimizer",
-    "create_scheduler",
-    "default_collate",
-    "last_checkpoint",
-    "param_groups",
-    "schedule_lambda",
-    "set_seed",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainingArguments": "arguments",
+    "SeededBatchSampler": "distributed",
+    "create_optimizer": "optim",
+    "create_scheduler": "optim",
+    "param_groups": "optim",
+    "schedule_lambda": "optim",
+    "TrainerState": "state",
+    "last_checkpoint": "state",
+    "EvalPrediction": "trainer",
+    "Trainer": "trainer",
+    "TrainOutput": "trainer",
+    "default_collate": "trainer",
+    "set_seed": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gpt2kit.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
