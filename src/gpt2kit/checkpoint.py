@@ -39,9 +39,11 @@ BIN_WEIGHTS = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 _WEIGHT_FILE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
-_CONV1D = re.compile(r"(attn\.c_attn|attn\.q_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
+# Self- and cross-attention (`crossattention.c_attn`: "attn." alone would miss it) and MLP.
+_CONV1D = re.compile(r"(\b(attn|crossattention)\.(c_attn|q_attn|c_proj)|mlp\.(c_fc|c_proj))\.weight$")
 _MASK_BUFFER = re.compile(r"(^|\.)(attn|crossattention)\.(bias|masked_bias)$")
 _BACKBONE_KEY = re.compile(r"^(wte|wpe|h\.\d+|ln_f)\.")
+_CROSS_KEY = re.compile(r"\.(crossattention|ln_cross_attn)\.")
 
 
 class CheckpointError(RuntimeError):
@@ -263,6 +265,8 @@ def load_model(
     reinit = {m.split(":")[0] for m in report.mismatched_keys}
     missing = [k for k in expected if k not in state and k not in tied and k not in reinit]
     missing_backbone = [k for k in missing if k.startswith(prefix)] if prefix else missing
+    # Cross-attention added on top of a plain checkpoint (encoder-decoder) is a new head part.
+    missing_backbone = [k for k in missing_backbone if not _CROSS_KEY.search(k)]
     if missing_backbone:
         raise CheckpointError(
             f"{folder} lacks backbone weights: {', '.join(missing_backbone[:8])}"
@@ -277,6 +281,11 @@ def load_model(
         _init_keys(model, missing + sorted(reinit))
     model.tie_weights()
     model.eval()
+    if (folder / "generation_config.json").is_file():
+        # Decoding defaults saved with the checkpoint become `generate`'s defaults.
+        from .generation.config import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(folder)
     if report.new_keys or report.dropped_keys:
         logger.warning(
             "%s from %s: newly initialized %s%s",

@@ -160,7 +160,9 @@ class GPT2Config:
 
     @property
     def label2id(self) -> dict[str, int]:
-        return {v: k for k, v in (self.id2label or {}).items()}
+        """Label name -> class id; `LABEL_0`, `LABEL_1` when no labels are set (as `transformers`)."""
+        id2label = self.id2label if self.id2label is not None else {0: "LABEL_0", 1: "LABEL_1"}
+        return {v: k for k, v in id2label.items()}
 
     def get(self, key: str, default: Any = None) -> Any:
         """A field or an extra (task-specific) option, with a default when absent."""
