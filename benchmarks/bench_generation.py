@@ -1,0 +1,164 @@
+"""Generation speed: gpt2kit vs `transformers.generate`, same weights, same process, interleaved.
+
+Figures (new tokens per second, best of `--repeats`):
+- greedy, batch 1, prompt 16, exactly `--new` new tokens (min_new_tokens = max_new_tokens);
+- sampling top-k 50, batch 8;
+- gpt2kit with bf16 weights, batch 1, against transformers fp32.
+Each is printed with its ratio to transformers and its fraction of this machine's
+memory-bandwidth bound (batch-1 decoding reads every weight once per token, so
+tokens/s <= bandwidth / weight bytes; bandwidth measured as a large tensor copy).
+
+    python benchmarks/bench_generation.py            # GPT-2 124M, random init, fp32 CPU
+    python benchmarks/bench_generation.py --quick    # tiny config, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gpt2kit import GPT2Config, GPT2LMHeadModel
+from gpt2kit.generation import generate
+
+
+def bandwidth_bytes_per_s(size_mb: int = 256, repeats: int = 5) -> float:
+    """Memory bandwidth from a large copy (read + write)."""
+    src = torch.empty(size_mb * 2**20 // 4, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.numel() * 4 / best
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights read per decoding step (tied weights once; the position table is not read)."""
+    seen = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in seen.values())
+    wpe = model.transformer.wpe.weight
+    return total - wpe.numel() * wpe.element_size()
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny config, few tokens (smoke run)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--new", type=int, default=128, help="new tokens per prompt")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = ap.parse_args(argv)
+    import transformers
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        cfg = GPT2Config(
+            n_layer=2,
+            n_embd=64,
+            n_head=4,
+            vocab_size=1000,
+            n_positions=256,
+            bos_token_id=999,
+            eos_token_id=999,
+        )
+        args.new, args.repeats = min(args.new, 32), 1
+        if not args.threads:  # tiny ops: extra threads only spin on a shared machine
+            torch.set_num_threads(1)
+    else:
+        cfg = GPT2Config.from_name("gpt2")
+    prompt_len = 16
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        hf_cfg = transformers.GPT2Config(
+            **{
+                k: v
+                for k, v in cfg.to_dict().items()
+                if k not in ("gpt2kit_version", "architectures", "model_type")
+            }
+        )
+        hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+        hf.save_pretrained(Path(tmp) / "m")
+        ours = GPT2LMHeadModel.from_pretrained(Path(tmp) / "m")
+    ours_bf16 = GPT2LMHeadModel(cfg).eval()
+    ours_bf16.load_state_dict(ours.state_dict())
+    ours_bf16.to(torch.bfloat16)
+
+    bw = bandwidth_bytes_per_s(64 if args.quick else 256)
+    bound_fp32 = bw / weight_bytes(ours)
+    bound_bf16 = bw / weight_bytes(ours_bf16)
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"config: {cfg.n_layer} layers, width {cfg.n_embd}, vocab {cfg.vocab_size}; {args.new} new tokens, prompt {prompt_len}"
+    )
+    print(
+        f"memory bandwidth {bw / 1e9:.1f} GB/s -> batch-1 bound {bound_fp32:.1f} tok/s fp32, {bound_bf16:.1f} tok/s bf16"
+    )
+
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=g)
+    p8 = torch.randint(0, cfg.vocab_size, (8, prompt_len), generator=g)
+    n = args.new
+    exact = dict(max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+    sample = dict(do_sample=True, top_k=50, **exact)
+
+    def run_hf(ids, **kw):
+        with torch.no_grad():
+            return hf.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+
+    cases = {
+        "greedy b1 fp32": (
+            lambda: generate(ours, p1, **exact),
+            lambda: run_hf(p1, do_sample=False, **exact),
+            1,
+        ),
+        "sample b8 fp32": (
+            lambda: generate(ours, p8, seed=0, **sample),
+            lambda: run_hf(p8, **sample),
+            8,
+        ),
+        "greedy b1 bf16 (vs hf fp32)": (
+            lambda: generate(ours_bf16, p1, **exact),
+            lambda: run_hf(p1, do_sample=False, **exact),
+            1,
+        ),
+    }
+    # Sanity: both produce exactly n new tokens.
+    assert generate(ours, p1, **exact).shape[1] == prompt_len + n
+    assert run_hf(p1, do_sample=False, **exact).shape[1] == prompt_len + n
+
+    results = {}
+    for name, (ours_fn, hf_fn, batch) in cases.items():
+        ours_fn(), hf_fn()  # warm-up
+        t_ours = t_hf = float("inf")
+        for _ in range(args.repeats):  # interleaved: both see the same machine load
+            t_ours = min(t_ours, timed(ours_fn))
+            t_hf = min(t_hf, timed(hf_fn))
+        results[name] = (batch * n / t_ours, batch * n / t_hf)
+
+    print(f"\n{'case':30s} {'gpt2kit tok/s':>14s} {'hf tok/s':>10s} {'ratio':>7s} {'of bound':>9s}")
+    for name, (ours_tps, hf_tps) in results.items():
+        bound = bound_bf16 if "bf16" in name else bound_fp32
+        frac = f"{ours_tps / bound:8.0%}" if name.startswith("greedy") else "      -"
+        print(f"{name:30s} {ours_tps:14.1f} {hf_tps:10.1f} {ours_tps / hf_tps:6.2f}x {frac}")
+    hf_b1 = results["greedy b1 fp32"][1]
+    print(f"(transformers fp32 greedy b1 is {hf_b1 / bound_fp32:.0%} of the fp32 bound)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""`GenerationConfig`: decoding options, read and written as `transformers`' `generation_config.json`.
+
+Field names and effective defaults are those of `transformers.GenerationConfig` (which
+stores `None` and fills the same defaults at `generate` time). The JSON holds only the
+fields that differ from the defaults, as `transformers` writes it, plus any key we do
+not know (kept in `extra` on a round trip), so a folder saved by either library loads in
+the other with the same decoding behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+@dataclass
+class GenerationConfig:
+    """How `generate` decodes: strategy, length, filters, penalties, special tokens.
+
+    Example:
+        >>> cfg = GenerationConfig(max_new_tokens=8, do_sample=True, top_k=5)
+        >>> cfg.update(temperature=0.7).temperature
+        0.7
+        >>> GenerationConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    # length
+    max_length: int = 20
+    max_new_tokens: int | None = None
+    min_length: int = 0
+    min_new_tokens: int | None = None
+    early_stopping: bool | str = False
+    stop_strings: str | list[str] | None = None
+    # strategy
+    do_sample: bool = False
+    num_beams: int = 1
+    use_cache: bool = True
+    # logits manipulation
+    temperature: float = 1.0
+    top_k: int | None = 50
+    top_p: float | None = 1.0
+    min_p: float | None = None
+    typical_p: float | None = 1.0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    bad_words_ids: list[list[int]] | None = None
+    renormalize_logits: bool = False
+    # output
+    num_return_sequences: int = 1
+    # special tokens
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    # keys of other libraries / other `transformers` features, kept on a round trip
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            setattr(self, f.name, kwargs.pop(f.name, default))
+        extra = dict(kwargs.pop("extra", None) or {})
+        # `transformers` writes its version; it says nothing about decoding.
+        kwargs.pop("transformers_version", None)
+        kwargs.pop("_from_model_config", None)
+        extra.update(kwargs)
+        self.extra = extra
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
+        # `None` in a transformers v5 file means "use the default".
+        return cls(**{k: v for k, v in data.items() if v is not None})
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> GenerationConfig:
+        """Defaults plus the special tokens of a model config (`bos/eos/pad_token_id`)."""
+        return cls(
+            bos_token_id=getattr(config, "bos_token_id", None),
+            eos_token_id=getattr(config, "eos_token_id", None),
+            pad_token_id=getattr(config, "pad_token_id", None),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike, filename: str = GENERATION_CONFIG
+    ) -> GenerationConfig:
+        """Read `generation_config.json` from a folder (or a path to the file itself)."""
+        path = Path(folder)
+        if path.is_dir():
+            path = path / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; pass a folder that holds {filename}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def update(self, **changes: Any) -> GenerationConfig:
+        """Set fields in place (unknown names go to `extra`); returns self."""
+        names = {f.name for f in fields(self)} - {"extra"}
+        for key, value in changes.items():
+            if key in names:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+        return self
+
+    def copy(self, **changes: Any) -> GenerationConfig:
+        return copy.deepcopy(self).update(**changes)
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (defaults included) plus the extras."""
+        out = {
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "extra"
+        }
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults, plus the extras: what the JSON holds."""
+        default = GenerationConfig().to_dict()
+        return {k: v for k, v in self.to_dict().items() if k not in default or v != default[k]}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `generation_config.json` into `directory` (created if needed)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        target = path / GENERATION_CONFIG
+        target.write_text(self.to_json_string(), encoding="utf-8")
+        return target
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
