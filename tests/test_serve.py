@@ -276,9 +276,17 @@ def test_api_key(lm, tok):
 
 def test_queue_full_disconnect_and_timeout(lm, tok):
     # A long context so request A cannot finish before the test abandons it.
-    app = create_app(
-        tiny_lm(n_positions=1024), tok, max_batch_size=1, queue_size=1, max_tokens_cap=1000
-    )
+    model = tiny_lm(n_positions=1024)
+    forward = model.forward
+
+    def slow_forward(*args, **kwargs):
+        # A tiny model on one thread decodes 1000 tokens in about a second; slow each step
+        # so A is certainly still running when C arrives, however fast the machine.
+        time.sleep(0.02)
+        return forward(*args, **kwargs)
+
+    model.forward = slow_forward
+    app = create_app(model, tok, max_batch_size=1, queue_size=1, max_tokens_cap=1000)
     with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         batcher = app.state.batcher
         # A holds the only batch slot; it is a stream we will abandon.

@@ -120,8 +120,8 @@ class GPT2ForCausalLM(GPT2LMHeadModel):
     ["GPT2LMHeadModel"]` so other engines load it as that class.
 
     Example:
-        >>> model = GPT2ForCausalLM(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).eval()
-        >>> s = model.score([[3, 4, 5], [6, 7]])
+        >>> cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, bos_token_id=0)
+        >>> s = GPT2ForCausalLM(cfg).eval().score([[3, 4, 5], [6, 7]])
         >>> [t.shape[0] for t in s.token_logprobs]      # first token conditioned on BOS
         [3, 2]
     """
