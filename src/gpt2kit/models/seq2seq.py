@@ -1,0 +1,79 @@
+"""`GPT2ForSequenceToSequence`: decoder-only seq2seq, `source <sep> target <eos>` in one sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..tasks.seq2seq import as_id_lists, pad_sequences, trim_generated
+from .lm import GPT2LMHeadModel
+
+
+class GPT2ForSequenceToSequence(GPT2LMHeadModel):
+    """A GPT-2 LM trained to map a source to a target: `source <sep> target <eos>`.
+
+    Same weights and checkpoint keys as `GPT2LMHeadModel` (a plain `gpt2` checkpoint loads
+    with nothing new). Training batches come from `gpt2kit.tasks.seq2seq.Seq2SeqCollator`:
+    labels are `-100` on the source and the separator, so the loss covers `target <eos>`
+    only. The separator is config `sep_token_id` (default: the EOS id; GPT-2 has no SEP).
+
+    `generate(sources)` prompts with `source <sep>` and returns only the target tokens of
+    each source, cut at EOS; greedy, sampling and beam search come from
+    `gpt2kit.generation.generate` (every keyword argument is passed on).
+
+    Example:
+        >>> from gpt2kit.config import GPT2Config
+        >>> from gpt2kit.tasks.seq2seq import Seq2SeqCollator
+        >>> cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, eos_token_id=99)
+        >>> model = GPT2ForSequenceToSequence(cfg)
+        >>> batch = Seq2SeqCollator(sep_token_id=99, eos_token_id=99)([([1, 2, 3], [3, 2, 1])])
+        >>> model(**batch).loss.dim()
+        0
+    """
+
+    task = "text2text-generation"
+
+    @property
+    def eos_token_id(self) -> int:
+        eos = self.config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        if eos is None:
+            raise ValueError(
+                "config.eos_token_id is not set; seq2seq needs an EOS id to end targets"
+            )
+        return int(eos)
+
+    @property
+    def sep_token_id(self) -> int:
+        return int(self.config.get("sep_token_id", self.eos_token_id))
+
+    @torch.no_grad()
+    def generate(
+        self, sources: Any, attention_mask: torch.Tensor | None = None, **gen_kwargs: Any
+    ) -> list[list[int]] | list[int]:
+        """Target ids for each source (prompt stripped, cut at EOS).
+
+        Args:
+            sources: one id list, a list of id lists, or `input_ids [B, S]` (with
+                `attention_mask` when padded). Without the separator: it is added here.
+            **gen_kwargs: passed to `gpt2kit.generation.generate` (`max_new_tokens`,
+                `do_sample`, `num_beams`, ...).
+
+        Returns:
+            A list of target id lists (one per source, or per returned sequence), or one id
+            list when a single source was given.
+        """
+        from ..generation import generate
+
+        seqs, single = as_id_lists(sources, attention_mask)
+        pad = (
+            self.config.pad_token_id if self.config.pad_token_id is not None else self.eos_token_id
+        )
+        # Left padding puts every separator in the last column, where generation continues.
+        ids, mask = pad_sequences([[*s, self.sep_token_id] for s in seqs], pad, side="left")
+        gen_kwargs.setdefault("eos_token_id", self.eos_token_id)
+        gen_kwargs.setdefault("pad_token_id", pad)
+        out = generate(self, ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
+        targets = trim_generated(out[:, ids.shape[1] :], gen_kwargs["eos_token_id"])
+        return targets[0] if single and len(targets) == 1 else targets
