@@ -11,4 +11,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert blocks, "the README has no python example"
     monkeypatch.chdir(tmp_path)
     for block in blocks:
-        exec(compile(block.replace("/tmp/gpt2kit-tour", str(tmp_path / "tour")), "README", "exec"), {})
+        exec(
+            compile(block.replace("/tmp/gpt2kit-tour", str(tmp_path / "tour")), "README", "exec"),
+            {},
+        )

@@ -38,9 +38,13 @@ SAFE_INDEX = "model.safetensors.index.json"
 BIN_WEIGHTS = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
-_WEIGHT_FILE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+_WEIGHT_FILE = re.compile(
+    r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$"
+)
 # Self- and cross-attention (`crossattention.c_attn`: "attn." alone would miss it) and MLP.
-_CONV1D = re.compile(r"(\b(attn|crossattention)\.(c_attn|q_attn|c_proj)|mlp\.(c_fc|c_proj))\.weight$")
+_CONV1D = re.compile(
+    r"(\b(attn|crossattention)\.(c_attn|q_attn|c_proj)|mlp\.(c_fc|c_proj))\.weight$"
+)
 _MASK_BUFFER = re.compile(r"(^|\.)(attn|crossattention)\.(bias|masked_bias)$")
 _BACKBONE_KEY = re.compile(r"^(wte|wpe|h\.\d+|ln_f)\.")
 _CROSS_KEY = re.compile(r"\.(crossattention|ln_cross_attn)\.")
@@ -216,7 +220,9 @@ def load_model(
     folder = resolve_checkpoint_dir(name_or_path)
     if config is None:
         if not (folder / CONFIG).is_file():
-            raise CheckpointError(f"{folder} has no {CONFIG}; pass config=GPT2Config(...) or fix the path")
+            raise CheckpointError(
+                f"{folder} has no {CONFIG}; pass config=GPT2Config(...) or fix the path"
+            )
         config = GPT2Config.from_json_file(folder / CONFIG)
     if config_overrides:
         config = config.copy(**config_overrides)
@@ -245,7 +251,9 @@ def load_model(
                 unexpected_backbone.append(key)
             del state[key]
         elif state[key].shape != expected[key].shape:
-            msg = f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+            msg = (
+                f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+            )
             if not ignore_mismatched_sizes:
                 raise CheckpointError(
                     f"shape mismatch in {folder}: {msg}. If the head is meant to change (e.g. a "
@@ -292,7 +300,9 @@ def load_model(
             cls.__name__,
             name_or_path,
             ", ".join(report.new_keys) or "nothing",
-            f"; not used (another head): {', '.join(report.dropped_keys)}" if report.dropped_keys else "",
+            f"; not used (another head): {', '.join(report.dropped_keys)}"
+            if report.dropped_keys
+            else "",
         )
     return model, report
 
@@ -369,7 +379,9 @@ class _AtomicFolder:
 
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        self.tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
+        )
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

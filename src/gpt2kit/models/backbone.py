@@ -152,7 +152,9 @@ class GPT2Block(nn.Module):
         x = x + a
         cross = None
         if enc is not None:
-            c, cross = self.crossattention(self.ln_cross_attn(x), enc_mask, cache, enc, output_attentions)
+            c, cross = self.crossattention(
+                self.ln_cross_attn(x), enc_mask, cache, enc, output_attentions
+            )
             x = x + c
         x = x + self.mlp(self.ln_2(x))
         return x, attn, cross
@@ -219,7 +221,9 @@ class GPT2Model(GPT2PreTrainedModel):
                 raise ValueError(
                     f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
                 )
-            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            if input_ids.numel() and (
+                input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size
+            ):
                 raise ValueError(
                     f"input_ids must be in [0, {self.config.vocab_size}); got values in "
                     f"[{int(input_ids.min())}, {int(input_ids.max())}]: the tokenizer and the "
@@ -271,7 +275,11 @@ class GPT2Model(GPT2PreTrainedModel):
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
 
-        mask = mask4d if mask4d is not None else self._self_attention_mask(attention_mask, B, T, past, x.device)
+        mask = (
+            mask4d
+            if mask4d is not None
+            else self._self_attention_mask(attention_mask, B, T, past, x.device)
+        )
         enc_mask = None
         if encoder_hidden_states is not None:
             if not self.config.add_cross_attention:
@@ -303,7 +311,9 @@ class GPT2Model(GPT2PreTrainedModel):
             past_key_values=cache if use_cache else None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-            cross_attentions=tuple(cross) if output_attentions and encoder_hidden_states is not None else None,
+            cross_attentions=tuple(cross)
+            if output_attentions and encoder_hidden_states is not None
+            else None,
         )
 
     @staticmethod

@@ -108,7 +108,9 @@ class GPT2PreTrainedModel(nn.Module):
         old = self.get_input_embeddings()
         if new_size == old.num_embeddings:
             return old
-        new = nn.Embedding(new_size, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Embedding(
+            new_size, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
+        )
         self._init_module(new)
         n = min(new_size, old.num_embeddings)
         with torch.no_grad():
@@ -176,4 +178,6 @@ class GPT2PreTrainedModel(nn.Module):
         """
         from ..checkpoint import save_model
 
-        return save_model(self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype)
+        return save_model(
+            self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype
+        )

@@ -149,14 +149,22 @@ class GPT2ForCausalLM(GPT2LMHeadModel):
         for text in texts:
             if isinstance(text, str):
                 if tokenizer is None:
-                    raise ValueError("score() got strings but no tokenizer; pass tokenizer=GPT2Tokenizer...")
+                    raise ValueError(
+                        "score() got strings but no tokenizer; pass tokenizer=GPT2Tokenizer..."
+                    )
                 seqs.append(tokenizer.encode(text))
             else:
                 seqs.append([int(t) for t in text])
-        bos = self.config.bos_token_id if self.config.bos_token_id is not None else self.config.eos_token_id
+        bos = (
+            self.config.bos_token_id
+            if self.config.bos_token_id is not None
+            else self.config.eos_token_id
+        )
         if add_bos:
             if bos is None:
-                raise ValueError("add_bos=True needs config.bos_token_id; set it or pass add_bos=False")
+                raise ValueError(
+                    "add_bos=True needs config.bos_token_id; set it or pass add_bos=False"
+                )
             seqs = [[bos, *s] for s in seqs]
         for i, s in enumerate(seqs):
             if len(s) < 2:
@@ -180,4 +188,3 @@ class GPT2ForCausalLM(GPT2LMHeadModel):
         total = torch.stack([t.sum() for t in token_logprobs])
         n = torch.tensor([t.numel() for t in token_logprobs])
         return ScoreOutput(token_logprobs, total, n, torch.exp(-total / n))
-

@@ -35,7 +35,9 @@ def infer_problem_type(config: GPT2Config, labels: torch.Tensor) -> str:
     return config.problem_type
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: GPT2Config) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, config: GPT2Config
+) -> torch.Tensor:
     """MSE, cross-entropy or BCE on pooled `logits [B, num_labels]`, by `problem_type`."""
     problem = infer_problem_type(config, labels)
     n = config.num_labels
