@@ -382,6 +382,11 @@ class _AtomicFolder:
         self.tmp = Path(
             tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
         )
+        # mkdtemp makes the folder private (0700); a saved checkpoint gets the permissions
+        # of an ordinary `mkdir` (0777 minus the umask) so others can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o777 & ~umask)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
