@@ -43,6 +43,30 @@ ACT_FNS = {
 }
 
 
+class Linear(nn.Linear):
+    """`nn.Linear` that multiplies in the layout the CPU BLAS prefers for few rows.
+
+    For a handful of rows (decoding, small batches) oneDNN/MKL compute `x @ W.T` 1.3-2.4x
+    slower on this project's CPUs than the same product as `(W @ x.T).T` (measured: the
+    50257-wide LM head at 8 rows, 97 ms vs 40 ms; a 768->2304 projection, 4.3 ms vs 2.0 ms).
+    Same math, different summation order (fp32 results agree to ~1e-6). Other devices and
+    larger inputs take the ordinary path.
+    """
+
+    FEW_ROWS = 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.numel() else 0
+        if x.device.type != "cpu" or not 1 < rows <= self.FEW_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        x2d = x.reshape(rows, x.shape[-1])
+        if self.bias is None:
+            y = torch.mm(self.weight, x2d.t())
+        else:
+            y = torch.addmm(self.bias[:, None], self.weight, x2d.t())
+        return y.t().contiguous().view(*x.shape[:-1], self.out_features)
+
+
 class GPT2Attention(nn.Module):
     """Multi-head attention; causal self-attention, or cross-attention over an encoder."""
 
@@ -57,11 +81,11 @@ class GPT2Attention(nn.Module):
             self.scale /= float(layer_idx + 1)
         self.layer_idx = layer_idx
         if is_cross_attention:
-            self.q_attn = nn.Linear(d, d)
-            self.c_attn = nn.Linear(d, 2 * d)
+            self.q_attn = Linear(d, d)
+            self.c_attn = Linear(d, 2 * d)
         else:
-            self.c_attn = nn.Linear(d, 3 * d)
-        self.c_proj = nn.Linear(d, d)
+            self.c_attn = Linear(d, 3 * d)
+        self.c_proj = Linear(d, d)
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
@@ -124,8 +148,8 @@ class GPT2Attention(nn.Module):
 class GPT2MLP(nn.Module):
     def __init__(self, config: GPT2Config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
-        self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
+        self.c_fc = Linear(config.n_embd, config.inner_dim)
+        self.c_proj = Linear(config.inner_dim, config.n_embd)
         self.act = ACT_FNS[config.activation_function]
         self.dropout = nn.Dropout(config.resid_pdrop)
 

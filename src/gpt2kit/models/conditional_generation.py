@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import GPT2Config
 from ..tasks.seq2seq import as_id_lists, pad_sequences, trim_generated
-from .backbone import GPT2Model
+from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .losses import causal_lm_loss
 from .outputs import Seq2SeqLMOutput
@@ -58,7 +58,7 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
         config.add_cross_attention = True
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if not self.shared_encoder:
             self.encoder = GPT2Model(config.copy(add_cross_attention=False))
         width = config.get("encoder_hidden_size", None)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..config import GPT2Config
-from .backbone import GPT2Model
+from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .lm import GenerationMixin
 from .losses import causal_lm_loss, class_cross_entropy
@@ -40,7 +39,7 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         super().__init__(config)
         config.num_labels = 1
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.multiple_choice_head = SequenceSummary(config)
         self.init_weights()
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import GPT2Config
-from .backbone import GPT2Model
+from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .losses import causal_lm_loss
 from .outputs import CausalLMOutput
@@ -52,7 +51,7 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.init_weights()
 
     def forward(
