@@ -23,6 +23,7 @@ Tiny configs (`tiny_config`) keep each case well under a second.
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,3 +232,16 @@ def check_model_case(case: ModelCase, tmp_path: Path, seed: int = 0) -> None:
     check_determinism(case, seed)
     check_save_load(case, tmp_path, seed)
     check_config_json(case, tmp_path)
+
+
+# -- synthetic tasks shared by the learning tests ---------------------------------------
+def reversal_pairs(
+    n: int, rng: random.Random, exclude: frozenset = frozenset()
+) -> list[tuple[list[int], list[int]]]:
+    """Sources of 4-5 tokens over a 12-token alphabet; the target is the source reversed."""
+    out = []
+    while len(out) < n:
+        source = [rng.randrange(3, 15) for _ in range(rng.randint(4, 5))]
+        if tuple(source) not in exclude:
+            out.append((source, source[::-1]))
+    return out

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from gpt2kit.models.seq2seq import GPT2ForSequenceToSequence
 from gpt2kit.tasks.seq2seq import Seq2SeqCollator, pad_sequences, trim_generated
-from harness import ModelCase, check_model_case, tiny_config
+from harness import ModelCase, check_model_case, reversal_pairs, tiny_config
 
 SEP, EOS = 2, 1
 
@@ -155,18 +155,6 @@ def test_harness(case, tmp_path):
 
 
 # -- it learns --------------------------------------------------------------------------------------
-def reversal_pairs(
-    n: int, rng: random.Random, exclude: set = frozenset()
-) -> list[tuple[list[int], list[int]]]:
-    """Sources of 4-5 tokens over a 12-token alphabet; the target is the source reversed."""
-    out = []
-    while len(out) < n:
-        source = [rng.randrange(3, 15) for _ in range(rng.randint(4, 5))]
-        if tuple(source) not in exclude:
-            out.append((source, source[::-1]))
-    return out
-
-
 def test_learns_to_reverse_held_out_sequences():
     torch.manual_seed(0)
     model = GPT2ForSequenceToSequence(small_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
