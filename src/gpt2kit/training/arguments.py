@@ -73,6 +73,13 @@ class TrainingArguments:
         device: `cpu`, `cuda`, `cuda:1`...; default: CUDA when available, else CPU (under
             `torchrun`, each process takes `cuda:<local rank>`).
         ddp_backend: `gloo` or `nccl`; default: NCCL on CUDA, gloo on CPU.
+        fsdp: under `torchrun` with more than one process, shard parameters, gradients and
+            optimizer state over the processes with FSDP2 (`fully_shard` per transformer
+            block, then the root) instead of replicating them with DDP. `True` or
+            `"full_shard"`: each block's gathered weights are freed after its forward (least
+            memory); `"shard_grad_op"`: kept until the backward (faster, more memory).
+            With `bf16`, weights are gathered and used in bfloat16 (gradients reduced in
+            float32). Ignored in a single process.
         handle_signals: on SIGINT/SIGTERM, write a checkpoint at the next step boundary and
             return instead of dying mid-step.
 
@@ -122,6 +129,7 @@ class TrainingArguments:
     plot: bool = True
     device: str | None = None
     ddp_backend: str | None = None
+    fsdp: bool | str = False
     handle_signals: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -136,6 +144,9 @@ class TrainingArguments:
             )
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy={self.nan_policy!r}: choose 'error' or 'skip'")
+        from .distributed import fsdp_mode
+
+        fsdp_mode(self.fsdp)  # a ValueError naming the choices for anything else
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 are both set: pick one mixed-precision mode")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):

@@ -1,7 +1,7 @@
 """`gpt2kit train` and `gpt2kit evaluate`: fine-tune or train from scratch, and score a model.
 
 `register(subparsers)` adds both subcommands to an argparse subparsers object (the
-`gpt2kit` command calls it); `python -m gpt2kit.training.cli train ...` works on its own.
+`gpt2kit` command calls it); `python -m gpt2kit train ...` works on its own.
 
 Examples:
     gpt2kit train --task sequence-classification --model gpt2 --train-file train.csv \\
@@ -9,6 +9,7 @@ Examples:
     gpt2kit train --task causal-lm --model gpt2 --from-scratch --n-layer 4 --n-embd 256 \\
         --n-head 4 --train-file corpus.txt --output-dir lm --max-steps 2000 --lr 6e-4
     gpt2kit train --config run.yaml          # the same keys as the flags (dashes or underscores)
+    torchrun --standalone --nproc-per-node 8 -m gpt2kit train ... --fsdp  # FSDP2
     gpt2kit evaluate --task sequence-classification --model out --eval-file test.csv --json m.json
 """
 
@@ -171,6 +172,14 @@ def register(subparsers: Any) -> None:
         default=0.1,
         help="causal-lm without --eval-file: held out",
     )
+    t.add_argument(
+        "--fsdp",
+        nargs="?",
+        const="full_shard",
+        choices=["full_shard", "shard_grad_op"],
+        help="under torchrun: shard weights, gradients and optimizer state over the processes "
+        "(FSDP2) instead of DDP; optional mode: full_shard (default) or shard_grad_op",
+    )
     t.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train, _parser=t)
@@ -284,6 +293,25 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
             print(f"  {key:30s} {value:.4f}")
 
 
+def _fit_lengths(task: str, config: Any, options: dict[str, Any]) -> None:
+    """Length defaults that fit the model's `n_positions` (train and evaluate share them).
+
+    `load_task_data`'s own defaults assume GPT-2's 1024 positions (384-token QA windows
+    overlapping by 128, rows packing two 128-token texts), which a smaller model cannot run.
+    """
+    if task == "document-classification":
+        return  # the model windows documents itself
+    if "max_length" not in options:
+        options["max_length"] = min(128 if "classification" in task else 384, config.n_positions)
+    if task == "text-classification":
+        # the rows the model packs (its config's `pack_length`), never longer than it can read
+        default = min(config.n_positions, 2 * options["max_length"])
+        options["pack_length"] = int(config.get("pack_length", default))
+    elif task == "question-answering":
+        # windows overlap by at most a quarter, leaving room for the question
+        options["stride"] = min(128, options["max_length"] // 4)
+
+
 # -- train -----------------------------------------------------------------------------------------
 def _model_config(args: argparse.Namespace, tokenizer: Any) -> Any:
     from ..config import GPT2Config
@@ -350,10 +378,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             eval_ds, eval_info = None, {}
     else:
-        if args.max_length is None and task != "document-classification":
-            options["max_length"] = min(
-                128 if "classification" in task else 384, config.n_positions
-            )
+        _fit_lengths(task, config, options)
         train_ds, collator, info = _load_data(task, args.train_file, tokenizer, dict(options))
         eval_ds, eval_info = None, {}
         if args.eval_file:
@@ -403,6 +428,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataloader_num_workers=args.num_workers,
         disable_tqdm=not progress,
         device=args.device,
+        fsdp=args.fsdp or False,
     )
     trainer = Trainer(
         model,
@@ -461,6 +487,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         block = min(args.max_length or config.n_positions, config.n_positions)
         options = {"block_size": block, "split": "all", "progress": False}
     else:
+        _fit_lengths(task, config, options)
         names = _label_names(config.get("id2label"))
         if names and "classification" in task:
             options["label_names"] = names
@@ -497,7 +524,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gpt2kit.training.cli train|evaluate ...` without the full `gpt2kit` command."""
+    """`python -m gpt2kit train|evaluate ...` without the full `gpt2kit` command."""
     parser = argparse.ArgumentParser(prog="gpt2kit")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

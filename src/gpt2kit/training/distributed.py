@@ -1,19 +1,33 @@
-"""Multi-process data parallel under `torchrun`: process group, rank helpers, seeded sharding.
+"""Multi-process training under `torchrun`: process group, rank helpers, DDP/FSDP, seeded sharding.
 
 Launch any script that builds a `Trainer` with
 `torchrun --nproc_per_node N script.py`; the Trainer reads `RANK`/`WORLD_SIZE`/`LOCAL_RANK`
 from the environment, joins the process group (NCCL on GPUs, gloo on CPU), wraps the model
-in `DistributedDataParallel`, and gives each rank its slice of every global batch. Only rank 0
-writes checkpoints and logs.
+in `DistributedDataParallel` (or shards it with FSDP2 `fully_shard` when `fsdp` is set), and
+gives each rank its slice of every global batch. Only rank 0 writes checkpoints and logs.
+
+FSDP here means PyTorch's FSDP2 (`torch.distributed.fsdp.fully_shard`, not the legacy
+`FullyShardedDataParallel` class): each transformer block is one shard group, the root
+(embeddings, final LayerNorm, heads) another. It changes the model in place: parameters
+become `DTensor` shards, so saving and loading go through the full-state-dict helpers below,
+which every rank must call together.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger("gpt2kit")
+
+FSDP_MODES = ("full_shard", "shard_grad_op")
 
 
 def env_world_size() -> int:
@@ -83,10 +97,207 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a `DistributedDataParallel` (or `torch.compile`) wrapper."""
+    """The model inside a `DistributedDataParallel` (or `torch.compile`) wrapper.
+
+    An FSDP2-sharded model is not a wrapper (`fully_shard` changes the module in place), so
+    it comes back as is; `is_fsdp` tells it apart.
+    """
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
+
+
+# -- FSDP2 ----------------------------------------------------------------------------------------
+def fsdp_mode(value: bool | str | None) -> str | None:
+    """`TrainingArguments.fsdp` as a mode name: `None` (off), `full_shard` or `shard_grad_op`.
+
+    Example:
+        >>> fsdp_mode(True), fsdp_mode(False), fsdp_mode("shard_grad_op")
+        ('full_shard', None, 'shard_grad_op')
+    """
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return "full_shard"
+    if isinstance(value, str) and value.strip().lower() in FSDP_MODES:
+        return value.strip().lower()
+    raise ValueError(
+        f"fsdp={value!r}: pass True (= 'full_shard'), 'full_shard', 'shard_grad_op' or False"
+    )
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether `model` was sharded with FSDP2 `fully_shard`."""
+    if not dist.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _tied_names(model: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that share one tensor (e.g. `lm_head.weight` and `wte.weight`)."""
+    by_id: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(param), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The submodules that become their own FSDP group: every `GPT2Block` whose parameters
+    are used nowhere else.
+
+    One group per block is what makes FSDP save memory: only one block's full weights exist
+    at a time. A block sharing a parameter with the rest of the model would split a tied
+    pair across two groups (each would shard and all-gather it separately), so such a block
+    stays in the root group instead.
+    """
+    from ..models.backbone import GPT2Block
+
+    refs: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        refs[id(param)] = refs.get(id(param), 0) + 1
+    units = []
+    for module in model.modules():
+        if not isinstance(module, GPT2Block):
+            continue
+        inside: dict[int, int] = {}
+        for _, param in module.named_parameters(remove_duplicate=False):
+            inside[id(param)] = inside.get(id(param), 0) + 1
+        if all(refs[i] == n for i, n in inside.items()):
+            units.append(module)
+        else:
+            logger.info("FSDP: %s shares weights outside itself; kept in the root group", module)
+    return units
+
+
+def apply_fsdp(
+    model: nn.Module,
+    mode: str = "full_shard",
+    param_dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> nn.Module:
+    """Shard `model` in place with FSDP2: each transformer block, then the root.
+
+    Call it on every rank, after the process group exists and before building the optimizer
+    (the optimizer must hold the sharded parameters). The model may still be on the CPU:
+    each group is moved to `device` only as it is sharded, so the whole model never has to
+    fit on one accelerator.
+
+    Args:
+        model: the model (any module; gpt2kit models are split per `GPT2Block`).
+        mode: `full_shard` frees each block's gathered weights after its forward (least
+            memory, one more all-gather in backward); `shard_grad_op` keeps them until the
+            backward (ZeRO-2-like: faster, more memory).
+        param_dtype: gather parameters and compute in this dtype (e.g. `torch.bfloat16`);
+            gradients are still reduced in float32 and the sharded master weights stay float32.
+        device: where the shards live; default: the current CUDA device when CUDA is
+            available, else the CPU.
+
+    Tied weights stay tied: `wte.weight` and `lm_head.weight` both sit in the root group, and
+    FSDP2 registers one sharded parameter under both names. This is checked after sharding.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if is_fsdp(model):
+        return model
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mesh = init_device_mesh(device.type, (get_world_size(),))
+    tied = _tied_names(model)
+    mp = MixedPrecisionPolicy(
+        param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None
+    )
+    reshard = mode == "full_shard"
+    for unit in shard_units(model):
+        fully_shard(unit, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for names in tied:
+        if any(params[n] is not params[names[0]] for n in names[1:]):
+            raise RuntimeError(f"FSDP untied {', '.join(names)}; they must share one tensor")
+    return model
+
+
+def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Accumulate gradients locally, skipping the cross-rank reduction (for micro-batches that
+    are not the last of an optimizer step): DDP's `no_sync()`, FSDP2's
+    `set_requires_gradient_sync(False)`, nothing for a plain module.
+    """
+    if is_fsdp(model):
+
+        @contextlib.contextmanager
+        def _fsdp_no_sync() -> Iterator[None]:
+            model.set_requires_gradient_sync(False)  # type: ignore[operator]
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+        return _fsdp_no_sync()
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def to_local_float(value: torch.Tensor) -> float:
+    """A scalar as a Python float, gathering it first when it is a `DTensor` (FSDP norms)."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if callable(full) else value)
+
+
+def _full_options(**kw: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
+def gather_full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full (unsharded) model and optimizer state dicts, on CPU, on rank 0; `{}` elsewhere.
+
+    A collective: every rank must call it. The optimizer state comes keyed by parameter
+    names (`transformer.h.0.attn.c_attn.weight`) rather than by position, which is what
+    `load_full_state` and a resume under any number of processes read back.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    options = _full_options(cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=options), {}
+    return get_state_dict(model, optimizer, options=options)
+
+
+def load_full_state(
+    model: nn.Module,
+    model_state: dict[str, Any] | None,
+    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+) -> None:
+    """Load full state dicts (as `gather_full_state` returns them) into a sharded or plain model.
+
+    Every rank passes the full dicts and keeps its own shard. Either part may be `None`.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    if model_state is not None:
+        set_model_state_dict(model, model_state, options=_full_options())
+    if optimizer is not None and optimizer_state is not None:
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=_full_options())
+
+
+def plain_class(model: nn.Module) -> type:
+    """The model's own class (FSDP2 swaps in a subclass named `FSDP<Class>`)."""
+    if not is_fsdp(model):
+        return type(model)
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
 
 
 class SeededBatchSampler:

@@ -10,6 +10,12 @@ A checkpoint is a folder `checkpoint-<step>/` holding
 
 The folder is written through `gpt2kit.checkpoint.atomic_folder`: a crash or kill mid-save
 leaves the previous checkpoint untouched and no half-written `checkpoint-<step>/`.
+
+Under FSDP the Trainer first gathers full state dicts on rank 0 (`distributed.gather_full_state`)
+and passes them in: the folder is then the same as a single process writes (full weights in
+the `save_pretrained` layout), except that `optimizer.pt` is keyed by parameter name instead
+of position. `load_checkpoint` reads either layout into a plain, DDP or FSDP model, so a run
+can resume under a different number of processes or with FSDP switched on or off.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import atomic_folder, from_hf_state_dict, read_state_dict
+from .distributed import is_fsdp, load_full_state, plain_class
 
 STATE_FILE = "trainer_state.json"
 PLAIN_WEIGHTS = "module_state.safetensors"  # modules without save_pretrained
@@ -114,6 +121,40 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def _unsharded_twin(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A plain instance of `model`'s class holding `weights` (no copy: built on the meta
+    device, then the tensors are assigned), so `save_pretrained` writes a sharded model's
+    gathered weights with the usual file layout, config and `architectures` name.
+    """
+    with torch.device("meta"):
+        twin = plain_class(model)(model.config)  # type: ignore[call-arg]
+    twin.load_state_dict(weights, strict=True, assign=True)
+    if hasattr(twin, "tie_weights"):
+        twin.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        twin.generation_config = model.generation_config
+    return twin
+
+
+def write_model(
+    model: torch.nn.Module,
+    folder: Path,
+    tokenizer: Any = None,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write the model into `folder`: `save_pretrained` for gpt2kit models, else a safetensors
+    state dict. `weights` (a full state dict gathered from an FSDP model) replaces the
+    model's own `state_dict()`.
+    """
+    if hasattr(model, "save_pretrained"):
+        target = model if weights is None else _unsharded_twin(model, weights)
+        target.save_pretrained(folder, tokenizer=tokenizer)  # type: ignore[operator]
+        return
+    state = model.state_dict() if weights is None else weights
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / PLAIN_WEIGHTS)
+
+
 def save_checkpoint(
     folder: Path,
     model: torch.nn.Module,
@@ -123,17 +164,17 @@ def save_checkpoint(
     scaler: Any = None,
     args_dict: dict[str, Any] | None = None,
     tokenizer: Any = None,
+    full_state: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> Path:
-    """Write everything a resume needs into `folder`, atomically."""
+    """Write everything a resume needs into `folder`, atomically.
+
+    `full_state` is `(model_state, optimizer_state)` from `distributed.gather_full_state`
+    (FSDP): written instead of the (sharded) model's and optimizer's own state dicts.
+    """
     with atomic_folder(folder) as tmp:
-        if hasattr(model, "save_pretrained"):
-            model.save_pretrained(tmp, tokenizer=tokenizer)  # type: ignore[operator]
-        else:  # any other module: its state dict as is
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                tmp / PLAIN_WEIGHTS,
-            )
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        write_model(model, tmp, tokenizer, weights=full_state[0] if full_state else None)
+        optim_state = full_state[1] if full_state else optimizer.state_dict()
+        torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if scaler is not None and scaler.is_enabled():
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
@@ -152,9 +193,17 @@ def _load(path: Path) -> Any:
 
 
 def load_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Copy a checkpoint's weights into `model` in place (keeps the optimizer's references)."""
+    """Copy a checkpoint's weights into `model` in place (keeps the optimizer's references).
+
+    An FSDP-sharded model takes them through `set_model_state_dict` (every rank reads the
+    folder and keeps its shard), so call it on every rank together.
+    """
     if (Path(folder) / PLAIN_WEIGHTS).is_file():
-        model.load_state_dict(load_file(str(Path(folder) / PLAIN_WEIGHTS)))
+        plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))
+        if is_fsdp(model):
+            load_full_state(model, plain)
+        else:
+            model.load_state_dict(plain)
         return
     prefix = f"{model.base_model_prefix}." if getattr(model, "base_model_prefix", "") else ""
     state = from_hf_state_dict(read_state_dict(Path(folder)), prefix)
@@ -164,6 +213,14 @@ def load_weights(model: torch.nn.Module, folder: Path) -> None:
         raise ValueError(
             f"{folder} lacks weights for {', '.join(missing[:5])}: is it a checkpoint of this model?"
         )
+    if is_fsdp(model):
+        full = {k: state[k] for k in own if k in state}
+        embedding = state.get(f"{prefix}wte.weight")
+        for key in own:  # a tied head is not in the file: it is the embedding
+            if key not in full and key.endswith("lm_head.weight") and embedding is not None:
+                full[key] = embedding
+        load_full_state(model, full)
+        return
     with torch.no_grad():
         for key, tensor in state.items():
             if key in own:
@@ -187,12 +244,49 @@ def load_checkpoint(
             "folder written by Trainer, or resume_from_checkpoint=True to take the newest one"
         )
     load_weights(model, folder)
-    optimizer.load_state_dict(_load(folder / "optimizer.pt"))
+    optim_state = _load(folder / "optimizer.pt")
+    if is_fsdp(model) or _keyed_by_name(optim_state):
+        load_full_state(model, None, optimizer, _by_name(optim_state, model, optimizer))
+    else:
+        optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(_load(folder / "scheduler.pt"))
     if scaler is not None and (folder / "scaler.pt").is_file():
         scaler.load_state_dict(_load(folder / "scaler.pt"))
     RNGState(_load(folder / "rng_state.pt")).restore()
     return TrainerState.from_json((folder / STATE_FILE).read_text())
+
+
+def _keyed_by_name(optim_state: dict[str, Any]) -> bool:
+    """Whether an optimizer state dict names parameters (FSDP checkpoints) or numbers them."""
+    groups = optim_state.get("param_groups", [])
+    return any(isinstance(p, str) for g in groups for p in g.get("params", []))
+
+
+def _by_name(
+    optim_state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """A positional optimizer state dict (`optimizer.state_dict()`) re-keyed by parameter
+    name, so a checkpoint from a plain or DDP run resumes under FSDP. Position `i` is the
+    `i`-th parameter over the optimizer's groups, the same order in both runs since both
+    build the optimizer from `named_parameters`.
+    """
+    if _keyed_by_name(optim_state):
+        return optim_state
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    saved = [i for g in optim_state["param_groups"] for i in g["params"]]
+    if len(saved) != len(order):
+        raise ValueError(
+            f"the checkpoint's optimizer holds {len(saved)} parameters, this model {len(order)}: "
+            "is it a checkpoint of this model?"
+        )
+    rename = dict(zip(saved, order, strict=True))
+    return {
+        "state": {rename[i]: v for i, v in optim_state["state"].items()},
+        "param_groups": [
+            {**g, "params": [rename[i] for i in g["params"]]} for g in optim_state["param_groups"]
+        ],
+    }
 
 
 def rotate_checkpoints(

@@ -37,6 +37,7 @@ from .state import (
     load_weights,
     rotate_checkpoints,
     save_checkpoint,
+    write_model,
 )
 
 logger = logging.getLogger("gpt2kit")
@@ -212,6 +213,7 @@ class Trainer:
         self.distributed = dist_utils.init_distributed(self.device, args.ddp_backend)
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
         self.is_main = self.rank == 0
+        self.fsdp = False  # set by train(): the model was sharded with FSDP2
         params = inspect.signature(unwrap(model).forward).parameters
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         self._forward_keys = None if takes_kwargs else set(params)
@@ -292,12 +294,27 @@ class Trainer:
             raise ValueError("Trainer.train needs a train_dataset")
         set_seed(args.seed)
         self._stop_requested = None
-        model = unwrap(self.model).to(self.device)
+        self.fsdp = bool(args.fsdp) and self.distributed
+        model = unwrap(self.model)
+        if not self.fsdp:  # FSDP moves each shard group to the device as it shards it
+            model = model.to(self.device)
         self.model = model
         if args.gradient_checkpointing:
             if not hasattr(model, "gradient_checkpointing_enable"):
                 raise ValueError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
             model.gradient_checkpointing_enable()
+        # FSDP shards in place, before the optimizer is built over the (sharded) parameters
+        if self.fsdp:
+            dist_utils.apply_fsdp(
+                model,
+                dist_utils.fsdp_mode(args.fsdp) or "full_shard",
+                param_dtype=torch.bfloat16 if args.bf16 else None,
+                device=self.device,
+            )
+        elif args.fsdp:
+            logger.info(
+                "fsdp=%r in a single process: nothing to shard, training as usual", args.fsdp
+            )
 
         accum = args.gradient_accumulation_steps
         probe = SeededBatchSampler(
@@ -351,7 +368,7 @@ class Trainer:
             logger.info("resumed from %s at step %d", folder, self.state.global_step)
 
         self.wrapped = model
-        if self.distributed:
+        if self.distributed and not self.fsdp:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -531,9 +548,9 @@ class Trainer:
         for i, raw in enumerate(micro):
             batch = self._prepare(raw)
             tokens += _count_tokens(batch)
-            # DDP: all-reduce gradients only on the last micro-batch of the step
+            # DDP/FSDP: reduce gradients only on the last micro-batch of the step
             sync = i == n - 1 or not self.distributed
-            with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
+            with contextlib.nullcontext() if sync else dist_utils.no_sync(model):
                 with self._autocast():
                     out = model(**batch)
                 loss = out.loss if hasattr(out, "loss") else out["loss"]
@@ -556,7 +573,7 @@ class Trainer:
             norm = torch.nn.utils.get_total_norm(
                 [p.grad for p in params if p.grad is not None], foreach=True
             )
-        self._last_grad_norm = float(norm)
+        self._last_grad_norm = dist_utils.to_local_float(norm)  # FSDP: a DTensor
         # fp16 overflow is the scaler's business (it skips and lowers the scale); anything
         # else non-finite means the run is broken and must not go on silently.
         bad = not math.isfinite(float(mean_loss)) or (
@@ -687,6 +704,9 @@ class Trainer:
     # -- checkpoints and logs -------------------------------------------------------------------
     def _save(self, step: int) -> Path:
         folder = self.output_dir / f"checkpoint-{step}"
+        # FSDP: every rank takes part in gathering the full weights and optimizer state
+        sharded = dist_utils.is_fsdp(self.model)
+        full = dist_utils.gather_full_state(self.model, self.optimizer) if sharded else None
         if self.is_main:
             save_checkpoint(
                 folder,
@@ -697,6 +717,7 @@ class Trainer:
                 scaler=self.scaler,
                 args_dict=self.args.to_dict(),
                 tokenizer=self.tokenizer,
+                full_state=full,
             )
             rotate_checkpoints(self.output_dir, self.args.save_total_limit, keep=self._best_path())
             self._callback("on_save", folder)
@@ -707,10 +728,16 @@ class Trainer:
         return self.output_dir / self.state.best_checkpoint if self.state.best_checkpoint else None
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
-        """Write the (unwrapped) model and tokenizer with `save_pretrained` (rank 0 only)."""
+        """Write the (unwrapped) model and tokenizer with `save_pretrained` (rank 0 only).
+
+        Under FSDP every rank must call it: the full weights are gathered first.
+        """
         target = Path(output_dir or self.output_dir)
+        weights = (
+            dist_utils.gather_full_state(self.model)[0] if dist_utils.is_fsdp(self.model) else None
+        )
         if self.is_main:
-            unwrap(self.model).save_pretrained(target, tokenizer=self.tokenizer)  # type: ignore[operator]
+            write_model(unwrap(self.model), target, self.tokenizer, weights=weights)
         dist_utils.barrier()
         return target
 
