@@ -122,3 +122,91 @@ def test_score_errors(scorer):
         scorer.score([[1] * 64])  # 64 + BOS
     with pytest.raises(ValueError, match="no token to score"):
         scorer.score([[]], add_bos=False)
+
+
+# -- the fused (chunked) LM loss used in training --------------------------------------------
+@pytest.mark.parametrize("ignore_some", [False, True])
+def test_linear_cross_entropy_equals_cross_entropy(monkeypatch, ignore_some):
+    from gpt2kit.models import losses
+
+    monkeypatch.setattr(losses, "_chunk_rows", lambda vocab: 7)  # several chunks, a ragged last
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(30, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (30,), generator=g)
+    if ignore_some:
+        labels[::3] = -100
+    fused = losses.linear_cross_entropy(hidden, weight, labels)
+    (2.5 * fused).backward()  # a non-unit upstream gradient
+    gh, gw = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, labels, ignore_index=-100)
+    (2.5 * ref).backward()
+    torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gh, hidden.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gw, weight.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_linear_cross_entropy_errors_and_no_grad():
+    from gpt2kit.models.losses import linear_cross_entropy
+
+    hidden, weight = torch.randn(4, 8), torch.randn(10, 8)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 10\)"):
+        linear_cross_entropy(hidden, weight, torch.tensor([1, 2, 10, -100]))
+    with torch.no_grad():
+        loss = linear_cross_entropy(hidden, weight, torch.tensor([1, 2, 3, -100]))
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, torch.tensor([1, 2, 3, -100]))
+    torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("model_cls", [GPT2LMHeadModel, GPT2ForCausalLM])
+def test_training_loss_skips_logits_and_matches_the_full_path(model_cls):
+    config = tiny_config(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    model = model_cls(config).train()
+    batch = lm_batch(config, seed=1, seq=10)
+    labels = batch["labels"].clone()
+    labels[1, :3] = -100
+    fused = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    assert fused.logits is None  # training with labels: no [B, T, V] tensor
+    fused.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = model(
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=labels,
+        return_logits=True,
+    )
+    assert full.logits is not None
+    full.loss.backward()
+    torch.testing.assert_close(fused.loss, full.loss, atol=1e-6, rtol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5, msg=n)
+    # eval mode, or no labels: logits as always
+    assert model.eval()(batch["input_ids"], labels=labels).logits is not None
+    with pytest.raises(ValueError, match="needs labels"):
+        model(batch["input_ids"], return_logits=False)
+
+
+def test_fused_training_loss_equals_transformers_loss(tmp_path):
+    config = tiny_config(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    hf, folder = make_hf_twin(config, tmp_path / "hf")
+    ours = GPT2LMHeadModel.from_pretrained(folder)
+    ours.train()
+    hf.train()
+    batch = lm_batch(config, seed=5, seq=12)
+    mine = ours(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    theirs = hf(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    mine.loss.backward()
+    theirs.loss.backward()
+    torch.testing.assert_close(mine.loss, theirs.loss, atol=1e-6, rtol=1e-5)
+    hf_grads = dict(hf.named_parameters())
+    for name in (
+        "transformer.wte.weight",
+        "transformer.h.0.mlp.c_fc.bias",
+        "transformer.ln_f.weight",
+    ):
+        torch.testing.assert_close(
+            dict(ours.named_parameters())[name].grad, hf_grads[name].grad, atol=1e-5, rtol=1e-4
+        )

@@ -12,7 +12,7 @@ from ..config import GPT2Config
 from ..tasks.seq2seq import as_id_lists, pad_sequences, trim_generated
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
-from .losses import causal_lm_loss
+from .losses import lm_head_outputs
 from .outputs import Seq2SeqLMOutput
 
 
@@ -107,6 +107,7 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
+        return_logits: bool | None = None,
     ) -> Seq2SeqLMOutput:
         if encoder_hidden_states is None:
             if encoder_input_ids is None:
@@ -135,8 +136,7 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, return_logits)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

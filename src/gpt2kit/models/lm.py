@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..config import GPT2Config
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
-from .losses import causal_lm_loss
+from .losses import lm_head_outputs
 from .outputs import CausalLMOutput
 
 
@@ -37,6 +37,8 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     `forward(input_ids [B, T], ..., labels [B, T])` returns `CausalLMOutput` with
     `logits [B, T, V]` and, given labels, the shifted cross-entropy (`-100` ignored).
     `logits_to_keep=k` computes logits for the last k positions only (generation needs 1).
+    Training with labels (train mode, grad enabled) computes the loss chunk by chunk without
+    the `[B, T, V]` logits and returns `logits=None`; `return_logits=True` keeps them.
 
     Example:
         >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100))
@@ -69,6 +71,7 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
+        return_logits: bool | None = None,
     ) -> CausalLMOutput:
         out = self.transformer(
             input_ids,
@@ -86,8 +89,7 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, return_logits)
         return CausalLMOutput(
             loss=loss,
             logits=logits,
