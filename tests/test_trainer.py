@@ -87,8 +87,10 @@ def test_gradient_accumulation_matches_big_batch(tmp_path):
         ),
         data,
     ).train()
+    # The key bias gets a zero gradient (softmax ignores a per-row shift), so its Adam
+    # update is float noise divided by ~eps: the two runs agree to ~2e-6 there, 1e-7 elsewhere.
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb, atol=2e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(pa, pb, atol=5e-6, rtol=1e-5, msg=name)
 
 
 def test_gradient_clipping_bounds_update(tmp_path):
