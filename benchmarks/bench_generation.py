@@ -3,13 +3,18 @@
 Figures (new tokens per second, best of `--repeats`):
 - greedy, batch 1, prompt 16, exactly `--new` new tokens (min_new_tokens = max_new_tokens);
 - sampling top-k 50, batch 8;
-- gpt2kit with bf16 weights, batch 1, against transformers fp32.
+- gpt2kit with bf16 weights, batch 1, against transformers fp32;
+- with `--compiled`: greedy batch 1 through the static cache and the compiled decode step
+  (`cache_implementation="static"`, inductor on CPU), plain and with inductor's `freezing`
+  (weights constant-folded, projections on oneDNN's packed weights); their one-off compile
+  time and the resident-memory growth it brings are printed too.
 Each is printed with its ratio to transformers and its fraction of this machine's
 memory-bandwidth bound (batch-1 decoding reads every weight once per token, so
 tokens/s <= bandwidth / weight bytes; bandwidth measured as a large tensor copy).
 
     python benchmarks/bench_generation.py            # GPT-2 124M, random init, fp32 CPU
     python benchmarks/bench_generation.py --quick    # tiny config, a few seconds
+    python benchmarks/bench_generation.py --compiled # + compiled rows (minutes of compile)
 """
 
 from __future__ import annotations
@@ -47,6 +52,18 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total - wpe.numel() * wpe.element_size()
 
 
+def rss_mib() -> float:
+    """Resident set size of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -59,6 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--new", type=int, default=128, help="new tokens per prompt")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add greedy b1 rows with the static cache and torch.compile'd decode step",
+    )
     args = ap.parse_args(argv)
     import transformers
 
@@ -138,6 +160,19 @@ def main(argv: list[str] | None = None) -> None:
             1,
         ),
     }
+    compile_times: dict[str, tuple[float, float]] = {}
+    if args.compiled:
+        static = dict(cache_implementation="static", **exact)
+        frozen = dict(compile_config={"options": {"freezing": True}}, **static)
+        for name, kw in (("compiled", static), ("compiled+freezing", frozen)):
+            rss0 = rss_mib()
+            t_first = timed(lambda kw=kw: generate(ours, p1, **kw))  # builds and compiles
+            compile_times[name] = (t_first, rss_mib() - rss0)
+            cases[f"greedy b1 fp32 {name}"] = (
+                lambda kw=kw: generate(ours, p1, **kw),
+                lambda: run_hf(p1, do_sample=False, **exact),
+                1,
+            )
     # Sanity: both produce exactly n new tokens.
     assert generate(ours, p1, **exact).shape[1] == prompt_len + n
     assert run_hf(p1, do_sample=False, **exact).shape[1] == prompt_len + n
@@ -151,13 +186,20 @@ def main(argv: list[str] | None = None) -> None:
             t_hf = min(t_hf, timed(hf_fn))
         results[name] = (batch * n / t_ours, batch * n / t_hf)
 
-    print(f"\n{'case':30s} {'gpt2kit tok/s':>14s} {'hf tok/s':>10s} {'ratio':>7s} {'of bound':>9s}")
+    print(f"\n{'case':34s} {'gpt2kit tok/s':>14s} {'hf tok/s':>10s} {'ratio':>7s} {'of bound':>9s}")
     for name, (ours_tps, hf_tps) in results.items():
         bound = bound_bf16 if "bf16" in name else bound_fp32
         frac = f"{ours_tps / bound:8.0%}" if name.startswith("greedy") else "      -"
-        print(f"{name:30s} {ours_tps:14.1f} {hf_tps:10.1f} {ours_tps / hf_tps:6.2f}x {frac}")
+        print(f"{name:34s} {ours_tps:14.1f} {hf_tps:10.1f} {ours_tps / hf_tps:6.2f}x {frac}")
     hf_b1 = results["greedy b1 fp32"][1]
     print(f"(transformers fp32 greedy b1 is {hf_b1 / bound_fp32:.0%} of the fp32 bound)")
+    for name, (t_first, rss_rise) in compile_times.items():
+        eager_tps = results["greedy b1 fp32"][0]
+        tps = results[f"greedy b1 fp32 {name}"][0]
+        print(
+            f"{name}: first call (compile + run) {t_first:.1f} s, resident memory "
+            f"+{rss_rise:.0f} MiB; {tps / eager_tps:.2f}x the eager gpt2kit greedy b1"
+        )
 
 
 if __name__ == "__main__":

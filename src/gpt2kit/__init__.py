@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "generate": "generation",
     "stream_generate": "generation",
     "GenerationConfig": "generation",
+    "GenerateOutput": "generation",
     "TextIteratorStreamer": "generation",
     # data, training, evaluation
     "load_task_data": "data",

@@ -23,12 +23,13 @@ from .processors import (
     TypicalLogitsWarper,
     build_processors,
 )
-from .search import generate
+from .search import GenerateOutput, generate
 from .stopping import StopStringMatcher
 from .streaming import IncrementalDecoder, TextIteratorStreamer, TextStreamer, stream_generate
 
 __all__ = [
     "GENERATION_CONFIG",
+    "GenerateOutput",
     "GenerationConfig",
     "IncrementalDecoder",
     "LogitNormalization",

@@ -5,6 +5,10 @@ stores `None` and fills the same defaults at `generate` time). The JSON holds on
 fields that differ from the defaults, as `transformers` writes it, plus any key we do
 not know (kept in `extra` on a round trip), so a folder saved by either library loads in
 the other with the same decoding behaviour.
+
+`context_overflow` / `slide_stride` have no `transformers` counterpart (it ignores them
+and keeps them as attributes); `return_dict_in_generate`, `output_scores` and
+`output_logits` are `transformers`' fields with its meaning.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class GenerationConfig:
     do_sample: bool = False
     num_beams: int = 1
     use_cache: bool = True
+    # cache and compilation (`transformers`' names; see `gpt2kit.generation.compiled`)
+    cache_implementation: str | None = None
+    compile_config: Any = None
+    disable_compile: bool = False
     # logits manipulation
     temperature: float = 1.0
     top_k: int | None = 50
@@ -55,6 +63,12 @@ class GenerationConfig:
     renormalize_logits: bool = False
     # output
     num_return_sequences: int = 1
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    # context longer than the model's positions ("error" or "slide"; gpt2kit only)
+    context_overflow: str = "error"
+    slide_stride: int | None = None
     # special tokens
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -133,7 +147,13 @@ class GenerationConfig:
     def to_diff_dict(self) -> dict[str, Any]:
         """The fields that differ from the defaults, plus the extras: what the JSON holds."""
         default = GenerationConfig().to_dict()
-        return {k: v for k, v in self.to_dict().items() if k not in default or v != default[k]}
+        # `compile_config` is a runtime choice (it may hold a callable backend); `transformers`
+        # leaves it out of the file too.
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if (k not in default or v != default[k]) and k != "compile_config"
+        }
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n"

@@ -10,9 +10,29 @@ Speed. The cache holds prompt + max_new_tokens from the start (one allocation); 
 step feeds one token per row and asks for the last position's logits only
 (`logits_to_keep=1`). Without padding the step passes `attention_mask=None`, the
 backbone's plain-causal fast path; with padding it passes a view of one preallocated
-mask buffer and the next positions directly. Finished rows keep decoding (their tokens
-are replaced by pads): dropping them would reallocate the cache mid-loop, which costs
-more than the rows it saves at the batch sizes this targets.
+mask buffer and the next positions directly.
+
+Finished rows. Greedy / sampling with an EOS id (rows stopped by EOS or a stop string
+are filled with pads) stop computing rows that have finished: once at least a quarter of the rows still computed (and one) are done, the
+batch is compacted (cache rows, mask buffer, positions, per-row processor state and
+encoder states selected with one `index_select` each) and results keep going into the
+full-size output by row index. Compacting at a quarter bounds the copies (each costs
+about one step's cache traffic) to a few per run while the model stops paying for rows
+that only produce pads. The tokens are exactly those of the uncompacted loop: sampling
+draws the `Exp(1)` noise of `torch.multinomial` for the whole batch (see `_sample_rows`).
+Compaction is off when `output_scores` / `output_logits` need every row's scores or a
+user `logits_processor` may keep per-row state.
+
+Context overflow. `context_overflow="slide"` lets prompt + new tokens exceed
+`n_positions`: GPT-2's positions are absolute and baked into the cached keys, so the
+cache cannot be shifted; when it is full, the last `n_positions - slide_stride` tokens
+are re-encoded from scratch (a fresh prefill, positions from 0), which leaves room for
+`slide_stride` more tokens before the next re-encode. `slide_stride` (default
+`n_positions // 4`) trades context for speed: a re-encode of `n_positions - stride`
+tokens every `stride + 1` new tokens, so a quarter keeps at least 3/4 of the window as
+context for every token at under 3 prefill tokens per new token, while re-encoding every
+step (stride 1, the most context) would cost a whole window per token. In a left-padded
+batch the window counts columns, so a short prompt's row slides with the longest one.
 
 Semantics follow `transformers.generate` (same processors in the same order, same
 stopping rules, same vectorized beam search), so greedy and beam search return the same
@@ -22,19 +42,158 @@ same tokens.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..models.cache import KVCache
+from ..models.outputs import ModelOutput
+from .compiled import select_decoder
 from .config import GenerationConfig
-from .processors import LogitsProcessor, apply_processors, build_processors
+from .processors import (
+    LogitNormalization,
+    LogitsProcessor,
+    MinLengthLogitsProcessor,
+    MinNewTokensLogitsProcessor,
+    MinPLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+    apply_processors,
+    build_processors,
+)
 from .stopping import StopStringMatcher
 
 _FIELDS = {f.name for f in fields(GenerationConfig)} - {"extra"}
+
+CONTEXT_OVERFLOW = ("error", "slide")
+
+# Drop finished rows once at least this fraction of the computed rows (and one) finished;
+# None never drops them (the plain loop, kept for comparisons).
+_COMPACT_FRACTION: float | None = 0.25
+
+# Built-in processors that keep no per-row state: a compacted batch just passes fewer rows.
+_ROW_FREE = (
+    LogitNormalization,
+    MinLengthLogitsProcessor,
+    MinNewTokensLogitsProcessor,
+    MinPLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+
+
+@dataclass
+class GenerateOutput(ModelOutput):
+    """What `generate(..., return_dict_in_generate=True)` returns; `transformers`' fields.
+
+    Like `transformers`' `GenerateDecoderOnlyOutput` / `GenerateBeamDecoderOnlyOutput`
+    (it indexes as a tuple of its non-None fields, `out[0]` is `sequences`), so code that
+    reads `out.sequences`, `out.scores` or `compute_transition_scores`-style math keeps
+    working.
+
+    Attributes:
+        sequences: `[B * num_return_sequences, T + new]`, the ids `generate` returns otherwise.
+        sequences_scores: beam search with `output_scores`: `[B * num_return_sequences]`, each
+            returned hypothesis' score (sum of token log-probs / `new_len ** length_penalty`).
+        scores: with `output_scores`, one `[N, V]` tensor per step, the scores the token was
+            picked from: greedy / sampling the logits after every processor and warper;
+            beam search the log-softmax after the processors, before the beam's running
+            score is added. N is the number of rows decoded (`B * num_return_sequences`,
+            or `B * num_beams`); finished rows keep their (unused) scores.
+        logits: with `output_logits`, the raw float32 logits `[N, V]` of every step.
+        beam_indices: beam search: `[B * num_return_sequences, new]`, for each new token the
+            row (of the `B * num_beams` decoded) it was appended to; -1 after a hypothesis
+            ended.
+
+    Example:
+        >>> from gpt2kit import GPT2Config, GPT2LMHeadModel
+        >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).eval()
+        >>> out = generate(model, torch.tensor([[1, 2]]), max_new_tokens=3, eos_token_id=None,
+        ...                return_dict_in_generate=True, output_scores=True)
+        >>> out.sequences.shape, len(out.scores), out.scores[0].shape
+        (torch.Size([1, 5]), 3, torch.Size([1, 50]))
+    """
+
+    sequences: torch.Tensor
+    sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    beam_indices: torch.Tensor | None = None
+
+
+class _Record:
+    """What `return_dict_in_generate` asks the decoding loops to keep."""
+
+    def __init__(self, scores: bool, logits: bool) -> None:
+        self.scores: list[torch.Tensor] | None = [] if scores else None
+        self.logits: list[torch.Tensor] | None = [] if logits else None
+        self.sequences_scores: torch.Tensor | None = None
+        self.beam_indices: torch.Tensor | None = None
+
+    def output(self, sequences: torch.Tensor) -> GenerateOutput:
+        return GenerateOutput(
+            sequences=sequences,
+            sequences_scores=self.sequences_scores,
+            scores=tuple(self.scores) if self.scores is not None else None,
+            logits=tuple(self.logits) if self.logits is not None else None,
+            beam_indices=self.beam_indices,
+        )
+
+
+def _slide_stride(cfg: GenerationConfig, n_positions: int) -> int:
+    """Tokens decoded between two re-encodes under `context_overflow="slide"`."""
+    return cfg.slide_stride if cfg.slide_stride is not None else max(1, n_positions // 4)
+
+
+def _select_processors(
+    processors: Sequence[LogitsProcessor], index: torch.Tensor | None
+) -> list[LogitsProcessor] | None:
+    """`processors` for the rows `index` of the batch; None if one may keep per-row state.
+
+    `index=None` only checks. The repetition penalty holds each row's left-padding length;
+    everything else built in is row-free. A user processor is unknown: None.
+    """
+    out: list[LogitsProcessor] = []
+    for p in processors:
+        if type(p) in _ROW_FREE:
+            out.append(p)
+        elif type(p) is RepetitionPenaltyLogitsProcessor:
+            skip = p.prompt_ignore_length
+            if index is not None and isinstance(skip, torch.Tensor):
+                p = copy.copy(p)
+                p.prompt_ignore_length = skip.index_select(0, index)
+            out.append(p)
+        else:
+            return None
+    return out
+
+
+def _sample_rows(
+    probs: torch.Tensor, n_rows: int, rows: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """`torch.multinomial(full_probs, 1)[rows]` given only the `rows` of `full_probs`.
+
+    `multinomial(p, 1)` is `argmax(p / q)` with `q ~ Exp(1)` of `p`'s shape (the
+    exponential race; PyTorch's own implementation for one sample). Drawing `q` for all
+    `n_rows` keeps the random stream where the uncompacted loop has it, so every kept row
+    gets the token it would have got.
+    """
+    q = torch.empty(n_rows, probs.shape[-1], dtype=probs.dtype, device=probs.device)
+    q.exponential_(1, generator=generator)
+    return (probs / q.index_select(0, rows)).argmax(-1)
 
 
 def _as_list(ids: int | Sequence[int] | torch.Tensor | None) -> list[int]:
@@ -104,6 +263,22 @@ def _validate(cfg: GenerationConfig) -> None:
         not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 1
     ):
         raise ValueError(f"max_new_tokens must be an int >= 1, got {cfg.max_new_tokens!r}")
+    if cfg.context_overflow not in CONTEXT_OVERFLOW:
+        raise ValueError(
+            f'context_overflow must be "error" or "slide", got {cfg.context_overflow!r}; '
+            '"slide" re-encodes the last tokens when prompt + new tokens outgrow n_positions'
+        )
+    if cfg.slide_stride is not None and (
+        not isinstance(cfg.slide_stride, int)
+        or isinstance(cfg.slide_stride, bool)
+        or cfg.slide_stride < 1
+    ):
+        raise ValueError(
+            f"slide_stride must be an int >= 1 (or None for n_positions // 4), got {cfg.slide_stride!r}"
+        )
+    for name in ("return_dict_in_generate", "output_scores", "output_logits"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
 
 
 class _Inputs:
@@ -185,8 +360,17 @@ def generate(
     tokenizer: Any = None,
     logits_processor: Sequence[LogitsProcessor] = (),
     **overrides: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | GenerateOutput:
     """Continue each prompt; returns `[B * num_return_sequences, T + new]` token ids.
+
+    With `return_dict_in_generate=True` it returns a `GenerateOutput` instead: the same ids
+    as `sequences`, plus per-step `scores` (`output_scores=True`) and raw `logits`
+    (`output_logits=True`), and for beam search `sequences_scores` and `beam_indices`.
+
+    Prompt + new tokens must fit `n_positions` unless `context_overflow="slide"`: then a
+    prompt longer than the window is read from its last `n_positions` tokens, and whenever
+    the window fills, the last `n_positions - slide_stride` tokens are re-encoded (see the
+    module docstring); the output still holds the whole prompt and every new token.
 
     Args:
         model: any gpt2kit model with an LM head (`GPT2LMHeadModel`, `GPT2ForCausalLM`,
@@ -203,7 +387,8 @@ def generate(
         logits_processor: extra `(ids, scores) -> scores` callables, run after the built-in
             penalties and before the sampling warpers.
         **overrides: any `GenerationConfig` field (`max_new_tokens`, `do_sample`, `top_k`,
-            `num_beams`, `eos_token_id`, `stop_strings`, ...).
+            `num_beams`, `eos_token_id`, `stop_strings`, `return_dict_in_generate`,
+            `output_scores`, `output_logits`, `context_overflow`, `slide_stride`, ...).
 
     Example:
         >>> from gpt2kit import GPT2Config, GPT2LMHeadModel
@@ -231,12 +416,18 @@ def generate(
             f"max_length={cfg.max_length} leaves no room after the {T}-token prompt; pass max_new_tokens=..."
         )
     n_positions = model.config.n_positions
-    if T + max_new > n_positions:
+    if cfg.context_overflow == "error" and T + max_new > n_positions:
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new}) = {T + max_new} exceeds the model's "
             f"{n_positions} positions (n_positions); lower max_new_tokens or truncate the prompt to "
-            f"its last {n_positions - max_new} tokens"
+            f'its last {n_positions - max_new} tokens (or pass context_overflow="slide")'
         )
+    if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
+        raise ValueError(
+            f"slide_stride ({cfg.slide_stride}) must be below n_positions ({n_positions}): each "
+            "re-encode keeps n_positions - slide_stride tokens of context"
+        )
+    record = _Record(cfg.output_scores, cfg.output_logits) if cfg.return_dict_in_generate else None
 
     beams = cfg.num_beams > 1
     expand = cfg.num_beams if beams else cfg.num_return_sequences
@@ -268,11 +459,13 @@ def generate(
             "streamer supports batch 1 without beam search; drop streamer= or num_beams"
         )
 
+    # cache_implementation="static": a fixed-shape, compiled step stands in for the model.
+    decoder = select_decoder(model, cfg, ids.shape[0], T + max_new, beams, extra_kwargs)
     # no_grad, not inference_mode: the returned ids must stay usable as ordinary tensors
     # (e.g. as training inputs, where inference tensors cannot be saved for backward).
     with torch.no_grad():
         if beams:
-            return _beam_search(
+            seqs = _beam_search(
                 model,
                 ids,
                 mask,
@@ -284,11 +477,24 @@ def generate(
                 stop,
                 generator,
                 extra_kwargs,
+                record=record,
             )
+            return record.output(seqs) if record is not None else seqs
         if streamer is not None:
             streamer.put(ids.cpu())
         steps = decode_steps(
-            model, ids, mask, cfg, processors, eos, pad, max_new, stop, generator, extra_kwargs
+            decoder,
+            ids,
+            mask,
+            cfg,
+            processors,
+            eos,
+            pad,
+            max_new,
+            stop,
+            generator,
+            extra_kwargs,
+            record=record,
         )
         try:
             while True:
@@ -300,7 +506,7 @@ def generate(
         finally:
             if streamer is not None:
                 streamer.end()
-        return out
+        return record.output(out) if record is not None else out
 
 
 def decode_steps(
@@ -315,68 +521,130 @@ def decode_steps(
     stop: StopStringMatcher | None,
     generator: torch.Generator | None,
     extra_kwargs: dict[str, Any],
+    *,
+    record: _Record | None = None,
 ) -> Iterator[torch.Tensor]:
     """Greedy / sampling loop as a generator: yields each step's tokens `[N]`, returns all ids.
 
     A generator so `stream_generate` can hand out text between steps (and stop early by
-    closing it) without a thread.
+    closing it) without a thread. Finished rows are dropped from the computed batch
+    (`rows` maps computed rows to output rows) and `context_overflow="slide"` re-encodes
+    the window when the cache is full (module docstring); `record` collects the per-step
+    scores / logits of `return_dict_in_generate`.
     """
     N, T = ids.shape
     device = ids.device
     total = T + max_new
+    n_pos = model.config.n_positions
+    slide = cfg.context_overflow == "slide"
+    window = n_pos - _slide_stride(cfg, n_pos)  # columns a re-encode keeps
     tokens = torch.full((N, total), pad if pad is not None else 0, dtype=torch.long, device=device)
     tokens[:, :T] = ids
-    cache = KVCache(model.config.n_layer, capacity=total)
-    mask_buf = positions = None
+    # The cache holds token columns base .. base + cache.length (base > 0 only when sliding).
+    base = max(0, T - n_pos) if slide else 0
+    cache = KVCache(model.config.n_layer, capacity=min(total - base, n_pos))
+    mask_buf = pos_next = None
+    pos_col = T
     if mask is not None:
         mask_buf = torch.ones(N, total, dtype=torch.bool, device=device)
         mask_buf[:, :T] = mask
-        positions = mask.sum(1, keepdim=True)  # position of each row's first new token
     eos_t = torch.tensor(eos, device=device) if eos else None
     pad_t = torch.tensor(pad if pad is not None else 0, device=device)
-    unfinished = torch.ones(N, dtype=torch.bool, device=device)
+    live = torch.ones(N, dtype=torch.bool, device=device)  # per computed row
     sample = cfg.do_sample
+    rows: torch.Tensor | None = None  # output row of each computed row; None: all, in order
+    compact = (
+        _COMPACT_FRACTION is not None
+        and N > 1
+        and eos_t is not None  # without EOS, finished rows keep their tokens (transformers)
+        and (record is None or (record.scores is None and record.logits is None))
+        and _select_processors(processors, None) is not None
+        and not getattr(model, "fixed_batch", False)  # a static decoder keeps its shape
+    )
 
-    # Grad mode is thread-local state: set it around each step's compute, never across a
-    # `yield`, so the consumer's code between steps runs in its own mode.
-    with torch.no_grad():
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
+    def encode(start: int, end: int) -> Any:
+        # Prefill columns start..end-1 into an empty cache; positions come from the mask.
+        nonlocal pos_next, pos_col
+        cols = tokens[:, start:end] if rows is None else tokens[rows, start:end]
+        step_mask = mask_buf[:, start:end] if mask_buf is not None else None
+        if step_mask is not None:
+            pos_next, pos_col = step_mask.sum(1, keepdim=True), end  # position of column `end`
+        return model(
+            input_ids=cols,
+            attention_mask=step_mask,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
             **extra_kwargs,
         )
+
+    # Grad mode is thread-local state: set it around each step's compute, never across a
+    # `yield`, so the consumer's code between steps runs in its own mode.
+    with torch.no_grad():
+        out = encode(base, T)
     cur = T
     while True:
         with torch.no_grad():
-            scores = out.logits[:, -1].float()
+            logits = out.logits[:, -1].float()
+            if record is not None and record.logits is not None:
+                record.logits.append(logits.clone())
+            scores = logits
             if processors:
-                scores = apply_processors(processors, tokens[:, :cur], scores)
+                seen = tokens[:, :cur] if rows is None else tokens[rows, :cur]
+                scores = apply_processors(processors, seen, scores)
+            if record is not None and record.scores is not None:
+                record.scores.append(scores)
             if sample:
-                nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
+                probs = scores.softmax(-1)
+                if rows is None:
+                    nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                else:
+                    nxt = _sample_rows(probs, N, rows, generator)
             else:
                 nxt = scores.argmax(-1)
             if eos_t is not None:
-                nxt = torch.where(unfinished, nxt, pad_t)
-            tokens[:, cur] = nxt
+                nxt = torch.where(live, nxt, pad_t)
+            if rows is None:
+                tokens[:, cur] = nxt
+            else:
+                tokens[rows, cur] = nxt
             cur += 1
             if eos_t is not None:
-                unfinished &= ~torch.isin(nxt, eos_t)
+                live &= ~torch.isin(nxt, eos_t)
             if stop is not None:
-                tail = tokens[:, max(0, cur - stop.longest - 1) : cur].tolist()
-                for r in range(N):
+                start = max(0, cur - stop.longest - 1)
+                tail = (tokens[:, start:cur] if rows is None else tokens[rows, start:cur]).tolist()
+                for r in range(len(tail)):
                     if tail[r] and stop.hit(tail[r]):
-                        unfinished[r] = False
-        yield nxt
-        if cur == total or ((eos_t is not None or stop is not None) and not bool(unfinished.any())):
+                        live[r] = False
+        yield nxt if rows is None else tokens[:, cur - 1]
+        if cur == total:
             break
-        if mask_buf is not None:
-            step_mask, pos = mask_buf[:, :cur], positions + (cur - 1 - T)
-        else:
-            step_mask = pos = None
+        if eos_t is not None or stop is not None:
+            n_live, n = int(live.sum()), live.shape[0]
+            if n_live == 0:
+                break
+            if compact and (n - n_live) >= max(1.0, _COMPACT_FRACTION * n):  # type: ignore[operator]
+                # Drop the finished rows: every per-row tensor follows `keep`.
+                keep = live.nonzero()[:, 0]
+                rows = keep if rows is None else rows[keep]
+                live, nxt = live[keep], nxt[keep]
+                cache.reorder(keep)
+                if mask_buf is not None:
+                    mask_buf, pos_next = mask_buf[keep], pos_next[keep]  # type: ignore[index]
+                processors = _select_processors(processors, keep)  # type: ignore[assignment]
+                extra_kwargs = {k: v.index_select(0, keep) for k, v in extra_kwargs.items()}
         with torch.no_grad():
+            if slide and cur - base > n_pos:
+                # The cache is full: re-encode the last `window` columns, fresh positions.
+                base = cur - window
+                cache.crop(0)
+                out = encode(base, cur)
+                continue
+            if mask_buf is not None:
+                step_mask, pos = mask_buf[:, base:cur], pos_next + (cur - 1 - pos_col)
+            else:
+                step_mask = pos = None
             out = model(
                 input_ids=nxt[:, None],
                 attention_mask=step_mask,
@@ -401,6 +669,8 @@ def _beam_search(
     stop: StopStringMatcher | None,
     generator: torch.Generator | None,
     extra_kwargs: dict[str, Any],
+    *,
+    record: _Record | None = None,
 ) -> torch.Tensor:
     """Vectorized beam search, step for step `transformers`' `_beam_search`.
 
@@ -412,11 +682,19 @@ def _beam_search(
     hypotheses are finished; False / "never" stop when no running beam can beat the
     worst finished one (False estimates with the current length, "never" with the
     longest possible when `length_penalty > 0`).
+
+    `record` (return_dict_in_generate) also tracks, like `transformers`, the row each
+    hypothesis' tokens came from (`beam_indices`). `context_overflow="slide"` re-encodes
+    the running beams' last tokens when the cache is full, as `decode_steps` does.
     """
     nb = cfg.num_beams
     N, T = ids.shape
     B = N // nb
     device = ids.device
+    n_pos = model.config.n_positions
+    slide = cfg.context_overflow == "slide"
+    window = n_pos - _slide_stride(cfg, n_pos)
+    base = max(0, T - n_pos) if slide else 0  # first token column held in the cache
     lp, early = cfg.length_penalty, cfg.early_stopping
     keep = max(2, 1 + len(eos)) * nb
     top_mask = torch.arange(keep, device=device) < nb
@@ -433,17 +711,22 @@ def _beam_search(
     finished = torch.zeros(B, nb, dtype=torch.bool, device=device)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     batch_offset = torch.arange(B, device=device)[:, None] * nb
+    track = record is not None  # beam_indices: [B, nb, new] source row per new token, -1 unset
+    if track:
+        running_idx = torch.full((B, nb, max_length - T), -1, dtype=torch.long, device=device)
+        beam_idx = running_idx.clone()
 
-    cache = KVCache(model.config.n_layer, capacity=max_length)
+    cache = KVCache(model.config.n_layer, capacity=min(max_length - base, n_pos))
     mask_buf = positions = None
+    pos_col = T
     if mask is not None:
         # Rows of one prompt share their mask and running beams never hold pads: no reorder.
         mask_buf = torch.ones(N, max_length, dtype=torch.bool, device=device)
         mask_buf[:, :T] = mask
-        positions = mask.sum(1, keepdim=True)
+        positions = mask[:, base:].sum(1, keepdim=True)
     out = model(
-        input_ids=ids,
-        attention_mask=mask,
+        input_ids=ids[:, base:],
+        attention_mask=mask[:, base:] if mask is not None else None,
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
@@ -452,9 +735,15 @@ def _beam_search(
     flat = ids
     cur = T
     while True:
-        logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+        logits = out.logits[:, -1].float()
+        logp = F.log_softmax(logits, dim=-1)
         if processors:
             logp = apply_processors(processors, flat, logp)
+        if record is not None:
+            if record.logits is not None:
+                record.logits.append(logits.clone())
+            if record.scores is not None:
+                record.scores.append(logp.clone())
         V = logp.shape[-1]
         logp = (logp.view(B, nb, V) + running_scores[:, :, None]).view(B, nb * V)
         if cfg.do_sample:
@@ -468,6 +757,9 @@ def _beam_search(
         tok = idx % V
         cand = running.gather(1, src[:, :, None].expand(B, keep, max_length)).clone()
         cand[:, :, cur] = tok
+        if track:
+            cand_idx = running_idx.gather(1, src[:, :, None].expand(B, keep, max_length - T))
+            cand_idx[:, :, cur - T] = src + batch_offset
 
         hits = torch.zeros(B, keep, dtype=torch.bool, device=device)
         if cur + 1 >= max_length:
@@ -487,6 +779,8 @@ def _beam_search(
         running = cand.gather(1, nxt[:, :, None].expand(B, nb, max_length))
         running_scores = run_logp.gather(1, nxt)
         src_beam = src.gather(1, nxt)
+        if track:
+            running_idx = cand_idx.gather(1, nxt[:, :, None].expand(B, nb, max_length - T))
 
         # Finished candidates among the top num_beams enter the finished set if good enough.
         just = hits & top_mask[None, :]
@@ -504,6 +798,10 @@ def _beam_search(
         new_len = torch.full((B, keep), cur + 1 - T, dtype=torch.long, device=device)
         beam_lengths = torch.cat((beam_lengths, new_len), dim=1).gather(1, sel)
         finished = torch.cat((finished, just), dim=1).gather(1, sel)
+        if track:
+            beam_idx = torch.cat((beam_idx, cand_idx), dim=1).gather(
+                1, sel[:, :, None].expand(B, nb, max_length - T)
+            )
         cur += 1
 
         # Can a running beam still beat the worst finished hypothesis?
@@ -522,10 +820,26 @@ def _beam_search(
         if not go_on:
             break
 
-        cache.reorder((src_beam + batch_offset).view(-1))
         flat = running[:, :, :cur].reshape(N, cur)
+        if slide and cur - base > n_pos:
+            # The cache is full: re-encode the running beams' last `window` tokens.
+            base = cur - window
+            cache.crop(0)
+            step_mask = mask_buf[:, base:cur] if mask_buf is not None else None
+            if step_mask is not None:
+                positions, pos_col = step_mask.sum(1, keepdim=True), cur
+            out = model(
+                input_ids=flat[:, base:],
+                attention_mask=step_mask,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra_kwargs,
+            )
+            continue
+        cache.reorder((src_beam + batch_offset).view(-1))
         if mask_buf is not None:
-            step_mask, pos = mask_buf[:, :cur], positions + (cur - 1 - T)
+            step_mask, pos = mask_buf[:, base:cur], positions + (cur - 1 - pos_col)
         else:
             step_mask = pos = None
         out = model(
@@ -540,4 +854,9 @@ def _beam_search(
 
     n = cfg.num_return_sequences
     seqs = sequences[:, :n].reshape(B * n, max_length)
-    return seqs[:, : T + int(beam_lengths[:, :n].max())]
+    new = int(beam_lengths[:, :n].max())
+    if record is not None:
+        if record.scores is not None:
+            record.sequences_scores = beam_scores[:, :n].reshape(B * n)
+        record.beam_indices = beam_idx[:, :n].reshape(B * n, max_length - T)[:, :new]
+    return seqs[:, : T + new]

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from .processors import build_processors
-from .search import _as_list, _prepare_inputs, _validate, decode_steps, resolve_config
+from .search import (
+    _as_list,
+    _prepare_inputs,
+    _slide_stride,
+    _validate,
+    decode_steps,
+    resolve_config,
+)
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -223,11 +230,15 @@ def stream_generate(
     inputs = _prepare_inputs(ids, None, cfg, eos, pad, device, None)
     T = inputs.ids.shape[1]
     max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length - T
-    if max_new < 1 or T + max_new > model.config.n_positions:
+    n_positions = model.config.n_positions
+    if max_new < 1 or (cfg.context_overflow == "error" and T + max_new > n_positions):
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new}) must fit the model's "
-            f"{model.config.n_positions} positions and add at least one token"
+            f"{n_positions} positions and add at least one token "
+            '(context_overflow="slide" lets it run past them)'
         )
+    if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
+        raise ValueError(f"slide_stride must be below n_positions ({n_positions})")
     processors = build_processors(cfg, prompt_length=T, eos_token_ids=eos, extra=logits_processor)
     stop = StopStringMatcher(cfg.stop_strings, tokenizer) if cfg.stop_strings else None
     decoder = IncrementalDecoder(tokenizer, set(eos))

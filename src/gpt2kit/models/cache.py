@@ -12,6 +12,11 @@ output once and kept in `cross`.
 The legacy format (`transformers` < 4.36, and what many users still hold) is a tuple with
 one `(key, value)` pair per layer, each `[B, H, T, hs]`; cross-attention models append
 `(cross_key, cross_value)` to each layer's tuple. `from_legacy` / `to_legacy` convert.
+
+`StaticKVCache` is the fixed-shape variant for a compiled decode step
+(`cache_implementation="static"`, `gpt2kit.generation.compiled`): buffers allocated once
+at a fixed batch and capacity, decode writes at a tensor position, attention reads the
+whole capacity under a mask.
 """
 
 from __future__ import annotations
@@ -112,3 +117,101 @@ class KVCache:
                 layer = layer + tuple(self.cross[i])  # type: ignore[arg-type]
             out.append(layer)
         return tuple(out)
+
+
+class StaticKVCache(KVCache):
+    """`KVCache` with buffers allocated once at a fixed batch and capacity, never moved.
+
+    Why: a decode step that always sees the same tensor shapes and addresses can be
+    compiled once (`torch.compile(fullgraph=True)`) and, on CUDA, captured as a graph and
+    replayed. The dynamic cache cannot give that: it returns a slice that grows by one
+    position per step. Here the prefill writes through `update` as `KVCache` does (Python
+    position `length`), and a decode step writes through `at(cache_position)`, whose
+    position is a *tensor* (`index_copy_` on the position dimension), returning the whole
+    `[B, H, capacity, hs]` buffers; the step attends over all of them under a boolean mask
+    of the positions written so far (`gpt2kit.generation.compiled` owns that mask).
+
+    The buffers are marked as static addresses so CUDA-graph capture (`mode=
+    "reduce-overhead"`) keeps them as persistent inputs instead of copying them each
+    replay. `reorder` copies in place (beam search would keep the addresses).
+
+    Example:
+        >>> cache = StaticKVCache(2, batch=1, n_head=4, head_dim=8, capacity=16)
+        >>> k = v = torch.ones(1, 4, 3, 8)
+        >>> cache.update(0, k, v)[0].shape          # prefill: the filled prefix
+        torch.Size([1, 4, 3, 8])
+        >>> step = cache.at(torch.tensor([3]))      # decode: write at a tensor position
+        >>> step.update(0, k[:, :, :1], v[:, :, :1])[0].shape
+        torch.Size([1, 4, 16, 8])
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_head: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(n_layer, capacity)
+        self.batch = batch
+        shape = (batch, n_head, capacity, head_dim)
+        for i in range(n_layer):
+            self.keys[i] = torch.zeros(shape, dtype=dtype, device=device)
+            self.values[i] = torch.zeros(shape, dtype=dtype, device=device)
+            torch._dynamo.mark_static_address(self.keys[i])
+            torch._dynamo.mark_static_address(self.values[i])
+
+    def update(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write `key`/`value` `[B, H, T, hs]` at `length`; return the filled prefix."""
+        start, end = self.length, self.length + key.shape[2]
+        if end > self.capacity or key.shape[0] != self.batch:  # type: ignore[operator]
+            raise ValueError(
+                f"StaticKVCache holds batch {self.batch} x {self.capacity} positions; got batch "
+                f"{key.shape[0]} writing positions {start}..{end - 1}: build it with the "
+                "batch and capacity of the whole generation"
+            )
+        self.keys[layer][:, :, start:end] = key  # type: ignore[index]
+        self.values[layer][:, :, start:end] = value  # type: ignore[index]
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # type: ignore[index]
+
+    def write(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor, cache_position: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write `key`/`value` `[B, H, t, hs]` at the `t` positions `cache_position`; return the full buffers."""
+        k, v = self.keys[layer], self.values[layer]
+        k.index_copy_(2, cache_position, key)  # type: ignore[union-attr]
+        v.index_copy_(2, cache_position, value)  # type: ignore[union-attr]
+        return k, v  # type: ignore[return-value]
+
+    def at(self, cache_position: torch.Tensor) -> _PositionedCache:
+        """What the attention layers see during a fixed-shape step: `update` writes at `cache_position`."""
+        return _PositionedCache(self, cache_position)
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are kept; stale values are masked out)."""
+        self.length = 0
+        self.cross = [None] * self.n_layer
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows in place (the buffers keep their addresses)."""
+        for i in range(self.n_layer):
+            self.keys[i].copy_(self.keys[i].index_select(0, index))  # type: ignore[union-attr]
+            self.values[i].copy_(self.values[i].index_select(0, index))  # type: ignore[union-attr]
+
+
+class _PositionedCache:
+    """A `StaticKVCache` seen through one step's tensor write position (attention calls `update`)."""
+
+    def __init__(self, cache: StaticKVCache, cache_position: torch.Tensor) -> None:
+        self.cache, self.cache_position = cache, cache_position
+        self.cross = cache.cross
+
+    def update(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.write(layer, key, value, self.cache_position)
