@@ -316,3 +316,33 @@ def test_kept_decoders_are_not_copied_with_the_model(model):
     )
     release_static_decoders(model)
     assert "_gpt2kit_static_decoders" not in vars(model)
+
+
+def test_stream_generate_uses_the_static_step(model, monkeypatch):
+    from gpt2kit.generation import streaming
+    from gpt2kit.generation.compiled import select_decoder
+
+    used = []
+    monkeypatch.setattr(
+        streaming,
+        "select_decoder",
+        lambda *a, **k: used.append(select_decoder(*a, **k)) or used[-1],
+    )
+
+    class Bytes:  # one token per character
+        def encode(self, text):
+            return [ord(c) % 90 for c in text]
+
+        def decode(self, ids, **kw):
+            return "".join(chr(65 + int(i) % 26) for i in ids)
+
+    kw = dict(max_new_tokens=12, eos_token_id=None)
+    static = "".join(
+        streaming.stream_generate(
+            model, Bytes(), "abcd", cache_implementation="static", compile_config=EAGER, **kw
+        )
+    )
+    assert getattr(used[0], "fixed_batch", False)  # the static decoder, not the model
+    ids = torch.tensor([Bytes().encode("abcd")])
+    dynamic = generate(model, ids, **kw)[0, 4:]
+    assert static == Bytes().decode(dynamic.tolist())

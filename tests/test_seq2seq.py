@@ -173,3 +173,14 @@ def test_learns_to_reverse_held_out_sequences():
     predictions = model.generate([s for s, _ in test], max_new_tokens=7)
     exact = sum(p == t for p, (_, t) in zip(predictions, test)) / len(test)
     assert exact >= 0.95, f"held-out exact match {exact:.3f}"
+
+
+def test_generate_rejects_dict_output_naming_the_alternative():
+    from gpt2kit import GPT2ForConditionalGeneration
+
+    model = build().eval()
+    with pytest.raises(ValueError, match="gpt2kit.generation.generate"):
+        model.generate([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)
+    enc_dec = GPT2ForConditionalGeneration(small_config()).eval()
+    with pytest.raises(ValueError, match="target ids only"):
+        enc_dec.generate([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)

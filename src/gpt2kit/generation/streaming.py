@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .compiled import select_decoder
 from .processors import build_processors
 from .search import (
     _as_list,
@@ -262,8 +263,10 @@ def stream_generate(
         sent = max(sent, end)
         return piece, found
 
+    # cache_implementation="static": the same compiled step as `generate` uses
+    step_model = select_decoder(model, cfg, 1, T + max_new, False, {})
     steps = decode_steps(
-        model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {}
+        step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {}
     )
     try:
         for token in steps:

@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
-from ..tasks.seq2seq import as_id_lists, pad_sequences, trim_generated
+from ..tasks.seq2seq import (
+    as_id_lists,
+    check_target_generation_kwargs,
+    pad_sequences,
+    trim_generated,
+)
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .losses import lm_head_outputs
@@ -171,6 +176,7 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
         """
         from ..generation import generate
 
+        check_target_generation_kwargs(gen_kwargs)
         single = False
         if encoder_hidden_states is None:
             if sources is None:

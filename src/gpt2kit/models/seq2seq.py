@@ -6,7 +6,12 @@ from typing import Any
 
 import torch
 
-from ..tasks.seq2seq import as_id_lists, pad_sequences, trim_generated
+from ..tasks.seq2seq import (
+    as_id_lists,
+    check_target_generation_kwargs,
+    pad_sequences,
+    trim_generated,
+)
 from .lm import GPT2LMHeadModel
 
 
@@ -66,6 +71,7 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
         """
         from ..generation import generate
 
+        check_target_generation_kwargs(gen_kwargs)
         seqs, single = as_id_lists(sources, attention_mask)
         pad = (
             self.config.pad_token_id if self.config.pad_token_id is not None else self.eos_token_id

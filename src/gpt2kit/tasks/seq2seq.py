@@ -165,6 +165,20 @@ def as_id_lists(
     return [[int(t) for t in s] for s in sources], False
 
 
+def check_target_generation_kwargs(gen_kwargs: dict) -> None:
+    """Reject options whose result the target-only `generate` of seq2seq models cannot return.
+
+    Those `generate` methods return lists of target ids; per-step scores belong to the whole
+    decoded rows, which `gpt2kit.generation.generate(model, ...)` returns.
+    """
+    if gen_kwargs.get("return_dict_in_generate"):
+        raise ValueError(
+            "model.generate(sources) returns target ids only; for scores/logits call "
+            "gpt2kit.generation.generate(model, input_ids, return_dict_in_generate=True, ...) "
+            "on the prepared prompt"
+        )
+
+
 def trim_generated(
     new_tokens: torch.Tensor, eos_token_id: int | Sequence[int] | None
 ) -> list[list[int]]:
