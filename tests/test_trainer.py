@@ -327,3 +327,29 @@ def test_bad_arguments_are_clear():
         TrainingArguments(nan_policy="ignore")
     with pytest.raises(ValueError, match="unknown training argument"):
         TrainingArguments.from_dict({"learning_rat": 1})
+
+
+def test_eval_loss_is_a_mean_over_scored_tokens_whatever_the_batch_size(tmp_path):
+    model = tiny_lm()
+    data = lm_data(6)
+    for i, row in enumerate(data):  # rows with different numbers of scored tokens
+        row["labels"] = row["labels"].clone()
+        row["labels"][: 2 * i] = -100
+    losses = []
+    for bs in (1, 2, 4):
+        args = args_for(tmp_path / str(bs), per_device_eval_batch_size=bs)
+        losses.append(Trainer(model, args, data, eval_dataset=data).evaluate()["eval_loss"])
+    # by hand: total negative log-likelihood over every scored next token / their count
+    model.eval()
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for row in data:
+            logits = model(row["input_ids"][None]).logits[0, :-1]
+            target = row["labels"][1:]
+            keep = target != -100
+            nll += float(
+                torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
+            )
+            n += int(keep.sum())
+    for loss in losses:
+        assert loss == pytest.approx(nll / n, rel=1e-5)

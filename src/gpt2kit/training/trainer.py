@@ -155,6 +155,22 @@ def _count_tokens(batch: dict[str, Any]) -> int:
     return 0
 
 
+def _loss_weight(batch: dict[str, Any], out: Any) -> int:
+    """How many terms a batch's mean loss averages, so the eval loss is a mean over them.
+
+    Class-id labels count their entries that are not -100 (tokens of an LM, tags, the texts
+    packed into rows), shifted by one for next-token losses; otherwise one per row. Weighting
+    by rows instead would make an LM's perplexity, or packed classification's loss, depend on
+    the eval batch size.
+    """
+    labels = batch.get("labels")
+    if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
+        if type(out).__name__ in ("CausalLMOutput", "Seq2SeqLMOutput", "DoubleHeadsModelOutput"):
+            labels = labels[..., 1:]
+        return int((labels != -100).sum())
+    return next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor)), 1)
+
+
 class Trainer:
     """Train and evaluate any gpt2kit model; checkpoints resume bit-exactly.
 
@@ -627,10 +643,11 @@ class Trainer:
             batch = self._prepare(raw)
             with self._autocast():
                 out = model(**batch)
-            size = next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor)), 1)
             if getattr(out, "loss", None) is not None:
-                loss_sum += float(out.loss) * size
-                count += size
+                weight = _loss_weight(batch, out)
+                if weight:
+                    loss_sum += float(out.loss) * weight
+                    count += weight
             is_lm = is_lm or type(out).__name__ == "CausalLMOutput"
             if self.compute_metrics is not None:
                 p = [
