@@ -368,3 +368,40 @@ def test_checkpoint_carries_generation_config(pair, tmp_path):
     loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
     assert loaded.generation_config.max_new_tokens == 4
     assert loaded.generate(torch.tensor([[1, 2]])).shape == (1, 6)
+
+
+# -- weight layout: batch-1 decoding reads column-major weights -------------------------------
+def _layouts(model):
+    return {n: p.is_contiguous() for n, p in model.named_parameters() if p.dim() == 2}
+
+
+def test_batch1_generate_switches_layout_and_train_restores_it(tmp_path):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    batch = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    rows = generate(model, batch, max_new_tokens=6, eos_token_id=None)  # row-major
+    assert all(_layouts(model).values())
+    one = generate(model, ids, max_new_tokens=6, eos_token_id=None)
+    layout = _layouts(model)
+    assert not layout["transformer.h.0.attn.c_attn.weight"]  # projections column-major
+    assert not layout["transformer.wte.weight"]  # the tied LM head too
+    assert layout["transformer.wpe.weight"]  # position table: gathered by row, untouched
+    assert layout["transformer.h.0.mlp.c_proj.weight"]  # narrowing: faster row-major
+    assert torch.equal(one[0], rows[0])  # same tokens in either layout
+    # a checkpoint written in the decode layout loads back equal
+    model.save_pretrained(tmp_path / "m")
+    back = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # training sees contiguous weights again (optimizers, DDP buckets, fused kernels)
+    model.train()
+    assert all(_layouts(model).values())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    model(ids, labels=ids).loss.backward()
+    opt.step()
+    # a batch-2 call after a batch-1 call goes back to row-major
+    model.eval()
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    generate(model, batch, max_new_tokens=2, eos_token_id=None)
+    assert all(_layouts(model).values())

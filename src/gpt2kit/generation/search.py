@@ -459,6 +459,8 @@ def generate(
             "streamer supports batch 1 without beam search; drop streamer= or num_beams"
         )
 
+    if hasattr(model, "use_decode_layout"):
+        model.use_decode_layout(ids.shape[0])  # weight layout fastest for this many rows
     # cache_implementation="static": a fixed-shape, compiled step stands in for the model.
     decoder = select_decoder(model, cfg, ids.shape[0], T + max_new, beams, extra_kwargs)
     # no_grad, not inference_mode: the returned ids must stay usable as ordinary tensors

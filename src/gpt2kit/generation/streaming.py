@@ -263,6 +263,8 @@ def stream_generate(
         sent = max(sent, end)
         return piece, found
 
+    if hasattr(model, "use_decode_layout"):
+        model.use_decode_layout(1)
     # cache_implementation="static": the same compiled step as `generate` uses
     step_model = select_decoder(model, cfg, 1, T + max_new, False, {})
     steps = decode_steps(

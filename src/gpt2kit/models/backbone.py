@@ -57,7 +57,12 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.numel() else 0
-        if x.device.type != "cpu" or not 1 < rows <= self.FEW_ROWS:
+        if (
+            x.device.type != "cpu"
+            or not 1 < rows <= self.FEW_ROWS
+            or not self.weight.is_contiguous()
+        ):
+            # (a column-major weight, see `use_decode_layout`, is fastest as `x @ W.T`)
             return F.linear(x, self.weight, self.bias)
         x2d = x.reshape(rows, x.shape[-1])
         if self.bias is None:
