@@ -96,11 +96,14 @@ def test_saved_decoder_loads_in_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("share", [True, False])
-def test_plain_gpt2_checkpoint_initializes_encoder_and_decoder(hf_twin, share):
+def test_plain_gpt2_checkpoint_initializes_encoder_and_decoder(hf_twin, share, caplog):
     ref, folder = hf_twin(small_config(), "GPT2LMHeadModel")  # no cross-attention
-    model, report = GPT2ForConditionalGeneration.from_pretrained(
-        folder, output_loading_info=True, share_encoder_decoder=share
-    )
+    with caplog.at_level("WARNING", logger="gpt2kit"):
+        model, report = GPT2ForConditionalGeneration.from_pretrained(
+            folder, output_loading_info=True, share_encoder_decoder=share
+        )
+    # the log names only the really new weights, not the encoder copied from the backbone
+    assert "crossattention" in caplog.text and "encoder." not in caplog.text
     assert report.new_keys and all(
         ".crossattention." in k or ".ln_cross_attn." in k for k in report.new_keys
     )

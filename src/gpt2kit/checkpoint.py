@@ -294,6 +294,9 @@ def load_model(
         from .generation.config import GenerationConfig
 
         model.generation_config = GenerationConfig.from_pretrained(folder)
+    # A model may fill new weights from loaded ones (an encoder copied from the backbone);
+    # it does so before the report is logged, so the log names only what is really new.
+    model.complete_loading(report)
     if report.new_keys or report.dropped_keys:
         logger.warning(
             "%s from %s: newly initialized %s%s",

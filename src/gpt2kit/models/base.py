@@ -210,6 +210,11 @@ class GPT2PreTrainedModel(nn.Module):
         )
         return (model, report) if output_loading_info else model  # type: ignore[return-value]
 
+    def complete_loading(self, report: Any) -> None:
+        """Called by the checkpoint loader after the weights are in, before it logs `report`
+        (a `gpt2kit.checkpoint.LoadReport`): a model that derives new weights from loaded
+        ones does it here and removes them from `report.new_keys`."""
+
     def save_pretrained(
         self,
         directory: str | os.PathLike,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -213,20 +212,15 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
         targets = trim_generated(out[:, 1:], gen_kwargs["eos_token_id"])
         return targets[0] if single and len(targets) == 1 else targets
 
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike, *, output_loading_info: bool = False, **kwargs: Any
-    ):
-        """As `GPT2PreTrainedModel.from_pretrained`; a separate encoder missing from the
-        checkpoint (a plain `gpt2` folder) starts as a copy of the decoder's backbone."""
-        model, report = super().from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    def complete_loading(self, report: Any) -> None:
+        """A separate encoder missing from the checkpoint (a plain `gpt2` folder) starts as a
+        copy of the decoder's backbone (not a random init)."""
         new_encoder = [k for k in report.new_keys if k.startswith("encoder.")]
-        if new_encoder and len(new_encoder) == len(model.encoder.state_dict()):
+        if new_encoder and len(new_encoder) == len(self.encoder.state_dict()):
             state = {
                 k: v
-                for k, v in model.transformer.state_dict().items()
+                for k, v in self.transformer.state_dict().items()
                 if ".crossattention." not in k and ".ln_cross_attn." not in k
             }
-            model.encoder.load_state_dict(state)
+            self.encoder.load_state_dict(state)
             report.new_keys = [k for k in report.new_keys if not k.startswith("encoder.")]
-        return (model, report) if output_loading_info else model
