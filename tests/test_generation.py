@@ -405,3 +405,17 @@ def test_batch1_generate_switches_layout_and_train_restores_it(tmp_path):
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
     generate(model, batch, max_new_tokens=2, eos_token_id=None)
     assert all(_layouts(model).values())
+
+
+def test_layout_switches_under_inference_mode_leave_trainable_weights():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        generate(model, ids, max_new_tokens=2, eos_token_id=None)  # column-major
+        generate(model, ids.repeat(2, 1), max_new_tokens=2, eos_token_id=None)  # row-major
+    assert not any(p.is_inference() for p in model.parameters())
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(ids, labels=ids).loss.backward()
+    opt.step()  # in-place updates: would fail on inference tensors

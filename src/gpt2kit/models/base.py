@@ -133,8 +133,11 @@ class GPT2PreTrainedModel(nn.Module):
                 # (`mlp.c_proj`, 3072 -> 768), whose one-row product is faster row-major
                 continue
             seen.add(id(weight))
-            data = weight.data
-            weight.data = data.t().contiguous().t() if column_major else data.contiguous()
+            # Normal tensors even when called under `torch.inference_mode()`: parameters
+            # holding inference tensors could not be updated by an optimizer later.
+            with torch.inference_mode(False), torch.no_grad():
+                data = weight.data
+                weight.data = data.t().contiguous().t() if column_major else data.contiguous()
         self._column_major = column_major
 
     def train(self: M, mode: bool = True) -> M:
