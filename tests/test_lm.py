@@ -210,3 +210,25 @@ def test_fused_training_loss_equals_transformers_loss(tmp_path):
         torch.testing.assert_close(
             dict(ours.named_parameters())[name].grad, hf_grads[name].grad, atol=1e-5, rtol=1e-4
         )
+
+
+def test_double_heads_training_lm_loss_matches_the_full_path():
+    from gpt2kit.models.double_heads import GPT2DoubleHeadsModel
+
+    torch.manual_seed(0)
+    model = GPT2DoubleHeadsModel(tiny_config(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    model.train()
+    ids = torch.randint(0, 99, (2, 3, 8))  # [B, C, T]
+    mc = torch.tensor([0, 2])
+    torch.manual_seed(1)  # the same dropout masks (the choice head's summary dropout)
+    fused = model(ids, labels=ids, mc_labels=mc)
+    assert fused.logits is None and fused.mc_logits is not None
+    (fused.loss + fused.mc_loss).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(1)
+    full = model(ids, labels=ids, mc_labels=mc, return_logits=True)
+    (full.loss + full.mc_loss).backward()
+    torch.testing.assert_close(fused.loss, full.loss, atol=1e-6, rtol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5, msg=n)

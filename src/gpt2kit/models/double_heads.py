@@ -10,7 +10,7 @@ from ..config import GPT2Config
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .lm import GenerationMixin
-from .losses import causal_lm_loss, class_cross_entropy
+from .losses import class_cross_entropy, lm_head_outputs
 from .outputs import DoubleHeadsModelOutput
 from .pooling import SequenceSummary
 
@@ -58,6 +58,7 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
+        return_logits: bool | None = None,
     ) -> DoubleHeadsModelOutput:
         ref = input_ids if input_ids is not None else inputs_embeds
         if ref is None:
@@ -82,13 +83,17 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         hidden = out.last_hidden_state.view(*lead, T, -1)  # (B, C, T, d)
-        logits = self.lm_head(hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden)
+        logits, loss = lm_head_outputs(
+            self.lm_head,
+            hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden,
+            labels,
+            return_logits,
+        )
         # The choice score needs the whole row; during cached decoding (a mask longer than
         # the new tokens) there is none, so mc_logits is None there.
         mc_logits = None
         if attention_mask is None or attention_mask.shape[-1] == T:
             mc_logits = self.multiple_choice_head(hidden, mc_token_ids, attention_mask).squeeze(-1)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
         mc_loss = None
         if mc_labels is not None:
             if mc_logits is None or mc_logits.dim() < 2:
