@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -346,6 +346,55 @@ def _prepare_inputs(
     return _Inputs(ids, mask, (~mask).sum(1))
 
 
+class _Plan(NamedTuple):
+    inputs: _Inputs
+    generator: torch.Generator | None
+    eos: list[int]
+    pad: int | None
+    max_new: int
+
+
+def _plan(
+    model: Any,
+    cfg: GenerationConfig,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    seed: int | None,
+    generator: torch.Generator | None,
+    batch_hint: int | None = None,
+) -> _Plan:
+    """What `generate` and `stream_generate` check and derive before decoding: options,
+    the RNG, special tokens, left-padded inputs and the number of new tokens."""
+    _validate(cfg)
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    device = model.device
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    eos = _as_list(cfg.eos_token_id)
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else None)
+    inputs = _prepare_inputs(input_ids, attention_mask, cfg, eos, pad, device, batch_hint)
+    T = inputs.ids.shape[1]
+    max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length - T
+    if max_new < 1:
+        raise ValueError(
+            f"max_length={cfg.max_length} leaves no room after the {T}-token prompt; pass max_new_tokens=..."
+        )
+    n_positions = model.config.n_positions
+    if cfg.context_overflow == "error" and T + max_new > n_positions:
+        raise ValueError(
+            f"prompt ({T} tokens) + max_new_tokens ({max_new}) = {T + max_new} exceeds the model's "
+            f"{n_positions} positions (n_positions); lower max_new_tokens or truncate the prompt to "
+            f'its last {n_positions - max_new} tokens (or pass context_overflow="slide")'
+        )
+    if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
+        raise ValueError(
+            f"slide_stride ({cfg.slide_stride}) must be below n_positions ({n_positions}): each "
+            "re-encode keeps n_positions - slide_stride tokens of context"
+        )
+    return _Plan(inputs, generator, eos, pad, max_new)
+
+
 def generate(
     model: Any,
     input_ids: torch.Tensor | None = None,
@@ -398,35 +447,17 @@ def generate(
         torch.Size([1, 7])
     """
     cfg = resolve_config(model, generation_config, overrides)
-    _validate(cfg)
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    device = model.device
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-    eos = _as_list(cfg.eos_token_id)
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else None)
-
     batch_hint = encoder_hidden_states.shape[0] if encoder_hidden_states is not None else None
-    inputs = _prepare_inputs(input_ids, attention_mask, cfg, eos, pad, device, batch_hint)
+    plan = _plan(model, cfg, input_ids, attention_mask, seed, generator, batch_hint)
+    inputs, generator, eos, pad, max_new = (
+        plan.inputs,
+        plan.generator,
+        plan.eos,
+        plan.pad,
+        plan.max_new,
+    )
+    device = inputs.ids.device
     B, T = inputs.ids.shape
-    max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length - T
-    if max_new < 1:
-        raise ValueError(
-            f"max_length={cfg.max_length} leaves no room after the {T}-token prompt; pass max_new_tokens=..."
-        )
-    n_positions = model.config.n_positions
-    if cfg.context_overflow == "error" and T + max_new > n_positions:
-        raise ValueError(
-            f"prompt ({T} tokens) + max_new_tokens ({max_new}) = {T + max_new} exceeds the model's "
-            f"{n_positions} positions (n_positions); lower max_new_tokens or truncate the prompt to "
-            f'its last {n_positions - max_new} tokens (or pass context_overflow="slide")'
-        )
-    if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
-        raise ValueError(
-            f"slide_stride ({cfg.slide_stride}) must be below n_positions ({n_positions}): each "
-            "re-encode keeps n_positions - slide_stride tokens of context"
-        )
     record = _Record(cfg.output_scores, cfg.output_logits) if cfg.return_dict_in_generate else None
 
     beams = cfg.num_beams > 1

@@ -24,14 +24,7 @@ import torch
 
 from .compiled import select_decoder
 from .processors import build_processors
-from .search import (
-    _as_list,
-    _prepare_inputs,
-    _slide_stride,
-    _validate,
-    decode_steps,
-    resolve_config,
-)
+from .search import _as_list, _plan, decode_steps, resolve_config
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -216,30 +209,19 @@ def stream_generate(
     else:
         ids = torch.as_tensor(prompt, dtype=torch.long).view(1, -1)
     cfg = resolve_config(model, overrides.pop("generation_config", None), overrides)
-    _validate(cfg)
     if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
         raise ValueError(
             "stream_generate streams one sequence: drop num_beams / num_return_sequences"
         )
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    device = model.device
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-    eos = _as_list(cfg.eos_token_id)
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else None)
-    inputs = _prepare_inputs(ids, None, cfg, eos, pad, device, None)
+    plan = _plan(model, cfg, ids, None, seed, generator)
+    inputs, generator, eos, pad, max_new = (
+        plan.inputs,
+        plan.generator,
+        plan.eos,
+        plan.pad,
+        plan.max_new,
+    )
     T = inputs.ids.shape[1]
-    max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length - T
-    n_positions = model.config.n_positions
-    if max_new < 1 or (cfg.context_overflow == "error" and T + max_new > n_positions):
-        raise ValueError(
-            f"prompt ({T} tokens) + max_new_tokens ({max_new}) must fit the model's "
-            f"{n_positions} positions and add at least one token "
-            '(context_overflow="slide" lets it run past them)'
-        )
-    if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
-        raise ValueError(f"slide_stride must be below n_positions ({n_positions})")
     processors = build_processors(cfg, prompt_length=T, eos_token_ids=eos, extra=logits_processor)
     stop = StopStringMatcher(cfg.stop_strings, tokenizer) if cfg.stop_strings else None
     decoder = IncrementalDecoder(tokenizer, set(eos))
