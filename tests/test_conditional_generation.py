@@ -10,7 +10,7 @@ import torch
 from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.conditional_generation import GPT2ForConditionalGeneration
 from gpt2kit.tasks.seq2seq import EncoderDecoderCollator, pad_sequences
-from harness import ModelCase, check_model_case, reversal_pairs, tiny_config
+from harness import ModelCase, check_model_case, exact_match, tiny_config, train_reverser
 
 START, EOS = 0, 1
 
@@ -240,19 +240,8 @@ def test_learns_to_reverse_held_out_sequences():
         small_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     )
     collate = EncoderDecoderCollator(decoder_start_token_id=START, eos_token_id=EOS)
-    rng = random.Random(0)
-    train = reversal_pairs(64 * 250, rng)
-    test = reversal_pairs(200, rng, exclude={tuple(s) for s, _ in train})
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(250):
-        loss = model(**collate(train[step * 64 : (step + 1) * 64])).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    predictions = model.generate([s for s, _ in test], max_new_tokens=7)
-    exact = sum(p == t for p, (_, t) in zip(predictions, test)) / len(test)
+    model, test = train_reverser(model, collate)
+    exact = exact_match(model.generate([s for s, _ in test], max_new_tokens=7), test)
     assert exact >= 0.95, f"held-out exact match {exact:.3f}"
     beams = model.generate([s for s, _ in test[:50]], max_new_tokens=7, num_beams=3)
-    assert sum(p == t for p, (_, t) in zip(beams, test[:50])) / 50 >= 0.95
+    assert exact_match(beams, test[:50]) >= 0.95

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from gpt2kit.models.seq2seq import GPT2ForSequenceToSequence
 from gpt2kit.tasks.seq2seq import Seq2SeqCollator, pad_sequences, trim_generated
-from harness import ModelCase, check_model_case, reversal_pairs, tiny_config
+from harness import ModelCase, check_model_case, exact_match, tiny_config, train_reverser
 
 SEP, EOS = 2, 1
 
@@ -159,19 +159,8 @@ def test_learns_to_reverse_held_out_sequences():
     torch.manual_seed(0)
     model = GPT2ForSequenceToSequence(small_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
     collate = Seq2SeqCollator(sep_token_id=SEP, eos_token_id=EOS)
-    rng = random.Random(0)
-    train = reversal_pairs(64 * 250, rng)
-    test = reversal_pairs(200, rng, exclude={tuple(s) for s, _ in train})
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(250):
-        loss = model(**collate(train[step * 64 : (step + 1) * 64])).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    predictions = model.generate([s for s, _ in test], max_new_tokens=7)
-    exact = sum(p == t for p, (_, t) in zip(predictions, test)) / len(test)
+    model, test = train_reverser(model, collate)
+    exact = exact_match(model.generate([s for s, _ in test], max_new_tokens=7), test)
     assert exact >= 0.95, f"held-out exact match {exact:.3f}"
 
 
