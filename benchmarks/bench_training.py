@@ -12,6 +12,11 @@ transformers' Trainer needs `accelerate` (`pip install accelerate`).
     python benchmarks/bench_training.py --quick          # < 20 s smoke run
     python benchmarks/bench_training.py                  # 4 layers x 256, 50257 vocab
     python benchmarks/bench_training.py --preset 124m --steps 10 --threads 16
+    python benchmarks/bench_training.py --preset 124m --batch 16 --seq 1024 --bf16  # GPU
+
+`--bf16` trains under bf16 autocast in all three (`bf16=True` in both Trainers); on a GPU
+the script also prints each runner's model FLOPs utilization (MFU: 6 x parameters +
+attention FLOPs per token, over the GPU's dense bf16 peak, `--peak-tflops`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def make_data(n: int, seq: int, vocab: int) -> list[dict[str, torch.Tensor]]:
     return [{"input_ids": row, "labels": row} for row in ids]
 
 
-def run_gpt2kit(shape: dict, data: list, steps: int, batch: int, lr: float) -> float:
+def run_gpt2kit(shape: dict, data: list, steps: int, batch: int, lr: float, bf16: bool) -> float:
     from gpt2kit import GPT2Config, GPT2LMHeadModel
     from gpt2kit.training import Trainer, TrainingArguments
 
@@ -54,6 +59,7 @@ def run_gpt2kit(shape: dict, data: list, steps: int, batch: int, lr: float) -> f
             report_to_tensorboard=False,
             plot=False,
             handle_signals=False,
+            bf16=bf16,
         )
         trainer = Trainer(model, args, data)
         t0 = time.perf_counter()
@@ -61,7 +67,9 @@ def run_gpt2kit(shape: dict, data: list, steps: int, batch: int, lr: float) -> f
         return time.perf_counter() - t0
 
 
-def run_transformers(shape: dict, data: list, steps: int, batch: int, lr: float) -> float:
+def run_transformers(
+    shape: dict, data: list, steps: int, batch: int, lr: float, bf16: bool
+) -> float:
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -82,6 +90,7 @@ def run_transformers(shape: dict, data: list, steps: int, batch: int, lr: float)
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
+            bf16=bf16,
         )
         trainer = transformers.Trainer(model=model, args=args, train_dataset=data)
         t0 = time.perf_counter()
@@ -89,7 +98,7 @@ def run_transformers(shape: dict, data: list, steps: int, batch: int, lr: float)
         return time.perf_counter() - t0
 
 
-def run_bare(shape: dict, data: list, steps: int, batch: int, lr: float) -> float:
+def run_bare(shape: dict, data: list, steps: int, batch: int, lr: float, bf16: bool) -> float:
     """The floor: a hand-written loop over gpt2kit's model (same optimizer and schedule)."""
     from gpt2kit import GPT2Config, GPT2LMHeadModel
     from gpt2kit.training import create_optimizer, create_scheduler
@@ -105,7 +114,8 @@ def run_bare(shape: dict, data: list, steps: int, batch: int, lr: float) -> floa
     for step in range(steps):
         rows = [data[i] for i in perm[(step * batch) % len(data) :][:batch]]
         ids = torch.stack([r["input_ids"] for r in rows]).to(device)
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
@@ -128,6 +138,10 @@ def main() -> None:
     )
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="tiny model, 3 steps, 1 round: a smoke run")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in every runner")
+    p.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU (H100 SXM)"
+    )
     args = p.parse_args()
     if args.quick:
         args.preset, args.steps, args.batch, args.seq, args.rounds = "tiny", 3, 4, 32, 1
@@ -147,12 +161,14 @@ def main() -> None:
         print(f"transformers Trainer skipped: {err} (pip install accelerate transformers)")
     print(
         f"model {args.preset} {PRESETS[args.preset]}, batch {args.batch} x {args.seq} tokens, "
-        f"{args.steps} steps, {torch.get_num_threads()} threads, fp32, fused AdamW"
+        f"{args.steps} steps, {torch.get_num_threads()} threads, "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}, fused AdamW, "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}"
     )
     times: dict[str, list[float]] = {name: [] for name in runners}
     for rnd in range(args.rounds + 1):  # round 0 warms up (allocator, kernels, imports)
         for name, fn in runners.items():
-            seconds = fn(shape, data, args.steps, args.batch, 1e-4)
+            seconds = fn(shape, data, args.steps, args.batch, 1e-4, args.bf16)
             if rnd > 0 or args.rounds == 0:
                 times[name].append(seconds)
     # best-of-rounds: on a shared machine the minimum is the least disturbed measurement
@@ -170,6 +186,18 @@ def main() -> None:
         )
     overhead = rate["bare loop"] / rate["gpt2kit Trainer"] - 1
     print(f"gpt2kit Trainer overhead vs bare loop: {overhead * 100:+.1f}%")
+    if torch.cuda.is_available():
+        flops = flops_per_token(shape, args.seq)
+        for name, r in rate.items():
+            print(f"{name}: MFU {r * flops / (args.peak_tflops * 1e12):.1%}")
+
+
+def flops_per_token(shape: dict, seq: int) -> float:
+    """Training FLOPs per token: 6 x parameters (embeddings included: the tied LM head is a
+    full matmul) + attention scores and values, 6 x 2 x layers x seq x width (PaLM, app. B)."""
+    d, layers, vocab = shape["n_embd"], shape["n_layer"], shape["vocab_size"]
+    params = layers * 12 * d * d + vocab * d
+    return 6 * params + 12 * layers * seq * d
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from gpt2kit import GPT2Config, GPT2LMHeadModel
 from gpt2kit.generation import GenerationConfig, generate
 from gpt2kit.generation.compiled import (
     CAPACITY_BUCKET,
+    captures_graph,
     compile_kwargs,
     release_static_decoders,
     static_capacity,
@@ -210,15 +211,16 @@ def test_compile_defaults_per_device():
     cfg = GenerationConfig(cache_implementation="static")
     cpu = compile_kwargs(cfg, torch.device("cpu"))
     assert cpu == {"backend": "inductor", "fullgraph": True, "dynamic": False}
-    cuda = compile_kwargs(cfg, torch.device("cuda"))
-    assert cuda["mode"] == "reduce-overhead" and cuda["fullgraph"] is True
-    frozen = compile_kwargs(
-        cfg.copy(compile_config={"options": {"freezing": True}}), torch.device("cuda")
-    )
-    assert "mode" not in frozen and frozen["options"] == {
-        "triton.cudagraphs": True,
-        "freezing": True,
-    }
+    gpu = torch.device("cuda")
+    cuda = compile_kwargs(cfg, gpu)
+    assert cuda == cpu and captures_graph(cuda, gpu)  # the decoder records the graph itself
+    assert not captures_graph(cpu, torch.device("cpu"))
+    frozen = compile_kwargs(cfg.copy(compile_config={"options": {"freezing": True}}), gpu)
+    assert frozen["options"] == {"freezing": True} and captures_graph(frozen, gpu)
+    # Naming a mode means torch's own handling: CUDA-graph trees for reduce-overhead.
+    trees = compile_kwargs(cfg.copy(compile_config={"mode": "reduce-overhead"}), gpu)
+    assert trees["mode"] == "reduce-overhead" and not captures_graph(trees, gpu)
+    assert not captures_graph(compile_kwargs(cfg.copy(disable_compile=True), gpu), gpu)
     assert compile_kwargs(cfg.copy(disable_compile=True), torch.device("cpu")) is None
 
     class CompileConfig:  # transformers' CompileConfig, duck-typed

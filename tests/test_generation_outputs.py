@@ -412,3 +412,45 @@ def test_user_processor_and_recording_keep_every_row(pair):
     assert min(seen.sizes) == 4
     assert torch.equal(a, b.sequences) and (a[:, -1] == PAD).any()  # rows did finish early
     assert all(s.shape[0] == 4 for s in b.scores)
+
+
+# -- reading liveness back after queueing the next step (asynchronous devices) -------------------
+OVERLAP_CASES = {
+    "greedy-batch": dict(batch=4),
+    "sampling-batch": dict(batch=4, do_sample=True, top_k=0, seed=3),
+    "greedy-one-row": dict(batch=1),
+    "static-cache": dict(batch=4, cache_implementation="static", disable_compile=True),
+    "slide": dict(batch=2, context_overflow="slide", slide_stride=8, max_new_tokens=80),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERLAP_CASES))
+def test_overlapped_liveness_check_changes_no_token(pair, monkeypatch, case):
+    """The CUDA loop's late read of "any row live?" (`_LiveFlag`), run here on the CPU.
+
+    Rows stop at EOS ids they produce early, so the loop ends before `max_new_tokens` and
+    queues one step it then discards: the ids equal the synchronous loop's.
+    """
+    model, _ = pair
+    kw = dict(OVERLAP_CASES[case])
+    ids, mask = _prompts(kw.pop("batch"))
+    kw = {"max_new_tokens": 16, "pad_token_id": PAD, **kw}
+    if "slide" not in case:  # every row's third greedy token is an EOS id: all rows stop
+        third = generate(model, ids, mask, max_new_tokens=3, eos_token_id=None, pad_token_id=PAD)
+        kw["eos_token_id"] = sorted({int(t) for t in third[:, -1]})
+    else:
+        kw["eos_token_id"] = _early_tokens(model, ids, mask)
+    monkeypatch.setattr(search_module, "_COMPACT_FRACTION", None)
+    plain = generate(model, ids, mask, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(search_module, "_OVERLAP_DEVICES", ("cpu",))
+        with _BatchSizes(model) as seen:
+            overlapped = generate(model, ids, mask, **kw)
+    assert torch.equal(overlapped, plain)
+    if "slide" not in case:
+        assert plain.shape[1] < ids.shape[1] + kw["max_new_tokens"], (
+            "no early stop: case tests nothing"
+        )
+    if case not in ("slide", "static-cache"):  # (the static steps bypass the model's forward)
+        # prefill + one step per new token but the first + the discarded one
+        assert len(seen.sizes) == plain.shape[1] - ids.shape[1] + 1

@@ -129,7 +129,9 @@ def test_score_errors(scorer):
 def test_linear_cross_entropy_equals_cross_entropy(monkeypatch, ignore_some):
     from gpt2kit.models import losses
 
-    monkeypatch.setattr(losses, "_chunk_rows", lambda vocab: 7)  # several chunks, a ragged last
+    monkeypatch.setattr(
+        losses, "_chunk_rows", lambda vocab, device: 7
+    )  # several chunks, a ragged last
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(30, 16, generator=g, requires_grad=True)
     weight = torch.randn(50, 16, generator=g, requires_grad=True)
@@ -145,6 +147,29 @@ def test_linear_cross_entropy_equals_cross_entropy(monkeypatch, ignore_some):
     torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(gh, hidden.grad, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(gw, weight.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_linear_cross_entropy_under_autocast_uses_its_dtype(monkeypatch):
+    """Under bf16 autocast the products run in bf16, as `lm_head(hidden)` would, and the
+    loss equals transformers' autocast loss (bf16 logits, fp32 cross-entropy)."""
+    from gpt2kit.models import losses
+
+    monkeypatch.setattr(losses, "_chunk_rows", lambda vocab, device: 7)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(30, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (30,), generator=g)
+    with torch.autocast("cpu", torch.bfloat16):
+        fused = losses.linear_cross_entropy(hidden, weight, labels)
+        ref = torch.nn.functional.cross_entropy((hidden @ weight.T).float(), labels)
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    exact = torch.nn.functional.cross_entropy(hidden @ weight.T, labels)
+    assert float((fused - exact).detach().abs()) > 1e-6  # bf16 products, not fp32 ones
+    for ours, theirs in zip(fused_grads, ref_grads):
+        assert ours.dtype == torch.float32
+        assert float((ours - theirs).norm() / theirs.norm()) < 1e-2
 
 
 def test_linear_cross_entropy_errors_and_no_grad():

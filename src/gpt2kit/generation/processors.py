@@ -304,7 +304,8 @@ class MinNewTokensLogitsProcessor:
             # Ids past the vocabulary (a default EOS on a toy model) are simply never produced.
             eos = [t for t in self.eos if 0 <= t < scores.shape[-1]]
             scores = scores.clone()
-            scores[:, eos] = -math.inf
+            # One id: a column fill. A list index would be copied host-to-device every step.
+            scores[:, eos[0] if len(eos) == 1 else eos] = -math.inf
         return scores
 
 

@@ -79,6 +79,38 @@ CONTEXT_OVERFLOW = ("error", "slide")
 # Drop finished rows once at least this fraction of the computed rows (and one) finished;
 # None never drops them (the plain loop, kept for comparisons).
 _COMPACT_FRACTION: float | None = 0.25
+# Devices whose kernels run asynchronously: there the loop queues the next step before it
+# waits to learn whether any row is still live (`_LiveFlag`).
+_OVERLAP_DEVICES = ("cuda",)
+
+
+class _LiveFlag:
+    """ "Is any row still live?", read back without stalling an asynchronous device.
+
+    Why: asking `int(live.sum())` before queueing the next step makes the host wait for
+    the GPU to drain every step, and the GPU then idles while the host prepares the next
+    one; at batch 1 that idle time is most of a step. Instead the loop copies `live.any()`
+    into pinned host memory (non-blocking), queues the next step, and only then waits for
+    the copy, which the device finished long before the step it is now running. When every
+    row had finished, that one queued step is wasted and its result dropped: the ids are
+    exactly the synchronous loop's.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.ones((), dtype=torch.bool, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+
+    def start(self, live: torch.Tensor) -> None:
+        self.host.copy_(live.any(), non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+
+    def any_live(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.host)
+
 
 # Built-in processors that keep no per-row state: a compacted batch just passes fewer rows.
 _ROW_FREE = (
@@ -595,6 +627,12 @@ def decode_steps(
         and not getattr(model, "fixed_batch", False)  # a static decoder keeps its shape
     )
 
+    overlap = (
+        _LiveFlag(device)
+        if device.type in _OVERLAP_DEVICES and eos_t is not None and stop is None and not compact
+        else None
+    )
+
     def encode(start: int, end: int) -> Any:
         # Prefill columns start..end-1 into an empty cache; positions come from the mask.
         nonlocal pos_next, pos_col
@@ -653,7 +691,9 @@ def decode_steps(
         yield nxt if rows is None else tokens[:, cur - 1]
         if cur == total:
             break
-        if eos_t is not None or stop is not None:
+        if overlap is not None:
+            overlap.start(live)  # read back after the next step is queued (see _LiveFlag)
+        elif eos_t is not None or stop is not None:
             n_live, n = int(live.sum()), live.shape[0]
             if n_live == 0:
                 break
@@ -670,6 +710,8 @@ def decode_steps(
         with torch.no_grad():
             if slide and cur - base > n_pos:
                 # The cache is full: re-encode the last `window` columns, fresh positions.
+                if overlap is not None and not overlap.any_live():
+                    break
                 base = cur - window
                 cache.crop(0)
                 out = encode(base, cur)
@@ -687,6 +729,8 @@ def decode_steps(
                 logits_to_keep=1,
                 **extra_kwargs,
             )
+        if overlap is not None and not overlap.any_live():
+            break  # every row had finished: the step just queued is discarded
     return tokens[:, :cur]
 
 

@@ -205,7 +205,14 @@ class StaticKVCache(KVCache):
 
 
 class _PositionedCache:
-    """A `StaticKVCache` seen through one step's tensor write position (attention calls `update`)."""
+    """A `StaticKVCache` seen through one step's tensor write position (attention calls `update`).
+
+    `single_query` tells the attention layers that each row brings one query over the
+    whole capacity-wide buffers, so they attend with sums a compiler fuses instead of an
+    SDPA kernel (`gpt2kit.models.backbone._single_query_attention`).
+    """
+
+    single_query = True
 
     def __init__(self, cache: StaticKVCache, cache_position: torch.Tensor) -> None:
         self.cache, self.cache_position = cache, cache_position

@@ -31,10 +31,14 @@ def _check_targets(labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
         )
 
 
-def _chunk_rows(vocab: int) -> int:
-    # ~8 MB of fp32 logits per chunk (128 rows at GPT-2's 50257): large enough for
-    # efficient matmuls, small enough to stay in cache between the three products.
-    return max(128, (1 << 21) // max(vocab, 1))
+def _chunk_rows(vocab: int, device: torch.device) -> int:
+    if device.type == "cpu":
+        # ~8 MB of fp32 logits per chunk (128 rows at GPT-2's 50257): large enough for
+        # efficient matmuls, small enough to stay in cache between the three products.
+        return max(128, (1 << 21) // max(vocab, 1))
+    # Accelerators: ~512 MB of fp32 logits per chunk (2670 rows at 50257), so a 16 x 1024
+    # batch takes 7 chunks: large products, few passes over the [V, d] weight gradient.
+    return max(1024, (1 << 27) // max(vocab, 1))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -49,14 +53,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, ignore_index):  # type: ignore[override]
+    def forward(ctx, hidden, weight, labels, ignore_index, matmul_dtype):  # type: ignore[override]
         n, vocab = hidden.shape[0], weight.shape[0]
         valid = labels != ignore_index
         count = valid.sum()
         # mean over the scored tokens, like F.cross_entropy (nan when there is none)
         scale = valid.to(torch.float32) / count
         targets = labels.clamp(min=0)
-        w = weight.to(hidden.dtype)
+        w, hid = weight.to(matmul_dtype), hidden.to(matmul_dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = (
             torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
@@ -64,10 +68,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             else None
         )
         total = hidden.new_zeros((), dtype=torch.float32)
-        step = _chunk_rows(vocab)
+        step = _chunk_rows(vocab, hidden.device)
         for start in range(0, n, step):
             rows = slice(start, start + step)
-            h, y, s = hidden[rows], targets[rows], scale[rows]
+            h, y, s = hid[rows], targets[rows], scale[rows]
             logits_t = (w @ h.T).float()  # [V, rows]
             cols = torch.arange(h.shape[0], device=h.device)
             lse = torch.logsumexp(logits_t, 0)
@@ -76,11 +80,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 continue
             probs_t = logits_t.sub_(lse).exp_()
             probs_t[y, cols] -= 1.0
-            grad_t = probs_t.mul_(s).to(hidden.dtype)  # d(mean loss)/d(logits), transposed
+            grad_t = probs_t.mul_(s).to(matmul_dtype)  # d(mean loss)/d(logits), transposed
             if grad_hidden is not None:
-                torch.mm(grad_t.T, w, out=grad_hidden[rows])
+                if matmul_dtype == hidden.dtype:
+                    torch.mm(grad_t.T, w, out=grad_hidden[rows])
+                else:
+                    grad_hidden[rows] = grad_t.T @ w
             if grad_weight is not None:
-                grad_weight.addmm_(grad_t.float(), h.float())
+                if matmul_dtype == torch.float32:
+                    grad_weight.addmm_(grad_t, h)
+                else:  # reduced-precision product, fp32 sum over chunks
+                    grad_weight += grad_t @ h
         ctx.grads = (grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
@@ -94,7 +104,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gw = None
         if grad_weight is not None:
             gw = (grad_weight * grad_output).to(ctx.weight_dtype)
-        return gh, gw, None, None
+        return gh, gw, None, None, None
 
 
 def linear_cross_entropy(
@@ -107,8 +117,22 @@ def linear_cross_entropy(
     """
     labels = labels.to(hidden.device)
     _check_targets(labels, weight.shape[0], ignore_index)
-    with torch.autocast(hidden.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, labels, ignore_index)
+    # Under autocast the products run in its dtype (as `lm_head(hidden)` would: bf16 on a
+    # GPU is several times fp32's speed); the softmax and the sums stay fp32.
+    device = hidden.device.type
+    matmul_dtype = _autocast_dtype(device) or hidden.dtype
+    with torch.autocast(device, enabled=False):
+        return _LinearCrossEntropy.apply(hidden, weight, labels, ignore_index, matmul_dtype)
+
+
+def _autocast_dtype(device: str) -> torch.dtype | None:
+    """The dtype autocast casts matmuls to on `device`, or None when it is off."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        on = torch.is_autocast_enabled(device)
+        return torch.get_autocast_dtype(device) if on else None
+    if device == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def shifted_lm_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
