@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
+from . import packed as packed_ops
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
 from .outputs import BaseModelOutput
@@ -57,6 +58,18 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.numel() else 0
+        packed = self.__dict__.get("packed_weight")  # batched CPU decoding, see models/packed.py
+        if (
+            packed is not None
+            and not torch.compiler.is_compiling()  # (opaque oneDNN tensors do not trace)
+            and 1 < rows <= self.FEW_ROWS
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and packed.valid_for(self.weight)
+        ):
+            y = packed_ops.linear(x.reshape(rows, x.shape[-1]), packed, self.bias)
+            return y.view(*x.shape[:-1], self.out_features)
         if (
             x.device.type != "cpu"
             or not 1 < rows <= self.FEW_ROWS

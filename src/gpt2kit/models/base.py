@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from . import packed
 
 M = TypeVar("M", bound="GPT2PreTrainedModel")
 
@@ -28,11 +29,15 @@ class GPT2PreTrainedModel(nn.Module):
             the class name (aliases such as `GPT2ForCausalLM` write `GPT2LMHeadModel` so
             `transformers` and vLLM pick the right class).
         task: the pipeline task name this head serves (used by `AutoModel.for_task`).
+
+    Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding keep a
+    oneDNN-packed copy of the projection weights (`use_decode_layout`).
     """
 
     base_model_prefix = "transformer"
     hf_architecture: str | None = None
     task: str | None = None
+    pack_decode_weights = True
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -107,20 +112,27 @@ class GPT2PreTrainedModel(nn.Module):
         buffer): measured on CPU BLAS (fp32, GPT-2 small, 2-core EPYC) 0.54 vs 0.67 ms for
         `c_attn`, 0.69 vs 0.90 ms for `c_fc`, 9.7 vs 14.2 ms for the LM head, while
         `mlp.c_proj` (3072 -> 768) is faster row-major (0.66 vs 0.91 ms) and stays so. For
-        2-256 rows row-major is faster (`Linear`'s `(W @ x.T).T`). `generate` calls this with its batch
-        size on CPU in eval mode; `train()` restores row-major, so the optimizer, DDP and
-        checkpoints always see contiguous weights. Switching copies each matrix once (about
-        0.2-0.5 s for 124M), then stays until the other layout is asked for.
+        2-256 rows the weights are also packed for oneDNN (`models/packed.py`: a second
+        copy, ~2.5x faster few-row products; off with `pack_decode_weights = False`).
+        `generate` calls this with its batch size on CPU in eval mode; `train()` restores
+        row-major and drops the packed copies, so the optimizer, DDP and checkpoints
+        always see contiguous weights. Switching copies each matrix once (about 0.2-0.5 s
+        for 124M), then stays until the other layout is asked for.
         """
-        column_major = (
-            rows == 1
-            and self.device.type == "cpu"
+        cpu_fp32_eval = (
+            self.device.type == "cpu"
             and self.dtype == torch.float32  # bf16 products of that layout are 10x slower
             and not self.training
         )
-        if getattr(self, "_column_major", False) == column_major:
-            return
-        self._set_weight_layout(column_major)
+        column_major = rows == 1 and cpu_fp32_eval
+        if getattr(self, "_column_major", False) != column_major:
+            self._set_weight_layout(column_major)
+        if rows > 1 and cpu_fp32_eval and self.pack_decode_weights:
+            packed.pack_linears(self, rows)
+
+    def release_decode_weights(self) -> None:
+        """Free the oneDNN-packed weight copies batched CPU decoding keeps (`models/packed.py`)."""
+        packed.release_linears(self)
 
     def _set_weight_layout(self, column_major: bool) -> None:
         seen: set[int] = set()
@@ -143,6 +155,8 @@ class GPT2PreTrainedModel(nn.Module):
     def train(self: M, mode: bool = True) -> M:
         if mode and getattr(self, "_column_major", False):
             self._set_weight_layout(False)
+        if mode:
+            packed.release_linears(self)
         return super().train(mode)
 
     def gradient_checkpointing_enable(self) -> None:

@@ -1,0 +1,97 @@
+"""oneDNN-packed projection weights for batched CPU decoding (`gpt2kit.models.packed`).
+
+Batched `generate` on CPU packs every projection once (`use_decode_layout(rows > 1)`);
+the ids stay those of `transformers` (the batched parity tests in test_generation.py run
+through the packed weights). Here: the packed product equals `F.linear`, the copies never
+leak into checkpoints, copies of the model or training, and a changed weight is never
+read stale.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2kit import GPT2LMHeadModel
+from gpt2kit.generation import generate
+from gpt2kit.models.backbone import Linear
+from gpt2kit.models.packed import PackedWeight, packing_available
+from harness import tiny_config
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN linear ops")
+
+
+def _packed(model):
+    return [m for m in model.modules() if m.__dict__.get("packed_weight") is not None]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [2, 8, 40])
+def test_packed_product_equals_linear(bias, rows):
+    torch.manual_seed(0)
+    layer = Linear(48, 100, bias=bias)
+    layer.packed_weight = PackedWeight(layer.weight, 8)
+    x = torch.randn(rows, 1, 48)
+    with torch.no_grad():
+        ours = layer(x)
+    ref = F.linear(x, layer.weight, layer.bias)
+    assert ours.shape == (rows, 1, 100)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_generate_packs_and_train_drops(tmp_path):
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.randint(0, 98, (3, 5))
+    out = generate(model, ids, max_new_tokens=4, eos_token_id=None)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(_packed(model)) == len(linears) > 0
+    assert not any("packed" in k for k in model.state_dict())
+    twin = copy.deepcopy(model)  # the copy packs again on its own first batched decode
+    assert _packed(twin) == [] and torch.equal(
+        generate(twin, ids, max_new_tokens=4, eos_token_id=None), out
+    )
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(
+        generate(
+            GPT2LMHeadModel.from_pretrained(tmp_path / "m"),
+            ids,
+            max_new_tokens=4,
+            eos_token_id=None,
+        ),
+        out,
+    )
+    model.train()
+    assert _packed(model) == []
+    model.eval()
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    model.release_decode_weights()
+    assert _packed(model) == []
+    model.pack_decode_weights = False
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    assert _packed(model) == []
+    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: column-major, no copy
+    assert _packed(model) == []
+
+
+def test_changed_weight_is_never_read_stale():
+    torch.manual_seed(0)
+    layer = Linear(16, 32)
+    layer.packed_weight = PackedWeight(layer.weight, 4)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # in place: same address, new version
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    layer.weight = torch.nn.Parameter(torch.randn(32, 16))  # replaced: new address
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_grad_mode_uses_the_ordinary_product():
+    layer = Linear(16, 32)
+    layer.packed_weight = PackedWeight(layer.weight, 4)
+    y = layer(torch.randn(4, 16))
+    y.sum().backward()
+    assert layer.weight.grad is not None
