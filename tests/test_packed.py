@@ -29,7 +29,7 @@ def _packed(model):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("rows", [2, 8, 40])
+@pytest.mark.parametrize("rows", [1, 2, 8, 40])
 def test_packed_product_equals_linear(bias, rows):
     torch.manual_seed(0)
     layer = Linear(48, 100, bias=bias)
@@ -67,12 +67,13 @@ def test_batched_generate_packs_and_train_drops(tmp_path):
     assert _packed(model) == []
     model.eval()
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: column-major
+    assert _packed(model) == []  # (copies of the row-major layout would be stale)
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
     model.release_decode_weights()
     assert _packed(model) == []
     model.pack_decode_weights = False
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    assert _packed(model) == []
-    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: column-major, no copy
     assert _packed(model) == []
 
 
@@ -95,3 +96,11 @@ def test_grad_mode_uses_the_ordinary_product():
     y = layer(torch.randn(4, 16))
     y.sum().backward()
     assert layer.weight.grad is not None
+
+
+def test_server_batcher_packs_once():
+    from gpt2kit.serve.batching import Batcher
+
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    Batcher(model, tokenizer=None, max_batch_size=4)
+    assert len(_packed(model)) > 0

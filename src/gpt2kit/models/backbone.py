@@ -62,7 +62,7 @@ class Linear(nn.Linear):
         if (
             packed is not None
             and not torch.compiler.is_compiling()  # (opaque oneDNN tensors do not trace)
-            and 1 < rows <= self.FEW_ROWS
+            and 0 < rows <= self.FEW_ROWS
             and not torch.is_grad_enabled()
             and x.device.type == "cpu"
             and x.dtype == torch.float32

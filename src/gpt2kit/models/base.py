@@ -126,6 +126,8 @@ class GPT2PreTrainedModel(nn.Module):
         )
         column_major = rows == 1 and cpu_fp32_eval
         if getattr(self, "_column_major", False) != column_major:
+            if column_major:  # packed copies of the row-major weights would go stale
+                packed.release_linears(self)
             self._set_weight_layout(column_major)
         if rows > 1 and cpu_fp32_eval and self.pack_decode_weights:
             packed.pack_linears(self, rows)

@@ -151,6 +151,10 @@ class Batcher:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model
+        if max_batch_size > 1 and hasattr(model, "use_decode_layout") and not model.training:
+            # The batch size changes every step: keep the row-major, oneDNN-packed weights
+            # every size multiplies fastest with (CPU fp32; a no-op elsewhere).
+            model.use_decode_layout(max_batch_size)
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.queue_size = queue_size
