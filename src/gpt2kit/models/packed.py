@@ -5,14 +5,16 @@ on every call, so the product streams the weights at a third of what the memory 
 measured on this project's 2-core EPYC, GPT-2 small at 8 rows, 6-7 GB/s through
 `addmm` against 15-21 GB/s for the same products on weights packed once for oneDNN
 (`torch.ops.mkldnn._reorder_linear_weight`, what inductor's `freezing` uses); the
-50257-wide LM head 6.6 vs 8.4 GB/s. End to end, batch-8 sampling with 124M ran
-1.15-1.41x faster.
+50257-wide LM head 6.6 vs 8.4 GB/s. End to end (`benchmarks/bench_generation.py`),
+batch-8 top-k sampling with 124M went from 1.92x to 2.06x-2.44x `transformers`.
 
 Cost. The packed copy sits beside the weights (about +0.45 GB for 124M in fp32), so it
 is made only for batched decoding on CPU in fp32 eval mode (`use_decode_layout(rows)`
-with `rows > 1`), kept across calls, checked against the weight's address and version
-at every use (a changed or moved weight is never read stale), and dropped by `train()`
-or `release_decode_weights()`. `model.pack_decode_weights = False` turns it off.
+with `rows > 1`, and the server's batcher), kept across calls, checked against the
+weight's address and version at every use (a changed or moved weight is never read
+stale), and dropped by `train()`, by a batch-1 `generate` (which stores the weights
+column-major instead, no copy) or `release_decode_weights()`.
+`model.pack_decode_weights = False` turns it off.
 
 The two ops are PyTorch-internal (the oneDNN bindings inductor uses); where they are
 missing or fail, nothing is packed and the ordinary products run.
