@@ -325,17 +325,19 @@ class StaticDecoder:
         are copied out of the graph's buffer, which the next replay overwrites.
         """
         if self.graph is None:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._run(self.graph_ids, self.positions)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.graph_logits = self._run(self.graph_ids, self.positions)
+            with torch.cuda.device(self.device):  # (the model's GPU may not be the current one)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._run(self.graph_ids, self.positions)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.graph_logits = self._run(self.graph_ids, self.positions)
             self.graph = graph
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
         return self.graph_logits.clone()  # type: ignore[union-attr]
 
     def _prefill(self, input_ids, attention_mask, position_ids) -> CausalLMOutput:

@@ -102,11 +102,12 @@ class _LiveFlag:
         self.cuda = device.type == "cuda"
         self.host = torch.ones((), dtype=torch.bool, pin_memory=self.cuda)
         self.event = torch.cuda.Event() if self.cuda else None
+        self.stream = torch.cuda.current_stream(device) if self.cuda else None
 
     def start(self, live: torch.Tensor) -> None:
         self.host.copy_(live.any(), non_blocking=self.cuda)
         if self.event is not None:
-            self.event.record()
+            self.event.record(self.stream)  # the model's device, not the current one
 
     def any_live(self) -> bool:
         if self.event is not None:
