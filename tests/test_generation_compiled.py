@@ -217,9 +217,16 @@ def test_compile_defaults_per_device():
     assert not captures_graph(cpu, torch.device("cpu"))
     frozen = compile_kwargs(cfg.copy(compile_config={"options": {"freezing": True}}), gpu)
     assert frozen["options"] == {"freezing": True} and captures_graph(frozen, gpu)
-    # Naming a mode means torch's own handling: CUDA-graph trees for reduce-overhead.
+    # Modes with CUDA graphs mean torch's own (graph trees); others are recorded here.
     trees = compile_kwargs(cfg.copy(compile_config={"mode": "reduce-overhead"}), gpu)
     assert trees["mode"] == "reduce-overhead" and not captures_graph(trees, gpu)
+    tuned = compile_kwargs(cfg.copy(compile_config={"mode": "max-autotune-no-cudagraphs"}), gpu)
+    assert captures_graph(tuned, gpu)
+    assert not captures_graph(
+        compile_kwargs(cfg.copy(compile_config={"mode": "max-autotune"}), gpu), gpu
+    )
+    none = compile_kwargs(cfg.copy(compile_config={"options": {"triton.cudagraphs": False}}), gpu)
+    assert not captures_graph(none, gpu)
     assert not captures_graph(compile_kwargs(cfg.copy(disable_compile=True), gpu), gpu)
     assert compile_kwargs(cfg.copy(disable_compile=True), torch.device("cpu")) is None
 

@@ -25,8 +25,9 @@ Options (`GenerationConfig` fields, or per call as `generate(..., cache_implemen
 - `compile_config`: a dict of `torch.compile` arguments (`backend`, `mode`, `fullgraph`,
   `dynamic`, `options`), or `transformers`' `CompileConfig`. Defaults: inductor,
   `fullgraph=True`, `dynamic=False`; on CUDA the graph is recorded by the decoder
-  (`captures_graph`) unless a `mode` is named (`mode="reduce-overhead"` gives torch's
-  CUDA-graph trees, which re-check every input address per replay: slower at batch 1). A
+  (`captures_graph`) unless the options ask for torch's CUDA-graph trees
+  (`mode="reduce-overhead"` / `"max-autotune"`) or for none
+  (`options={"triton.cudagraphs": False}`). A
   `backend="eager"` compile traces the step with dynamo but runs it unoptimized (fast to
   build: the tests use it). Not written to `generation_config.json` (as `transformers`).
 - `disable_compile=True`: the static cache with the step run eagerly (no `torch.compile`).
@@ -143,17 +144,28 @@ def compile_kwargs(cfg: GenerationConfig, device: torch.device) -> dict[str, Any
     return out
 
 
+_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that bring CUDA graphs
+
+
+def _torch_graphs(options: dict[str, Any] | None) -> bool | None:
+    """True: the options ask for torch's CUDA-graph trees; False: for no graphs; None: silent."""
+    if options is None:
+        return False
+    if options.get("mode") in _GRAPH_MODES:
+        return True
+    return (options.get("options") or {}).get("triton.cudagraphs")
+
+
 def captures_graph(options: dict[str, Any] | None, device: torch.device) -> bool:
     """Whether the decoder records the compiled step as one CUDA graph itself.
 
-    On CUDA, unless the call names a `mode`: `mode="reduce-overhead"` (or
-    `options={"triton.cudagraphs": True}`) asks for torch's own CUDA-graph trees instead,
-    which check every captured input's address at every replay (~0.1 ms per token at
-    batch 1); the decoder owns all its inputs, so it records once and replays bare.
+    On CUDA, unless the options speak about graphs: `mode="reduce-overhead"` or
+    `"max-autotune"` (or `options={"triton.cudagraphs": True}`) ask for torch's own
+    CUDA-graph trees instead, which check every captured input's address at every replay;
+    `options={"triton.cudagraphs": False}` for no graph at all. Any other mode
+    (`"max-autotune-no-cudagraphs"`: autotuned kernels) is recorded by the decoder.
     """
-    if options is None or device.type != "cuda" or "mode" in options:
-        return False
-    return not (options.get("options") or {}).get("triton.cudagraphs")
+    return options is not None and device.type == "cuda" and _torch_graphs(options) is None
 
 
 def _freezing(options: dict[str, Any] | None) -> bool:
@@ -207,7 +219,7 @@ class StaticDecoder:
         # A CUDA graph recorded by this decoder (`_replay`), or torch's CUDA-graph trees
         # when the compile options ask for them (`mode="reduce-overhead"`).
         self.capture = captures_graph(options, self.device)
-        self.cuda_graphs = self.device.type == "cuda" and options is not None and not self.capture
+        self.cuda_graphs = self.device.type == "cuda" and bool(_torch_graphs(options))
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_ids = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self.graph_logits: torch.Tensor | None = None
