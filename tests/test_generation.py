@@ -335,7 +335,8 @@ def test_output_is_an_ordinary_tensor(pair):
 @pytest.mark.parametrize(
     "kw, word",
     [
-        (dict(max_new_tokens=100), "n_positions"),
+        (dict(max_new_tokens=100), "lower max_new_tokens below 64"),  # alone too many
+        (dict(max_new_tokens=62), "truncate the prompt to its last 2 tokens"),
         (dict(num_beams=0), "num_beams"),
         (dict(do_sample=True, top_p=1.5), "top_p"),
         (dict(do_sample=True, top_p=0.0), "top_p"),

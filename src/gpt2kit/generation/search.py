@@ -450,10 +450,14 @@ def _plan(
         )
     n_positions = model.config.n_positions
     if cfg.context_overflow == "error" and T + max_new > n_positions:
+        fix = (
+            f"lower max_new_tokens or truncate the prompt to its last {n_positions - max_new} tokens"
+            if max_new < n_positions
+            else f"lower max_new_tokens below {n_positions}"
+        )
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new}) = {T + max_new} exceeds the model's "
-            f"{n_positions} positions (n_positions); lower max_new_tokens or truncate the prompt to "
-            f'its last {n_positions - max_new} tokens (or pass context_overflow="slide")'
+            f'{n_positions} positions (n_positions); {fix} (or pass context_overflow="slide")'
         )
     if cfg.context_overflow == "slide" and _slide_stride(cfg, n_positions) >= n_positions:
         raise ValueError(
