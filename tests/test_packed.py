@@ -104,3 +104,24 @@ def test_server_batcher_packs_once():
     model = GPT2LMHeadModel(tiny_config()).eval()
     Batcher(model, tokenizer=None, max_batch_size=4)
     assert len(_packed(model)) > 0
+
+
+# -- bf16 on CPUs without bf16 units ----------------------------------------------------------
+@pytest.mark.parametrize("rows", [8, 64])
+def test_bf16_products_upcast_from_32_rows_without_bf16_units(monkeypatch, rows):
+    """Without AVX512-BF16/AMX a bf16 product of >= 32 rows runs in fp32 and is rounded
+    back to bf16: the fp32 product's rounding, close to the native bf16 product."""
+    from gpt2kit.models import backbone
+
+    monkeypatch.setattr(backbone, "_cpu_has_bf16_units", lambda: False)
+    torch.manual_seed(0)
+    layer = Linear(48, 100).to(torch.bfloat16)
+    x = torch.randn(rows, 48, dtype=torch.bfloat16)
+    out = layer(x)
+    assert out.dtype == torch.bfloat16
+    upcast = F.linear(x.float(), layer.weight.float(), layer.bias.float()).bfloat16()
+    native = F.linear(x, layer.weight, layer.bias)
+    assert torch.equal(out, upcast if rows >= Linear.UPCAST_ROWS else native)
+    torch.testing.assert_close(out.float(), native.float(), rtol=2e-2, atol=2e-2)
+    out.float().sum().backward()  # differentiable like the plain product
+    assert layer.weight.grad.dtype == torch.bfloat16

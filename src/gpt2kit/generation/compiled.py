@@ -3,7 +3,7 @@
 Why. A dynamic decode step changes shape every token (the cache slice grows by one), so
 it cannot be captured once. With a `StaticKVCache` the step
 
-    step(input_ids [N, 1], position_ids [N, 1], cache_position [1], attn_mask [N, 1, 1, C])
+    step(input_ids [N, 1], position_ids [N, 1], cache_position [1], valid [N, C])
         -> logits [N, V]
 
 has the same shapes at every token and no Python branch that depends on the step: the
@@ -12,10 +12,10 @@ new key/value is written at the *tensor* `cache_position`, and attention runs ov
 So it compiles with `fullgraph=True`, and on CUDA the decoder records the compiled step
 as one CUDA graph over its own input buffers and replays it each token, removing the
 per-kernel launch overhead that dominates small-batch decoding on a GPU (measured, 124M
-bf16 batch 1 on an H200: ~10x the eager loop; see benchmarks/README.md). On CPU, inductor fuses the small element-wise ops
-(layer norms, GELU, residual adds, the cache writes); with
-`compile_config={"options": {"freezing": True}}` it also constant-folds the weights and
-runs the projections through oneDNN with pre-packed weights.
+bf16 batch 1 on an H200: ~10x the eager loop; see benchmarks/README.md). On CPU,
+inductor fuses the small element-wise ops (layer norms, GELU, residual adds, the cache
+writes); with `compile_config={"options": {"freezing": True}}` it also constant-folds the
+weights and runs the projections through oneDNN with pre-packed weights.
 
 Options (`GenerationConfig` fields, or per call as `generate(..., cache_implementation=
 "static")`; the names are `transformers`' ones):

@@ -87,7 +87,7 @@ _OVERLAP_DEVICES = ("cuda",)
 
 
 class _LiveFlag:
-    """ "Is any row still live?", read back without stalling an asynchronous device.
+    """Reads back "is any row still live?" without stalling an asynchronous device.
 
     Why: asking `int(live.sum())` before queueing the next step makes the host wait for
     the GPU to drain every step, and the GPU then idles while the host prepares the next

@@ -8,6 +8,7 @@ about files.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,37 +45,57 @@ ACT_FNS = {
 }
 
 
-class Linear(nn.Linear):
-    """`nn.Linear` that multiplies in the layout the CPU BLAS prefers for few rows.
+@functools.cache
+def _cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); unknown counts as yes."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is None or amx is None:
+        return True
+    return bool(probe() or amx())
 
-    For a handful of rows (decoding, small batches) oneDNN/MKL compute `x @ W.T` 1.3-2.4x
-    slower on this project's CPUs than the same product as `(W @ x.T).T` (measured: the
-    50257-wide LM head at 8 rows, 97 ms vs 40 ms; a 768->2304 projection, 4.3 ms vs 2.0 ms).
-    Same math, different summation order (fp32 results agree to ~1e-6). Other devices and
-    larger inputs take the ordinary path.
+
+class Linear(nn.Linear):
+    """`nn.Linear` that multiplies the way the CPU is fastest at for the input's shape.
+
+    - fp32, a handful of rows (decoding, small batches): oneDNN/MKL compute `x @ W.T`
+      1.3-2.4x slower on this project's CPUs than the same product as `(W @ x.T).T`
+      (measured: the 50257-wide LM head at 8 rows, 97 ms vs 40 ms; a 768->2304
+      projection, 4.3 ms vs 2.0 ms), and slower still than through weights packed once
+      for oneDNN, which batched decoding keeps (`models/packed.py`). Same math, different
+      summation order (fp32 results agree to ~1e-6).
+    - bf16 on a CPU without bf16 units (no AVX512-BF16/AMX): PyTorch emulates bf16
+      products row by row, so from `UPCAST_ROWS` rows on the product runs in fp32 on
+      upcast copies and is rounded back to bf16: measured (2-core EPYC, 768->3072) 118.9
+      vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024. Few rows stay bf16 (no faster
+      upcast; the weight's conversion would dominate).
+    Other devices, dtypes and larger inputs take the ordinary path.
     """
 
     FEW_ROWS = 256
+    UPCAST_ROWS = 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.numel() else 0
+        if x.device.type != "cpu" or rows == 0:
+            return F.linear(x, self.weight, self.bias)
+        if x.dtype == torch.bfloat16:
+            if rows >= self.UPCAST_ROWS and not _cpu_has_bf16_units():
+                bias = self.bias.float() if self.bias is not None else None
+                return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+            return F.linear(x, self.weight, self.bias)
+        if x.dtype != torch.float32 or rows > self.FEW_ROWS:
+            return F.linear(x, self.weight, self.bias)
         packed = self.__dict__.get("packed_weight")  # batched CPU decoding, see models/packed.py
         if (
             packed is not None
             and not torch.compiler.is_compiling()  # (opaque oneDNN tensors do not trace)
-            and 0 < rows <= self.FEW_ROWS
             and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
             and packed.valid_for(self.weight)
         ):
             y = packed_ops.linear(x.reshape(rows, x.shape[-1]), packed, self.bias)
             return y.view(*x.shape[:-1], self.out_features)
-        if (
-            x.device.type != "cpu"
-            or not 1 < rows <= self.FEW_ROWS
-            or not self.weight.is_contiguous()
-        ):
+        if rows == 1 or not self.weight.is_contiguous():
             # (a column-major weight, see `use_decode_layout`, is fastest as `x @ W.T`)
             return F.linear(x, self.weight, self.bias)
         x2d = x.reshape(rows, x.shape[-1])
