@@ -37,6 +37,22 @@ from gpt2kit.config import GPT2Config
 BATCH, SEQ = 2, 8
 
 
+def left_padded_prompts(
+    batch: int = 4, seed: int = 0, pad: int = 98, lengths=(6, 3, 5, 2, 4, 6, 1, 3)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` random prompts of the first `batch` `lengths`, left-padded with `pad` (ids
+    drawn from [1, pad)), and their mask: the generation tests' batches."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = lengths[:batch]
+    T = max(lengths)
+    ids = torch.full((batch, T), pad, dtype=torch.long)
+    mask = torch.zeros(batch, T, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        ids[r, T - n :] = torch.randint(1, pad, (n,), generator=g)
+        mask[r, T - n :] = 1
+    return ids, mask
+
+
 def tiny_config(**overrides: Any) -> GPT2Config:
     """2 layers, width 32, 4 heads, vocabulary 100, 64 positions; BOS = EOS = 99."""
     base = dict(

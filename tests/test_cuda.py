@@ -22,7 +22,7 @@ from gpt2kit import GPT2LMHeadModel
 from gpt2kit.generation import generate
 from gpt2kit.generation.compiled import release_static_decoders
 from gpt2kit.models.losses import linear_cross_entropy
-from harness import tiny_config
+from harness import left_padded_prompts, tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -39,21 +39,9 @@ def twins(tmp_path_factory):
     return gpu, hf.cuda(), cpu
 
 
-def _prompts(batch: int = 4):
-    g = torch.Generator().manual_seed(0)
-    lengths = [6, 3, 5, 2][:batch]
-    T = max(lengths)
-    ids = torch.full((batch, T), PAD, dtype=torch.long)
-    mask = torch.zeros(batch, T, dtype=torch.long)
-    for r, n in enumerate(lengths):
-        ids[r, T - n :] = torch.randint(1, PAD, (n,), generator=g)
-        mask[r, T - n :] = 1
-    return ids, mask
-
-
 def test_logits_match_transformers_fp32(twins):
     gpu, hf, _ = twins
-    ids, mask = _prompts()
+    ids, mask = left_padded_prompts()
     # Positions from the mask, given to both (transformers counts pads as positions).
     inputs = dict(
         input_ids=ids.cuda(),
@@ -68,7 +56,7 @@ def test_logits_match_transformers_fp32(twins):
 
 def test_greedy_ids_match_transformers_and_cpu(twins):
     gpu, hf, cpu = twins
-    ids, mask = _prompts()
+    ids, mask = left_padded_prompts()
     kw = dict(max_new_tokens=12, pad_token_id=PAD, eos_token_id=None)
     ours = generate(gpu, ids.cuda(), mask.cuda(), **kw)
     with torch.no_grad():
@@ -81,7 +69,7 @@ def test_early_stop_on_gpu_equals_cpu(twins):
     """Rows stop at EOS: the GPU loop reads "any row live?" one step late and drops the
     extra step; its ids are the CPU loop's."""
     gpu, _, cpu = twins
-    ids, mask = _prompts()
+    ids, mask = left_padded_prompts()
     third = generate(cpu, ids, mask, max_new_tokens=3, eos_token_id=None, pad_token_id=PAD)
     kw = dict(max_new_tokens=20, pad_token_id=PAD, eos_token_id=sorted(set(third[:, -1].tolist())))
     on_cpu = generate(cpu, ids, mask, **kw)
@@ -102,7 +90,7 @@ def test_captured_decode_equals_eager(twins, dtype):
     if dtype != torch.float32:
         model.load_state_dict(gpu.state_dict())
         model.to(dtype)
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     kw = dict(max_new_tokens=16, pad_token_id=PAD, eos_token_id=None)
     try:
         for prompt, prompt_mask in ((ids, mask), (ids, mask), (ids[:, 2:], mask[:, 2:])):
@@ -156,7 +144,7 @@ def test_training_step_matches_cpu(twins):
     """The LM's training loss and gradients on the GPU equal the CPU's (fp32, train mode:
     the chunked LM-head loss)."""
     _, _, cpu = twins
-    ids, _ = _prompts()
+    ids, _ = left_padded_prompts()
     ids = ids.clamp(max=97)
     models = []
     no_dropout = cpu.config.copy(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

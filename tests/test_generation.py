@@ -15,7 +15,7 @@ import torch
 from conftest import make_hf_twin
 from gpt2kit import GPT2LMHeadModel
 from gpt2kit.generation import GenerationConfig, generate
-from harness import tiny_config
+from harness import left_padded_prompts, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,19 +59,6 @@ def pair(tmp_path_factory):
 PAD = 98
 
 
-def _prompts(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompts of lengths 6, 3, 5, 2 (pad id PAD) and their mask."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = [6, 3, 5, 2][:batch]
-    T = max(lengths)
-    ids = torch.full((batch, T), PAD, dtype=torch.long)
-    mask = torch.zeros(batch, T, dtype=torch.long)
-    for r, n in enumerate(lengths):
-        ids[r, T - n :] = torch.randint(1, PAD, (n,), generator=g)
-        mask[r, T - n :] = 1
-    return ids, mask
-
-
 def _hf(hf, ids, mask=None, **kw):
     with torch.no_grad():
         return hf.generate(ids, attention_mask=mask, do_sample=kw.pop("do_sample", False), **kw)
@@ -79,7 +66,7 @@ def _hf(hf, ids, mask=None, **kw):
 
 def _eos_hit(model) -> list[int]:
     """Two tokens greedy decoding produces early for these prompts: EOS ids that get hit."""
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     out = generate(model, ids, mask, max_new_tokens=6, eos_token_id=None, pad_token_id=PAD)
     return [int(out[0, ids.shape[1] + 1]), int(out[1, ids.shape[1] + 2])]
 
@@ -99,7 +86,7 @@ def test_greedy_batch1_matches_transformers(pairs, eos):
 def test_greedy_left_padded_batch_matches_transformers(pairs, eos):
     model, hf = pairs
     eos_ids = None if eos == "none" else _eos_hit(model)
-    ids, mask = _prompts(4)
+    ids, mask = left_padded_prompts(4)
     ours = generate(model, ids, mask, max_new_tokens=12, eos_token_id=eos_ids, pad_token_id=PAD)
     ref = _hf(hf, ids, mask, max_new_tokens=12, eos_token_id=eos_ids, pad_token_id=PAD)
     assert torch.equal(ours, ref)
@@ -110,7 +97,7 @@ def test_greedy_left_padded_batch_matches_transformers(pairs, eos):
 def test_batched_equals_each_prompt_alone(pair):
     model, _ = pair
     eos = _eos_hit(model)[:1]
-    ids, mask = _prompts(4)
+    ids, mask = left_padded_prompts(4)
     batched = generate(model, ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=PAD)
     T = ids.shape[1]
     for r in range(4):
@@ -127,7 +114,7 @@ def test_batched_equals_each_prompt_alone(pair):
 
 def test_right_padding_is_moved_left(pair):
     model, _ = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     right_ids = torch.zeros_like(ids)
     right_mask = torch.zeros_like(mask)
     for r in range(3):
@@ -143,7 +130,7 @@ def test_right_padding_is_moved_left(pair):
 
 def test_penalties_and_constraints_match_transformers(pair):
     model, hf = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     kw = dict(
         max_new_tokens=14,
         eos_token_id=_eos_hit(model)[0],
@@ -182,7 +169,7 @@ def test_sampling_matches_transformers_with_same_rng(pair, options):
     """Without top-k the draw is over the vocabulary as in transformers: same seed, same ids.
     (With top-k gpt2kit draws among the k candidates on CPU: see the tests below.)"""
     model, hf = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     kw = dict(
         max_new_tokens=10,
         eos_token_id=_eos_hit(model)[0],
@@ -222,7 +209,7 @@ def test_top_k_draw_is_over_the_candidates_with_the_same_distribution():
 
 def test_top_k_one_samples_the_greedy_tokens(pair):
     model, _ = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     kw = dict(max_new_tokens=10, eos_token_id=None, pad_token_id=PAD)
     assert torch.equal(
         generate(model, ids, mask, do_sample=True, top_k=1, seed=3, **kw),
@@ -232,7 +219,7 @@ def test_top_k_one_samples_the_greedy_tokens(pair):
 
 def test_sampling_seed_is_reproducible(pair):
     model, _ = pair
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     kw = dict(max_new_tokens=12, do_sample=True, top_k=0, eos_token_id=None, num_return_sequences=3)
     a = generate(model, ids, mask, seed=7, **kw)
     b = generate(model, ids, mask, generator=torch.Generator().manual_seed(7), **kw)
@@ -253,7 +240,7 @@ SLOW_BEAM_CASES = [(o, "none" if e == "two" else "two") for o, e in BEAM_CASES]
 
 def _check_beam(model, hf, options, eos):
     eos_ids = None if eos == "none" else _eos_hit(model)
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     kw = dict(max_new_tokens=10, eos_token_id=eos_ids, pad_token_id=PAD, **options)
     assert torch.equal(generate(model, ids, mask, **kw), _hf(hf, ids, mask, **kw))
     one = ids[:1, mask[0].bool()]

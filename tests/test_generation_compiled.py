@@ -26,7 +26,7 @@ from gpt2kit.generation.compiled import (
     static_capacity,
 )
 from gpt2kit.models.cache import StaticKVCache
-from harness import tiny_config
+from harness import left_padded_prompts, tiny_config
 
 PAD = 98
 # A dynamo backend that runs the traced graph as is and counts the graphs it is handed:
@@ -52,19 +52,6 @@ def model():
     return GPT2LMHeadModel(tiny_config(n_layer=1, initializer_range=0.3)).eval()
 
 
-def _prompts(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompts of lengths 6, 3, 5, 2 and their mask."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = [6, 3, 5, 2][:batch]
-    T = max(lengths)
-    ids = torch.full((batch, T), PAD, dtype=torch.long)
-    mask = torch.zeros(batch, T, dtype=torch.long)
-    for r, n in enumerate(lengths):
-        ids[r, T - n :] = torch.randint(1, PAD, (n,), generator=g)
-        mask[r, T - n :] = 1
-    return ids, mask
-
-
 def _both(model, *args, compile_config=EAGER, **kw):
     dynamic = generate(model, *args, **kw)
     static = generate(
@@ -85,7 +72,7 @@ def test_greedy_batch1_same_ids_and_scores(model):
 
 @pytest.mark.parametrize("eos", [None, "hit"])
 def test_greedy_left_padded_batch_same_ids(model, eos):
-    ids, mask = _prompts(4)
+    ids, mask = left_padded_prompts(4)
     if eos == "hit":  # tokens the rows actually produce: rows finish at different steps
         free = generate(model, ids, mask, max_new_tokens=6, eos_token_id=None, pad_token_id=PAD)
         eos = [int(free[0, ids.shape[1] + 1]), int(free[1, ids.shape[1] + 3])]
@@ -94,7 +81,7 @@ def test_greedy_left_padded_batch_same_ids(model, eos):
 
 
 def test_right_padded_prompts_same_ids(model):
-    ids, mask = _prompts(4, seed=2)
+    ids, mask = left_padded_prompts(4, seed=2)
     # Right-pad the same texts: generate moves them left; positions come from the mask.
     right = torch.full_like(ids, PAD)
     right_mask = torch.zeros_like(mask)
@@ -108,7 +95,7 @@ def test_right_padded_prompts_same_ids(model):
 
 
 def test_seeded_sampling_same_ids(model):
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     kw = dict(
         max_new_tokens=12,
         do_sample=True,
@@ -128,7 +115,7 @@ def test_seeded_sampling_same_ids(model):
 def test_disable_compile_runs_the_static_step_eagerly():
     torch.manual_seed(3)
     deep = GPT2LMHeadModel(tiny_config(n_layer=3, initializer_range=0.3)).eval()
-    ids, mask = _prompts(2, seed=3)
+    ids, mask = left_padded_prompts(2, seed=3)
     kw = dict(max_new_tokens=7, eos_token_id=None, pad_token_id=PAD)
     dynamic = generate(deep, ids, mask, **kw)
     static = generate(deep, ids, mask, cache_implementation="static", disable_compile=True, **kw)
@@ -139,21 +126,21 @@ def test_no_recompile_for_same_shapes_or_same_bucket(model):
     opts = dict(
         cache_implementation="static", compile_config=EAGER, eos_token_id=None, pad_token_id=PAD
     )
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     before = COUNTER.frame_count
     first = generate(model, ids, mask, max_new_tokens=10, **opts)
     assert COUNTER.frame_count == before + 1  # batch 2 is traced by this test only
     again = generate(model, ids, mask, max_new_tokens=10, **opts)
     assert torch.equal(first, again) and COUNTER.frame_count == before + 1
     # Another prompt and output length in the same capacity bucket: same compiled step.
-    ids2, mask2 = _prompts(2, seed=5)
+    ids2, mask2 = left_padded_prompts(2, seed=5)
     generate(model, ids2[:, 1:], mask2[:, 1:], max_new_tokens=20, **opts)
     assert COUNTER.frame_count == before + 1
     assert any(key[0] == 2 for key in vars(model)["_gpt2kit_static_decoders"])
 
 
 def test_beam_search_falls_back_to_the_dynamic_cache(model):
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     kw = dict(max_new_tokens=6, num_beams=3, eos_token_id=None, pad_token_id=PAD)
     dynamic, static = _both(model, ids, mask, **kw)
     assert torch.equal(dynamic, static)
@@ -168,7 +155,7 @@ def test_sliding_window_reencodes_into_the_static_cache(model):
 
 @pytest.mark.slow  # a real inductor build: C++ compile, tens of seconds on a loaded machine
 def test_inductor_compile_same_ids_and_close_scores(model):
-    ids, mask = _prompts(2, seed=11)
+    ids, mask = left_padded_prompts(2, seed=11)
     kw = dict(
         max_new_tokens=8,
         eos_token_id=None,

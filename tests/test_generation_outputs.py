@@ -19,7 +19,7 @@ from conftest import make_hf_twin
 from gpt2kit import GenerateOutput, GPT2LMHeadModel
 from gpt2kit.generation import GenerationConfig, generate
 from gpt2kit.generation import search as search_module
-from harness import tiny_config
+from harness import left_padded_prompts, tiny_config
 
 PAD = 98
 
@@ -37,19 +37,6 @@ def pair(tmp_path_factory):
     cfg = tiny_config(initializer_range=0.3)
     hf, folder = make_hf_twin(cfg, tmp_path_factory.mktemp("out") / "m", seed=1)
     return GPT2LMHeadModel.from_pretrained(folder), hf
-
-
-def _prompts(batch: int, seed: int = 0, lengths=(6, 3, 5, 2, 4, 6, 1, 3)):
-    """Left-padded prompts (pad id PAD) and their mask."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = lengths[:batch]
-    T = max(lengths)
-    ids = torch.full((batch, T), PAD, dtype=torch.long)
-    mask = torch.zeros(batch, T, dtype=torch.long)
-    for r, n in enumerate(lengths):
-        ids[r, T - n :] = torch.randint(1, PAD, (n,), generator=g)
-        mask[r, T - n :] = 1
-    return ids, mask
 
 
 def _early_tokens(model, ids, mask, step: int = 2) -> list[int]:
@@ -83,7 +70,7 @@ def _check_outputs(ours, ref, beams: bool):
 
 def test_greedy_scores_and_logits_match_transformers(pair):
     model, hf = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     eos = _early_tokens(model, ids, mask)
     kw = dict(
         max_new_tokens=10,
@@ -103,7 +90,7 @@ def test_greedy_scores_and_logits_match_transformers(pair):
 
 def test_sampling_scores_match_transformers_with_same_rng(pair):
     model, hf = pair
-    ids, mask = _prompts(3)
+    ids, mask = left_padded_prompts(3)
     kw = dict(
         max_new_tokens=8,
         eos_token_id=_early_tokens(model, ids, mask),
@@ -132,7 +119,7 @@ def test_sampling_scores_match_transformers_with_same_rng(pair):
 )
 def test_beam_outputs_match_transformers(pair, options):
     model, hf = pair
-    ids, mask = _prompts(2)
+    ids, mask = left_padded_prompts(2)
     kw = dict(
         max_new_tokens=8,
         eos_token_id=_early_tokens(model, ids, mask, step=1),
@@ -233,7 +220,7 @@ def test_slide_matches_direct_forward_on_each_window(short_model, stride):
 
 def test_slide_padded_batch_and_long_prompt(short_model):
     model = short_model
-    ids, mask = _prompts(3, lengths=(6, 3, 5))
+    ids, mask = left_padded_prompts(3, lengths=(6, 3, 5))
     out = generate(
         model,
         ids,
@@ -328,7 +315,7 @@ COMPACT_CASES = {
 @pytest.mark.parametrize("case", list(COMPACT_CASES))
 def test_dropping_finished_rows_changes_no_token(pair, monkeypatch, case):
     model, _ = pair
-    ids, mask = _prompts(8)
+    ids, mask = left_padded_prompts(8)
     kw = dict(max_new_tokens=16, pad_token_id=PAD, **COMPACT_CASES[case])
     if case == "stop-strings":
         early = _early_tokens(model, ids, mask)
@@ -355,7 +342,7 @@ def test_dropping_finished_rows_changes_no_token(pair, monkeypatch, case):
 def test_dropping_rows_matches_transformers_sampling(pair):
     """Same global seed, same draws: the compacted loop still equals `transformers`."""
     model, hf = pair
-    ids, mask = _prompts(6)
+    ids, mask = left_padded_prompts(6)
     kw = dict(
         max_new_tokens=12,
         eos_token_id=_early_tokens(model, ids, mask),
@@ -379,7 +366,7 @@ def test_dropping_rows_with_encoder_states_and_slide(tmp_path, monkeypatch):
     torch.manual_seed(2)
     model = GPT2LMHeadModel(cfg).eval()
     enc = torch.randn(6, 5, cfg.n_embd)
-    ids, mask = _prompts(6)
+    ids, mask = left_padded_prompts(6)
     probe = generate(
         model,
         ids,
@@ -405,7 +392,7 @@ def test_dropping_rows_with_encoder_states_and_slide(tmp_path, monkeypatch):
 
 def test_user_processor_and_recording_keep_every_row(pair):
     model, _ = pair
-    ids, mask = _prompts(4)
+    ids, mask = left_padded_prompts(4)
     kw = dict(max_new_tokens=10, eos_token_id=_early_tokens(model, ids, mask), pad_token_id=PAD)
     with _BatchSizes(model) as seen:
         a = generate(model, ids, mask, logits_processor=[lambda i, s: s], **kw)
@@ -434,7 +421,7 @@ def test_overlapped_liveness_check_changes_no_token(pair, monkeypatch, case):
     """
     model, _ = pair
     kw = dict(OVERLAP_CASES[case])
-    ids, mask = _prompts(kw.pop("batch"))
+    ids, mask = left_padded_prompts(kw.pop("batch"))
     kw = {"max_new_tokens": 16, "pad_token_id": PAD, **kw}
     if "slide" not in case:  # every row's third greedy token is an EOS id: all rows stop
         third = generate(model, ids, mask, max_new_tokens=3, eos_token_id=None, pad_token_id=PAD)
