@@ -392,7 +392,8 @@ def test_checkpoint_carries_generation_config(pair, tmp_path):
     assert loaded.generate(torch.tensor([[1, 2]])).shape == (1, 6)
 
 
-# -- weight layout: batch-1 decoding reads column-major weights -------------------------------
+# -- weight layout: batch-1 decoding without the native kernel reads column-major weights ----
+# (with the kernel, the decode arena: tests/test_native.py)
 def _layouts(model):
     return {n: p.is_contiguous() for n, p in model.named_parameters() if p.dim() == 2}
 
@@ -400,6 +401,7 @@ def _layouts(model):
 def test_batch1_generate_switches_layout_and_train_restores_it(tmp_path):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
+    model.native_decode = False
     ids = torch.tensor([[5, 6, 7, 8]])
     batch = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     rows = generate(model, batch, max_new_tokens=6, eos_token_id=None)  # row-major
@@ -429,12 +431,14 @@ def test_batch1_generate_switches_layout_and_train_restores_it(tmp_path):
     assert all(_layouts(model).values())
 
 
-def test_layout_switches_under_inference_mode_leave_trainable_weights():
+@pytest.mark.parametrize("native_decode", [True, False])
+def test_layout_switches_under_inference_mode_leave_trainable_weights(native_decode):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
+    model.native_decode = native_decode
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.inference_mode():
-        generate(model, ids, max_new_tokens=2, eos_token_id=None)  # column-major
+        generate(model, ids, max_new_tokens=2, eos_token_id=None)  # arena / column-major
         generate(model, ids.repeat(2, 1), max_new_tokens=2, eos_token_id=None)  # row-major
     assert not any(p.is_inference() for p in model.parameters())
     model.train()

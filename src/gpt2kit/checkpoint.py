@@ -186,7 +186,12 @@ def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             continue
         if _CONV1D.search(key) and tensor.dim() == 2:
             tensor = tensor.t()
-        out[key] = tensor.contiguous()
+        tensor = tensor.contiguous()
+        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            # a view into a larger buffer (the decode arena, `use_decode_layout`): safetensors
+            # refuses tensors that share memory, and torch.save would write the whole buffer
+            tensor = tensor.clone()
+        out[key] = tensor
     return out
 
 

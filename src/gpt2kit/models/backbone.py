@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import native
 from ..config import GPT2Config
 from . import packed as packed_ops
 from .base import GPT2PreTrainedModel
@@ -69,6 +70,8 @@ class Linear(nn.Linear):
       upcast copies and is rounded back to bf16: measured (2-core EPYC, 768->3072) 118.9
       vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024. Few rows stay bf16 (no faster
       upcast; the weight's conversion would dominate).
+    - One row (batch-1 decoding), fp32 or bf16, once `use_decode_layout(1)` has built the
+      native kernel: `gpt2kit/native` streams the weights near the memory bandwidth.
     Other devices, dtypes and larger inputs take the ordinary path.
     """
 
@@ -79,6 +82,14 @@ class Linear(nn.Linear):
         rows = x.numel() // x.shape[-1] if x.numel() else 0
         if x.device.type != "cpu" or rows == 0:
             return F.linear(x, self.weight, self.bias)
+        if (
+            rows == 1
+            and native.loaded()  # built by `use_decode_layout(1)`, see gpt2kit/native
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and native.supports(x, self.weight)
+        ):
+            return native.gemv(x, self.weight, self.bias)
         if x.dtype == torch.bfloat16:
             if rows >= self.UPCAST_ROWS and not _cpu_has_bf16_units():
                 bias = self.bias.float() if self.bias is not None else None

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .. import native
 from ..config import GPT2Config
 from . import packed
 
@@ -31,13 +32,15 @@ class GPT2PreTrainedModel(nn.Module):
         task: the pipeline task name this head serves (used by `AutoModel.for_task`).
 
     Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding keep a
-    oneDNN-packed copy of the projection weights (`use_decode_layout`).
+    oneDNN-packed copy of the projection weights (`use_decode_layout`); `native_decode`
+    (default True) lets batch-1 CPU decoding use the compiled kernel (`gpt2kit/native`).
     """
 
     base_model_prefix = "transformer"
     hf_architecture: str | None = None
     task: str | None = None
     pack_decode_weights = True
+    native_decode = True
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -106,57 +109,96 @@ class GPT2PreTrainedModel(nn.Module):
         """Store the projection weights in the memory layout fastest for `rows`-row products.
 
         Only the layout changes (values, shapes and `Parameter` objects stay), so any
-        layout computes the same function; speed differs. One-row products (batch-1
-        decoding) with a widening `[out, in]` weight (out > in: `c_attn`, `c_fc`, the LM
-        head) are faster stored column-major (`x @ W.T` over a contiguous `[in, out]`
-        buffer): measured on CPU BLAS (fp32, GPT-2 small, 2-core EPYC) 0.54 vs 0.67 ms for
-        `c_attn`, 0.69 vs 0.90 ms for `c_fc`, 9.7 vs 14.2 ms for the LM head, while
-        `mlp.c_proj` (3072 -> 768) is faster row-major (0.66 vs 0.91 ms) and stays so. For
-        2-256 rows the weights are also packed for oneDNN (`models/packed.py`: a second
-        copy, ~2.5x faster few-row products; off with `pack_decode_weights = False`).
-        `generate` calls this with its batch size on CPU in eval mode; `train()` restores
-        row-major and drops the packed copies, so the optimizer, DDP and checkpoints
-        always see contiguous weights. Switching copies each matrix once (about 0.2-0.5 s
-        for 124M), then stays until the other layout is asked for.
+        layout computes the same function; speed differs. `generate` calls this with its
+        batch size on CPU in eval mode:
+
+        - 1 row (batch-1 decoding), fp32 or bf16, where the native kernel builds
+          (`gpt2kit/native`, unless `native_decode = False`): every projection weight and
+          the LM head move into one buffer in the order a step reads them (the "decode
+          arena"), so the kernel's prefetch runs from one matrix into the next.
+        - 1 row, fp32, no native kernel: widening weights (`c_attn`, `c_fc`, the LM head)
+          stored column-major, which BLAS multiplies fastest as `x @ W.T` (measured on a
+          2-core EPYC: 0.54 vs 0.67 ms for `c_attn`, 9.7 vs 14.2 ms for the LM head).
+        - 2-256 rows, fp32: the weights are also packed for oneDNN (`models/packed.py`: a
+          second copy, ~2.5x faster few-row products; off with `pack_decode_weights =
+          False`). The arena, row-major already, stays.
+
+        `train()` restores one contiguous tensor per weight and drops the packed copies,
+        so the optimizer, DDP and checkpoints see ordinary parameters. Switching copies
+        each matrix once (about 0.2-0.5 s for 124M), then stays until another layout is
+        asked for.
         """
-        cpu_fp32_eval = (
-            self.device.type == "cpu"
-            and self.dtype == torch.float32  # bf16 products of that layout are 10x slower
-            and not self.training
-        )
-        column_major = rows == 1 and cpu_fp32_eval
-        if getattr(self, "_column_major", False) != column_major:
-            if column_major:  # packed copies of the row-major weights would go stale
+        cpu_eval = self.device.type == "cpu" and not self.training
+        fp32 = self.dtype == torch.float32
+        if rows == 1 and cpu_eval and self.dtype in (torch.float32, torch.bfloat16):
+            if self.native_decode and native.load() is not None:
+                layout = "arena"
+            else:
+                layout = "column" if fp32 else "row"  # bf16 products of that layout are 10x slower
+        else:
+            layout = "row"
+        current = self._weight_layout()
+        if layout != current and not (layout == "row" and current == "arena"):
+            if layout != "row":  # packed copies of the row-major weights would go stale
                 packed.release_linears(self)
-            self._set_weight_layout(column_major)
-        if rows > 1 and cpu_fp32_eval and self.pack_decode_weights:
+            self._set_weight_layout(layout)
+        if rows > 1 and cpu_eval and fp32 and self.pack_decode_weights:
             packed.pack_linears(self, rows)
 
     def release_decode_weights(self) -> None:
         """Free the oneDNN-packed weight copies batched CPU decoding keeps (`models/packed.py`)."""
         packed.release_linears(self)
 
-    def _set_weight_layout(self, column_major: bool) -> None:
-        seen: set[int] = set()
+    def _projection_weights(self) -> list[nn.Parameter]:
+        """Every `nn.Linear` weight once (the tied LM head is the token embedding), in
+        module order, which is the order a decoding step reads them."""
+        seen: dict[int, nn.Parameter] = {}
         for module in self.modules():
             weight = getattr(module, "weight", None)
-            if not isinstance(module, nn.Linear) or type(weight) is not nn.Parameter:
-                continue  # embeddings are gathered by row; sharded (DTensor) weights stay
-            if id(weight) in seen or weight.shape[0] <= weight.shape[1]:
-                # tied (the LM head is the token embedding), or a narrowing projection
-                # (`mlp.c_proj`, 3072 -> 768), whose one-row product is faster row-major
-                continue
-            seen.add(id(weight))
-            # Normal tensors even when called under `torch.inference_mode()`: parameters
-            # holding inference tensors could not be updated by an optimizer later.
-            with torch.inference_mode(False), torch.no_grad():
-                data = weight.data
-                weight.data = data.t().contiguous().t() if column_major else data.contiguous()
-        self._column_major = column_major
+            if isinstance(module, nn.Linear) and type(weight) is nn.Parameter:
+                seen.setdefault(id(weight), weight)  # sharded (DTensor) weights stay as they are
+        return list(seen.values())
+
+    def _weight_layout(self) -> str:
+        arena = self.__dict__.get("_decode_arena")
+        if arena is not None:
+            ptr = arena.untyped_storage().data_ptr()
+            if all(w.untyped_storage().data_ptr() == ptr for w in self._projection_weights()):
+                return "arena"
+            self.__dict__.pop("_decode_arena")  # `.to()`, `load_state_dict(assign=True)`, ...
+        return "column" if self.__dict__.get("_column_major") else "row"
+
+    def _set_weight_layout(self, layout: str) -> None:
+        weights = self._projection_weights()
+        # Normal tensors even when called under `torch.inference_mode()`: parameters
+        # holding inference tensors could not be updated by an optimizer later.
+        with torch.inference_mode(False), torch.no_grad():
+            if layout == "arena":
+                total = sum(w.numel() for w in weights)
+                arena = torch.empty(total, dtype=self.dtype, device=self.device)
+                offset = 0
+                for w in weights:
+                    view = arena[offset : offset + w.numel()].view(w.shape)
+                    view.copy_(w.data)
+                    w.data = view
+                    offset += w.numel()
+                self.__dict__["_decode_arena"] = arena  # (not a buffer: not in state_dict)
+            else:
+                self.__dict__.pop("_decode_arena", None)
+                for w in weights:
+                    if layout == "column" and w.shape[0] > w.shape[1]:
+                        # a widening projection; a narrowing one (`mlp.c_proj`, 3072 -> 768)
+                        # multiplies faster row-major (0.66 vs 0.91 ms) and stays so
+                        w.data = w.data.t().contiguous().t()
+                    elif not w.is_contiguous() or w.untyped_storage().nbytes() != (
+                        w.numel() * w.element_size()
+                    ):
+                        w.data = w.data.clone(memory_format=torch.contiguous_format)
+        self.__dict__["_column_major"] = layout == "column"
 
     def train(self: M, mode: bool = True) -> M:
-        if mode and getattr(self, "_column_major", False):
-            self._set_weight_layout(False)
+        if mode and self._weight_layout() != "row":
+            self._set_weight_layout("row")
         if mode:
             packed.release_linears(self)
         return super().train(mode)

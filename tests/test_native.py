@@ -1,0 +1,169 @@
+"""The native one-row product (`gpt2kit/native`) and the decode arena it reads.
+
+The kernel must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
+fp32 sum), for any shape (row blocks of 4 and vectors of 8 with tails), with and without
+bias, on any thread count; and where it cannot be built, decoding must still work.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2kit import GPT2LMHeadModel, generate, native
+from harness import tiny_config
+
+pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
+
+SHAPES = [(1, 1), (3, 7), (4, 8), (5, 17), (37, 64), (2304, 768), (768, 3072), (50, 3077)]
+
+
+@pytest.mark.parametrize("out_features,in_features", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gemv_fp32_equals_linear(out_features, in_features, with_bias):
+    g = torch.Generator().manual_seed(out_features * 31 + in_features)
+    w = torch.randn(out_features, in_features, generator=g)
+    x = torch.randn(1, 1, in_features, generator=g)
+    b = torch.randn(out_features, generator=g) if with_bias else None
+    y = native.gemv(x, w, b)
+    assert y.shape == (1, 1, out_features) and y.dtype == torch.float32
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    # fp32 sums of `in_features` products: error grows like sqrt(n) * eps * |terms|
+    tol = 1e-6 * in_features**0.5 * (x.abs().max() * w.abs().max()).item()
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=max(tol, 1e-6))
+
+
+@pytest.mark.parametrize("out_features,in_features", SHAPES)
+def test_gemv_bf16_is_the_rounded_fp32_sum(out_features, in_features):
+    g = torch.Generator().manual_seed(in_features)
+    w = torch.randn(out_features, in_features, generator=g).bfloat16()
+    x = torch.randn(1, in_features, generator=g).bfloat16()
+    b = torch.randn(out_features, generator=g).bfloat16()
+    y = native.gemv(x, w, b)
+    assert y.dtype == torch.bfloat16
+    exact = F.linear(x.double(), w.double(), b.double())
+    # one bf16 rounding (relative 2^-8) of a sum that is exact to fp32 accuracy
+    torch.testing.assert_close(y.double(), exact, rtol=2**-8, atol=1e-4 * in_features**0.5)
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=2**-7, atol=1e-3 * in_features**0.5)
+
+
+def test_gemv_same_result_on_any_thread_count():
+    w, x = torch.randn(1001, 300), torch.randn(1, 300)  # each row's sum is one thread's
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.gemv(x, w, None)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(one, native.gemv(x, w, None))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_gemv_propagates_non_finite_values():
+    w = torch.ones(4, 8)
+    x = torch.ones(1, 8)
+    x[0, 3] = float("nan")
+    assert native.gemv(x, w, None).isnan().all()
+    x[0, 3] = float("inf")
+    assert native.gemv(x.bfloat16(), w.bfloat16(), None).isinf().all()
+
+
+def test_linear_uses_the_kernel_only_without_autograd():
+    from gpt2kit.models.backbone import Linear
+
+    layer = Linear(16, 8)
+    x = torch.randn(1, 1, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    y = layer(x)  # grad enabled: the autograd path, gradients flow
+    y.sum().backward()
+    assert layer.weight.grad is not None
+
+
+# -- the decode arena --------------------------------------------------------------------------
+def _storages(model):
+    return {p.untyped_storage().data_ptr() for p in model._projection_weights()}
+
+
+def test_batch1_decoding_uses_one_arena_and_training_gets_plain_weights(tmp_path):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.native_decode = False
+    plain = generate(model, ids, max_new_tokens=8, eos_token_id=None)
+    model.native_decode = True
+    out = generate(model, ids, max_new_tokens=8, eos_token_id=None)
+    assert torch.equal(out, plain)
+    assert model._weight_layout() == "arena"
+    assert len(_storages(model)) == 1  # every projection and the tied LM head in one buffer
+    assert model.transformer.wte.weight is model.lm_head.weight
+    # a batched call packs from the arena without moving it
+    generate(model, ids.repeat(2, 1), max_new_tokens=2, eos_token_id=None)
+    assert model._weight_layout() == "arena"
+    # checkpoints written from the arena: no shared-memory error, equal weights
+    model.save_pretrained(tmp_path / "m")
+    back = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # training: one storage per weight again, and the optimizer steps
+    model.train()
+    assert model._weight_layout() == "row"
+    assert len(_storages(model)) == len(model._projection_weights())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    model(ids, labels=ids).loss.backward()
+    opt.step()
+
+
+def test_dtype_change_leaves_the_arena_and_bf16_builds_its_own():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    model.to(torch.bfloat16)  # converts each weight on its own: the arena is gone
+    assert model._weight_layout() == "row"
+    out = generate(model, ids, max_new_tokens=6, eos_token_id=None)
+    assert model._weight_layout() == "arena" and model.dtype == torch.bfloat16
+    model.native_decode = False
+    assert torch.equal(generate(model, ids, max_new_tokens=6, eos_token_id=None), out)
+
+
+# -- building ----------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """`native` as if not yet loaded, with its cache in tmp_path."""
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setenv("GPT2KIT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_build_is_cached_per_source_and_cpu(fresh_native):
+    assert native.load() is not None
+    (built,) = (fresh_native / "native").glob("gemv-*.so")
+    stamp = built.stat().st_mtime_ns
+    native._tried, native._lib = False, None
+    assert native.load() is not None
+    assert built.stat().st_mtime_ns == stamp  # loaded from the cache, not rebuilt
+    assert list((fresh_native / "native").glob("*.so")) == [built]  # no temp files left
+
+
+def test_no_compiler_or_failed_build_falls_back(fresh_native, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(native.shutil, "which", lambda name: name if name == "false" else None)
+    with caplog.at_level(logging.WARNING, logger="gpt2kit"):
+        assert native.load() is None
+    assert "could not build gpt2kit's native decode kernel" in caplog.text
+    assert "GPT2KIT_NATIVE=0" in caplog.text
+    assert not list((fresh_native / "native").glob("*.so"))
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    out = generate(model, torch.tensor([[5, 6, 7]]), max_new_tokens=4, eos_token_id=None)
+    assert out.shape == (1, 7) and model._weight_layout() == "column"
+
+
+def test_disabled_by_environment(fresh_native, monkeypatch):
+    monkeypatch.setenv("GPT2KIT_NATIVE", "0")
+    assert native.load() is None and not native.loaded()
