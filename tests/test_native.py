@@ -83,6 +83,24 @@ def test_linear_uses_the_kernel_only_without_autograd():
     assert layer.weight.grad is not None
 
 
+@pytest.mark.skipif(native.gemv_op is None, reason="torch.library.custom_op needs torch >= 2.4")
+def test_compiled_one_row_linear_calls_the_kernel_op():
+    from gpt2kit.models.backbone import Linear
+
+    layer = Linear(16, 8)
+    x = torch.randn(1, 1, 16)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    with torch.no_grad():
+        y = torch.compile(layer, backend=backend, fullgraph=True, dynamic=False)(x)
+    assert "gpt2kit.gemv" in graphs[0].code  # opaque to the compiler, not a BLAS call
+    torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias))
+
+
 # -- the decode arena --------------------------------------------------------------------------
 def _storages(model):
     return {p.untyped_storage().data_ptr() for p in model._projection_weights()}

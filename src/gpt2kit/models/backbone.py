@@ -86,10 +86,12 @@ class Linear(nn.Linear):
             rows == 1
             and native.loaded()  # built by `use_decode_layout(1)`, see gpt2kit/native
             and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
             and native.supports(x, self.weight)
         ):
-            return native.gemv(x, self.weight, self.bias)
+            if not torch.compiler.is_compiling():
+                return native.gemv(x, self.weight, self.bias)
+            if native.gemv_op is not None:  # (a compiled decode step)
+                return native.gemv_op(x, self.weight, self.bias)
         if x.dtype == torch.bfloat16:
             if rows >= self.UPCAST_ROWS and not _cpu_has_bf16_units():
                 bias = self.bias.float() if self.bias is not None else None

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -150,3 +151,23 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     elif lib.gpt2kit_gemv_bf16(*args):
         raise MemoryError("gpt2kit native gemv: out of memory for a one-row product")
     return y
+
+
+def _register_op() -> Any:
+    """`torch.ops.gpt2kit.gemv`: the kernel as an opaque op, so that a compiled decode step
+    (`cache_implementation="static"`) calls it where inductor would emit BLAS calls."""
+    if not hasattr(torch.library, "custom_op"):  # torch < 2.4: compiled steps use BLAS
+        return None
+
+    @torch.library.custom_op("gpt2kit::gemv", mutates_args=())
+    def gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return gemv(x, weight, bias)
+
+    @gemv_op.register_fake
+    def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+    return gemv_op
+
+
+gemv_op = _register_op()

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #define BLOCK_ROWS 4
 #define CHUNK 16                      /* columns per prefetch step (a power of two) */
 #define PREFETCH_BYTES (64 * 1024)    /* distance ahead of the rows being read */
@@ -93,15 +95,26 @@ static inline __attribute__((always_inline)) void gemv_impl(
     const void *W, const float *restrict x, float *restrict acc, int64_t out, int64_t in,
     int nthreads, const int w_bf16) {
     const int64_t blocks = (out + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    const int64_t esize = w_bf16 ? 2 : 4;
     /* Each thread takes one contiguous run of rows (one stream): interleaving blocks
      * between threads measured 25-30% slower end to end. */
-    #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t r0 = blk * BLOCK_ROWS;
-        if (r0 + BLOCK_ROWS <= out)
-            rows_dot(W, x, acc, r0, BLOCK_ROWS, in, w_bf16);  /* constant n: unrolled */
-        else
-            rows_dot(W, x, acc, r0, (int)(out - r0), in, w_bf16);
+    #pragma omp parallel num_threads(nthreads)
+    {
+        const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        const int64_t b0 = blocks * tid / nth, b1 = blocks * (tid + 1) / nth;
+        /* The loop prefetches PREFETCH_BYTES ahead; the first stretch of this thread's
+         * rows (cold unless the previous product ran into it) is requested here. */
+        const char *start = (const char *)W + b0 * BLOCK_ROWS * in * esize;
+        const int64_t mine = (b1 - b0) * BLOCK_ROWS * in * esize;
+        for (int64_t off = 0; off < PREFETCH_BYTES && off < mine; off += 64)
+            __builtin_prefetch(start + off, 0, 0);
+        for (int64_t blk = b0; blk < b1; blk++) {
+            const int64_t r0 = blk * BLOCK_ROWS;
+            if (r0 + BLOCK_ROWS <= out)
+                rows_dot(W, x, acc, r0, BLOCK_ROWS, in, w_bf16); /* constant n: unrolled */
+            else
+                rows_dot(W, x, acc, r0, (int)(out - r0), in, w_bf16);
+        }
     }
 }
 
