@@ -23,13 +23,14 @@ SHAPES = [(1, 1), (3, 7), (4, 8), (5, 17), (37, 64), (2304, 768), (768, 3072), (
 
 @pytest.mark.parametrize("out_features,in_features", SHAPES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_gemv_fp32_equals_linear(out_features, in_features, with_bias):
+@pytest.mark.parametrize("rows", [1, 3])
+def test_gemv_fp32_equals_linear(out_features, in_features, with_bias, rows):
     g = torch.Generator().manual_seed(out_features * 31 + in_features)
     w = torch.randn(out_features, in_features, generator=g)
-    x = torch.randn(1, 1, in_features, generator=g)
+    x = torch.randn(rows, 1, in_features, generator=g)
     b = torch.randn(out_features, generator=g) if with_bias else None
     y = native.gemv(x, w, b)
-    assert y.shape == (1, 1, out_features) and y.dtype == torch.float32
+    assert y.shape == (rows, 1, out_features) and y.dtype == torch.float32
     ref = F.linear(x.double(), w.double(), None if b is None else b.double())
     # fp32 sums of `in_features` products: error grows like sqrt(n) * eps * |terms|
     tol = 1e-6 * in_features**0.5 * (x.abs().max() * w.abs().max()).item()
@@ -37,10 +38,11 @@ def test_gemv_fp32_equals_linear(out_features, in_features, with_bias):
 
 
 @pytest.mark.parametrize("out_features,in_features", SHAPES)
-def test_gemv_bf16_is_the_rounded_fp32_sum(out_features, in_features):
+@pytest.mark.parametrize("rows", [1, 16])
+def test_gemv_bf16_is_the_rounded_fp32_sum(out_features, in_features, rows):
     g = torch.Generator().manual_seed(in_features)
     w = torch.randn(out_features, in_features, generator=g).bfloat16()
-    x = torch.randn(1, in_features, generator=g).bfloat16()
+    x = torch.randn(rows, in_features, generator=g).bfloat16()
     b = torch.randn(out_features, generator=g).bfloat16()
     y = native.gemv(x, w, b)
     assert y.dtype == torch.bfloat16
@@ -51,7 +53,7 @@ def test_gemv_bf16_is_the_rounded_fp32_sum(out_features, in_features):
 
 
 def test_gemv_same_result_on_any_thread_count():
-    w, x = torch.randn(1001, 300), torch.randn(1, 300)  # each row's sum is one thread's
+    w, x = torch.randn(1001, 300), torch.randn(2, 300)  # each output is one thread's sum
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -71,16 +73,29 @@ def test_gemv_propagates_non_finite_values():
     assert native.gemv(x.bfloat16(), w.bfloat16(), None).isinf().all()
 
 
-def test_linear_uses_the_kernel_only_without_autograd():
-    from gpt2kit.models.backbone import Linear
+def test_linear_uses_the_kernel_only_without_autograd(monkeypatch):
+    from gpt2kit.models import backbone
 
-    layer = Linear(16, 8)
+    calls = []
+    monkeypatch.setattr(native, "gemv", lambda *a: calls.append(a) or F.linear(*a))
+    layer = backbone.Linear(16, 8)
     x = torch.randn(1, 1, 16)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+        layer(x)  # not enabled (a model's `use_decode_layout` enables it)
+        assert calls == []
+        layer.native_kernel = True
+        layer(x)
+        layer(x.repeat(4, 1, 1))  # fp32, several rows: BLAS / oneDNN
+        assert len(calls) == 1
+        layer.bfloat16()
+        layer(x.bfloat16().repeat(4, 1, 1))  # bf16 rows: the kernel unless bf16 units
+        assert len(calls) == 1 + (not backbone._cpu_has_bf16_units())
+        layer(x.bfloat16().repeat(40, 1, 1))  # 32+ rows without bf16 units: fp32 upcast
+        assert len(calls) == 1 + (not backbone._cpu_has_bf16_units())
+    layer.float()
     y = layer(x)  # grad enabled: the autograd path, gradients flow
     y.sum().backward()
-    assert layer.weight.grad is not None
+    assert layer.weight.grad is not None and len(calls) == 1 + (not backbone._cpu_has_bf16_units())
 
 
 @pytest.mark.skipif(native.gemv_op is None, reason="torch.library.custom_op needs torch >= 2.4")
@@ -88,6 +103,7 @@ def test_compiled_one_row_linear_calls_the_kernel_op():
     from gpt2kit.models.backbone import Linear
 
     layer = Linear(16, 8)
+    layer.native_kernel = True
     x = torch.randn(1, 1, 16)
     graphs = []
 

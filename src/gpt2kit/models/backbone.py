@@ -68,23 +68,31 @@ class Linear(nn.Linear):
     - bf16 on a CPU without bf16 units (no AVX512-BF16/AMX): PyTorch emulates bf16
       products row by row, so from `UPCAST_ROWS` rows on the product runs in fp32 on
       upcast copies and is rounded back to bf16: measured (2-core EPYC, 768->3072) 118.9
-      vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024. Few rows stay bf16 (no faster
-      upcast; the weight's conversion would dominate).
-    - One row (batch-1 decoding), fp32 or bf16, once `use_decode_layout(1)` has built the
-      native kernel: `gpt2kit/native` streams the weights near the memory bandwidth.
+      vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024. Fewer rows go through the native
+      kernel when it is built (one pass over the weights for all rows; a 16-row prompt's
+      768->2304 product 3.8 ms row by row), else stay bf16 (the weight's conversion
+      would dominate an upcast).
+    - One row (batch-1 decoding), fp32 or bf16, once the model's `use_decode_layout` has
+      built the native kernel (`gpt2kit/native`) and set `native_kernel`: streams the
+      weights near the memory bandwidth (BLAS reaches 50-70% of it).
     Other devices, dtypes and larger inputs take the ordinary path.
     """
 
     FEW_ROWS = 256
     UPCAST_ROWS = 32
+    native_kernel = False  # the built `gpt2kit.native` kernel may run this layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.numel() else 0
         if x.device.type != "cpu" or rows == 0:
             return F.linear(x, self.weight, self.bias)
+        emulated_bf16 = x.dtype == torch.bfloat16 and not _cpu_has_bf16_units()
+        if emulated_bf16 and rows >= self.UPCAST_ROWS:
+            bias = self.bias.float() if self.bias is not None else None
+            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
         if (
-            rows == 1
-            and native.loaded()  # built by `use_decode_layout(1)`, see gpt2kit/native
+            (rows == 1 or emulated_bf16)
+            and self.native_kernel  # set by the model's `use_decode_layout`
             and not torch.is_grad_enabled()
             and native.supports(x, self.weight)
         ):
@@ -92,12 +100,7 @@ class Linear(nn.Linear):
                 return native.gemv(x, self.weight, self.bias)
             if native.gemv_op is not None:  # (a compiled decode step)
                 return native.gemv_op(x, self.weight, self.bias)
-        if x.dtype == torch.bfloat16:
-            if rows >= self.UPCAST_ROWS and not _cpu_has_bf16_units():
-                bias = self.bias.float() if self.bias is not None else None
-                return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
-            return F.linear(x, self.weight, self.bias)
-        if x.dtype != torch.float32 or rows > self.FEW_ROWS:
+        if x.dtype != torch.float32 or rows > self.FEW_ROWS:  # (bf16: as is)
             return F.linear(x, self.weight, self.bias)
         packed = self.__dict__.get("packed_weight")  # batched CPU decoding, see models/packed.py
         if (

@@ -130,8 +130,17 @@ class GPT2PreTrainedModel(nn.Module):
         """
         cpu_eval = self.device.type == "cpu" and not self.training
         fp32 = self.dtype == torch.float32
+        kernel = (
+            cpu_eval
+            and self.dtype in (torch.float32, torch.bfloat16)
+            and self.native_decode
+            and native.load() is not None  # (builds it on first use; bf16 uses it for few rows)
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.native_kernel = kernel  # read by `backbone.Linear`
         if rows == 1 and cpu_eval and self.dtype in (torch.float32, torch.bfloat16):
-            if self.native_decode and native.load() is not None:
+            if kernel:
                 layout = "arena"
             else:
                 layout = "column" if fp32 else "row"  # bf16 products of that layout are 10x slower

@@ -1,4 +1,4 @@
-"""Native CPU kernels: one-row products for batch-1 decoding, compiled on first use.
+"""Native CPU kernels: few-row products for decoding, compiled on first use.
 
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
@@ -109,7 +109,7 @@ def load() -> ctypes.CDLL | None:
         )
         return None
     pointers = [ctypes.c_void_p] * 4
-    sizes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    sizes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     lib.gpt2kit_gemv_f32.argtypes = pointers + sizes
     lib.gpt2kit_gemv_f32.restype = None
     lib.gpt2kit_gemv_bf16.argtypes = pointers + sizes
@@ -134,7 +134,8 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` for one row `x [..., in]` (numel == in) on CPU.
+    """`F.linear(x, weight, bias)` on CPU for a few rows `x [..., in]`: one pass over the
+    weights for all rows (a row costs compute, not memory traffic).
 
     Call only after `load()` returned the library and `supports(x, weight)` holds.
     """
@@ -142,14 +143,14 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     assert lib is not None
     out_features, in_features = weight.shape
     x = x.contiguous()
+    rows = x.numel() // in_features
     y = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype)
     b = None if bias is None else bias.contiguous().data_ptr()
-    threads = torch.get_num_threads()
-    args = (weight.data_ptr(), x.data_ptr(), b, y.data_ptr(), out_features, in_features, threads)
+    args = (weight.data_ptr(), x.data_ptr(), b, y.data_ptr(), rows, out_features, in_features)
     if x.dtype == torch.float32:
-        lib.gpt2kit_gemv_f32(*args)
-    elif lib.gpt2kit_gemv_bf16(*args):
-        raise MemoryError("gpt2kit native gemv: out of memory for a one-row product")
+        lib.gpt2kit_gemv_f32(*args, torch.get_num_threads())
+    elif lib.gpt2kit_gemv_bf16(*args, torch.get_num_threads()):
+        raise MemoryError(f"gpt2kit native gemv: out of memory for a {rows}-row product")
     return y
 
 

@@ -1,4 +1,4 @@
-/* One-row products y = W x + b for batch-1 decoding on CPU (see gpt2kit/native/__init__.py).
+/* Few-row products y = x W^T + b for decoding on CPU (see gpt2kit/native/__init__.py).
  *
  * Batch-1 decoding is a stream of matrix-vector products: every weight is read once per
  * token and used for one multiply-add, so the step is bound by memory bandwidth. BLAS
@@ -9,6 +9,9 @@
  * step reads them) is on its way while the small ops between two products run - and
  * splits the rows across the OpenMP threads PyTorch itself uses (same libgomp). bf16
  * weights are widened to fp32 in registers (no bf16 units needed); sums are fp32.
+ *
+ * A few rows of x (a bf16 prompt or small batch on a CPU without bf16 units, where
+ * PyTorch multiplies one row at a time) reuse each block of weights from cache.
  *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
@@ -91,9 +94,11 @@ static inline __attribute__((always_inline)) void rows_dot(
     for (int r = 0; r < n; r++) acc[r0 + r] = hsum(a[r]) + tail[r];
 }
 
+/* acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows of x: each block of weight rows is
+ * read from memory once and reused from cache for every row of x. */
 static inline __attribute__((always_inline)) void gemv_impl(
-    const void *W, const float *restrict x, float *restrict acc, int64_t out, int64_t in,
-    int nthreads, const int w_bf16) {
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int nthreads, const int w_bf16) {
     const int64_t blocks = (out + BLOCK_ROWS - 1) / BLOCK_ROWS;
     const int64_t esize = w_bf16 ? 2 : 4;
     /* Each thread takes one contiguous run of rows (one stream): interleaving blocks
@@ -110,31 +115,39 @@ static inline __attribute__((always_inline)) void gemv_impl(
             __builtin_prefetch(start + off, 0, 0);
         for (int64_t blk = b0; blk < b1; blk++) {
             const int64_t r0 = blk * BLOCK_ROWS;
-            if (r0 + BLOCK_ROWS <= out)
-                rows_dot(W, x, acc, r0, BLOCK_ROWS, in, w_bf16); /* constant n: unrolled */
-            else
-                rows_dot(W, x, acc, r0, (int)(out - r0), in, w_bf16);
+            for (int64_t i = 0; i < nx; i++) {
+                if (r0 + BLOCK_ROWS <= out) /* constant n: unrolled */
+                    rows_dot(W, x + i * in, acc + i * out, r0, BLOCK_ROWS, in, w_bf16);
+                else
+                    rows_dot(W, x + i * in, acc + i * out, r0, (int)(out - r0), in, w_bf16);
+            }
         }
     }
 }
 
-/* fp32: y = W x (+ b). W [out, in] row-major; b may be NULL. */
-void gpt2kit_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t out,
-                      int64_t in, int nthreads) {
-    gemv_impl(W, x, y, out, in, nthreads, 0);
+/* fp32: y = x W^T (+ b). x [nx, in], W [out, in] row-major, y [nx, out]; b may be NULL. */
+void gpt2kit_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t nx,
+                      int64_t out, int64_t in, int nthreads) {
+    gemv_impl(W, x, y, nx, out, in, nthreads, 0);
     if (b)
-        for (int64_t r = 0; r < out; r++) y[r] += b[r];
+        for (int64_t i = 0; i < nx; i++)
+            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
-/* bf16 weights, input and output; fp32 sums, one rounding per output (bias added first). */
+/* bf16 weights, input and output; fp32 sums, one rounding per output (bias added first).
+ * Returns nonzero when out of memory. */
 int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, uint16_t *y,
-                      int64_t out, int64_t in, int nthreads) {
-    float *buf = malloc(sizeof(float) * (size_t)(in + out));
+                      int64_t nx, int64_t out, int64_t in, int nthreads) {
+    float *buf = malloc(sizeof(float) * (size_t)(nx * (in + out)));
     if (!buf) return 1;
-    float *xf = buf, *acc = buf + in;
-    for (int64_t k = 0; k < in; k++) xf[k] = bf16_to_f32(x[k]);
-    gemv_impl(W, xf, acc, out, in, nthreads, 1);
-    for (int64_t r = 0; r < out; r++) y[r] = f32_to_bf16(b ? acc[r] + bf16_to_f32(b[r]) : acc[r]);
+    float *xf = buf, *acc = buf + nx * in;
+    for (int64_t k = 0; k < nx * in; k++) xf[k] = bf16_to_f32(x[k]);
+    gemv_impl(W, xf, acc, nx, out, in, nthreads, 1);
+    for (int64_t i = 0; i < nx; i++)
+        for (int64_t r = 0; r < out; r++) {
+            const float v = acc[i * out + r];
+            y[i * out + r] = f32_to_bf16(b ? v + bf16_to_f32(b[r]) : v);
+        }
     free(buf);
     return 0;
 }
