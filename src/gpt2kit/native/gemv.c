@@ -69,33 +69,54 @@ static inline float hsum(v8f v) {
     return (v[0] + v[4]) + (v[1] + v[5]) + (v[2] + v[6]) + (v[3] + v[7]);
 }
 
-/* acc[r] = sum_k W[r, k] x[k] for rows [r0, r0 + n), n <= BLOCK_ROWS. */
+/* acc[i * out + r] = sum_k W[r, k] x[i * in + k] for weight rows [r0, r0 + n) (n <=
+ * BLOCK_ROWS) and the nx (1 or 2) rows of x: up to 4 x 2 vector accumulators, each weight
+ * load feeding nx multiply-adds. `prefetch`: the first pass over this block of rows. */
 static inline __attribute__((always_inline)) void rows_dot(
-    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n, int64_t in,
-    const int w_bf16) {
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n, int nx,
+    int64_t in, int64_t out, int prefetch, const int w_bf16) {
     const int64_t esize = w_bf16 ? 2 : 4;
     const v8f zero = {0};
-    v8f a[BLOCK_ROWS] = {zero, zero, zero, zero};
-    float tail[BLOCK_ROWS] = {0};
+    v8f a[2][BLOCK_ROWS] = {{zero, zero, zero, zero}, {zero, zero, zero, zero}};
+    float tail[2][BLOCK_ROWS] = {{0}};
     /* The block's rows are contiguous: each step reads n * 8 elements, so prefetch as many
      * bytes PREFETCH_BYTES ahead (an address past the end is harmless). */
     const uintptr_t ahead = (uintptr_t)((const char *)W + r0 * in * esize) + PREFETCH_BYTES;
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
-        if ((k & (CHUNK - 1)) == 0)
+        if (prefetch && (k & (CHUNK - 1)) == 0)
             for (int64_t line = 0; line < BLOCK_ROWS * CHUNK * esize; line += 64)
                 __builtin_prefetch((const void *)(ahead + BLOCK_ROWS * k * esize + line), 0, 0);
-        v8f xv;
-        memcpy(&xv, x + k, sizeof xv);
-        for (int r = 0; r < n; r++) a[r] += load8(W, (r0 + r) * in + k, w_bf16) * xv;
+        v8f xv[2];
+        for (int i = 0; i < nx; i++) memcpy(&xv[i], x + i * in + k, sizeof xv[i]);
+        for (int r = 0; r < n; r++) {
+            const v8f w = load8(W, (r0 + r) * in + k, w_bf16);
+            for (int i = 0; i < nx; i++) a[i][r] += w * xv[i];
+        }
     }
     for (; k < in; k++)
-        for (int r = 0; r < n; r++) tail[r] += load1(W, (r0 + r) * in + k, w_bf16) * x[k];
-    for (int r = 0; r < n; r++) acc[r0 + r] = hsum(a[r]) + tail[r];
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < nx; i++)
+                tail[i][r] += load1(W, (r0 + r) * in + k, w_bf16) * x[i * in + k];
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++) acc[i * out + r0 + r] = hsum(a[i][r]) + tail[i][r];
+}
+
+/* One block of weight rows against rows [i, i + nx) of x; n and nx become constants. */
+static inline __attribute__((always_inline)) void block_dot(
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int64_t i, int nx,
+    int64_t in, int64_t out, const int w_bf16) {
+    const float *xi = x + i * in;
+    float *ai = acc + i * out;
+    const int full = r0 + BLOCK_ROWS <= out, first = i == 0;
+    if (full && nx == 2) rows_dot(W, xi, ai, r0, BLOCK_ROWS, 2, in, out, first, w_bf16);
+    else if (full) rows_dot(W, xi, ai, r0, BLOCK_ROWS, 1, in, out, first, w_bf16);
+    else if (nx == 2) rows_dot(W, xi, ai, r0, (int)(out - r0), 2, in, out, first, w_bf16);
+    else rows_dot(W, xi, ai, r0, (int)(out - r0), 1, in, out, first, w_bf16);
 }
 
 /* acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows of x: each block of weight rows is
- * read from memory once and reused from cache for every row of x. */
+ * read from memory once and reused from cache for every pair of rows of x. */
 static inline __attribute__((always_inline)) void gemv_impl(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int nthreads, const int w_bf16) {
@@ -113,15 +134,9 @@ static inline __attribute__((always_inline)) void gemv_impl(
         const int64_t mine = (b1 - b0) * BLOCK_ROWS * in * esize;
         for (int64_t off = 0; off < PREFETCH_BYTES && off < mine; off += 64)
             __builtin_prefetch(start + off, 0, 0);
-        for (int64_t blk = b0; blk < b1; blk++) {
-            const int64_t r0 = blk * BLOCK_ROWS;
-            for (int64_t i = 0; i < nx; i++) {
-                if (r0 + BLOCK_ROWS <= out) /* constant n: unrolled */
-                    rows_dot(W, x + i * in, acc + i * out, r0, BLOCK_ROWS, in, w_bf16);
-                else
-                    rows_dot(W, x + i * in, acc + i * out, r0, (int)(out - r0), in, w_bf16);
-            }
-        }
+        for (int64_t blk = b0; blk < b1; blk++)
+            for (int64_t i = 0; i < nx; i += 2)
+                block_dot(W, x, acc, blk * BLOCK_ROWS, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
     }
 }
 
