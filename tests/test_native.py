@@ -117,6 +117,53 @@ def test_compiled_one_row_linear_calls_the_kernel_op():
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,pos", [(1, 0), (1, 37), (3, 5)])
+def test_attend_one_equals_cache_update_and_sdpa(dtype, batch, pos):
+    from gpt2kit.models.cache import KVCache
+
+    g = torch.Generator().manual_seed(pos)
+    H, hs = 4, 16
+    d = H * hs
+    history = torch.randn(2, batch, H, pos, hs, generator=g).to(dtype)
+    qkv = torch.randn(batch, 1, 3 * d, generator=g).to(dtype)
+    caches = []
+    for _ in range(2):
+        cache = KVCache(1, capacity=pos + 8)
+        if pos:
+            cache.update(0, history[0], history[1])
+            cache.advance(pos)
+        caches.append(cache)
+    ref_cache, cache = caches
+    q, k, v = (t.view(batch, 1, H, hs).transpose(1, 2) for t in qkv.split(d, dim=2))
+    keys, values = ref_cache.update(0, k, v)
+    ref = F.scaled_dot_product_attention(q.float(), keys.float(), values.float(), scale=0.3)
+    ref = ref.transpose(1, 2).reshape(batch, 1, d)
+    buf_k, buf_v = cache.reserve(0, pos + 1, batch, H, hs, qkv)
+    out = native.attend_one(qkv, buf_k, buf_v, pos, H, 0.3)
+    assert out.shape == (batch, 1, d) and out.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 2**-8
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+    # the token's key and value were written where `update` writes them
+    assert torch.equal(buf_k[:, :, : pos + 1], ref_cache.keys[0][:, :, : pos + 1])
+    assert torch.equal(buf_v[:, :, : pos + 1], ref_cache.values[0][:, :, : pos + 1])
+
+
+def test_attend_one_uses_threads_on_long_contexts_with_the_same_result():
+    g = torch.Generator().manual_seed(0)
+    H, hs, pos = 12, 64, 700  # over the threading threshold
+    qkv = torch.randn(1, 1, 3 * H * hs, generator=g)
+    k, v = torch.randn(2, 1, H, pos + 1, hs, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.attend_one(qkv, k.clone(), v.clone(), pos, H, 0.125)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(one, native.attend_one(qkv, k.clone(), v.clone(), pos, H, 0.125))
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- the decode arena --------------------------------------------------------------------------
 def _storages(model):
     return {p.untyped_storage().data_ptr() for p in model._projection_weights()}

@@ -171,7 +171,16 @@ class GPT2Attention(nn.Module):
             k, v = kv
             causal = False
         else:
-            q, k, v = (self._heads(t) for t in self.c_attn(x).split(x.shape[-1], dim=2))
+            qkv = self.c_attn(x)
+            if self._native_step(qkv, mask, cache, output_attentions):
+                B, d = x.shape[0], x.shape[-1]
+                pos = cache.length  # type: ignore[union-attr]
+                keys, values = cache.reserve(
+                    self.layer_idx, pos + 1, B, self.n_head, d // self.n_head, qkv
+                )  # type: ignore[union-attr]
+                y = native.attend_one(qkv, keys, values, pos, self.n_head, self.scale)
+                return self.resid_dropout(self.c_proj(y)), None
+            q, k, v = (self._heads(t) for t in qkv.split(x.shape[-1], dim=2))
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)
             causal = mask is None and q.shape[2] > 1
@@ -188,6 +197,22 @@ class GPT2Attention(nn.Module):
             )
         y = y.transpose(1, 2).reshape(x.shape)  # (B, T, d)
         return self.resid_dropout(self.c_proj(y)), weights
+
+    def _native_step(self, qkv, mask, cache, output_attentions) -> bool:
+        """Whether this decoding step's attention can run in the native kernel: one new
+        token per row, no padding mask, a growing `KVCache` (not the static one), no
+        autograd or compiler, and the model turned the kernel on (`use_decode_layout`)."""
+        return (
+            self.c_attn.native_kernel
+            and qkv.shape[1] == 1
+            and mask is None
+            and type(cache) is KVCache
+            and not output_attentions
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and qkv.device.type == "cpu"
+            and qkv.dtype in (torch.float32, torch.bfloat16)
+        )
 
     def _eager(self, q, k, v, mask, causal):
         # Explicit softmax(q k^T) v, in fp32 (what `reorder_and_upcast_attn` asks for under

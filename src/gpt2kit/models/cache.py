@@ -55,20 +55,29 @@ class KVCache:
         self, layer: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write `key`/`value` `[B, H, T, hs]` after the cached positions; return all of them."""
-        start, t = self.length, key.shape[2]
-        end = start + t
+        start, end = self.length, self.length + key.shape[2]
+        B, H, _, hs = key.shape
+        buf_k, buf_v = self.reserve(layer, end, B, H, hs, key)
+        buf_k[:, :, start:end] = key
+        buf_v[:, :, start:end] = value
+        return buf_k[:, :, :end], buf_v[:, :, :end]
+
+    def reserve(
+        self, layer: int, end: int, batch: int, heads: int, head_dim: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `layer`'s buffers `[batch, heads, >= end, head_dim]` (dtype and device of
+        `like`), grown or made as needed; the cached positions are kept."""
         buf_k = self.keys[layer]
-        if buf_k is None or buf_k.shape[2] < end or buf_k.shape[0] != key.shape[0]:
+        if buf_k is None or buf_k.shape[2] < end or buf_k.shape[0] != batch:
+            start = self.length
             size = max(end, self.capacity or 0, 2 * (buf_k.shape[2] if buf_k is not None else 0))
-            new_k = key.new_empty(key.shape[0], key.shape[1], size, key.shape[3])
-            new_v = value.new_empty(new_k.shape)
-            if buf_k is not None and start and buf_k.shape[0] == key.shape[0]:
+            new_k = like.new_empty(batch, heads, size, head_dim)
+            new_v = like.new_empty(new_k.shape)
+            if buf_k is not None and start and buf_k.shape[0] == batch:
                 new_k[:, :, :start] = buf_k[:, :, :start]
                 new_v[:, :, :start] = self.values[layer][:, :, :start]  # type: ignore[index]
             self.keys[layer], self.values[layer] = new_k, new_v
-        self.keys[layer][:, :, start:end] = key  # type: ignore[index]
-        self.values[layer][:, :, start:end] = value  # type: ignore[index]
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # type: ignore[index]
+        return self.keys[layer], self.values[layer]  # type: ignore[return-value]
 
     def advance(self, t: int) -> None:
         """Mark `t` more positions as cached (called by the model after all layers ran)."""

@@ -15,6 +15,7 @@
  *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,4 +166,68 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
         }
     free(buf);
     return 0;
+}
+
+/* -- attention of one new token over the cache ------------------------------------------- */
+
+static inline __attribute__((always_inline)) float load_t(const void *p, int64_t i, const int bf16) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* For each of the B x H heads: store the token's key and value (from qkv [B, 3 * H * hs],
+ * q | k | v) at position `pos` of the caches [B, H, cap, hs], then
+ * out[b, h * hs + j] = sum_t softmax_t(scale * q . k_t) v_t[j] over t <= pos.
+ * fp32 arithmetic (max-subtracted softmax, as SDPA); bf16 tensors are read and rounded
+ * once on output. Returns nonzero when out of memory. */
+static inline __attribute__((always_inline)) int attend_impl(
+    const void *qkv, void *kc, void *vc, void *out, int64_t B, int64_t H, int64_t hs,
+    int64_t cap, int64_t pos, float scale, int nthreads, const int bf16) {
+    const int64_t esize = bf16 ? 2 : 4, d = H * hs, len = pos + 1;
+    float *buf = malloc(sizeof(float) * (size_t)(B * H * (len + 2 * hs)));
+    if (!buf) return 1;
+    /* ~len * hs * 2 multiply-adds per head: threads only pay off for long contexts */
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (B * H * len * hs > 1 << 17)
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        const char *row = (const char *)qkv + (b * 3 * d + h * hs) * esize;
+        char *kh = (char *)kc + bh * cap * hs * esize, *vh = (char *)vc + bh * cap * hs * esize;
+        memcpy(kh + pos * hs * esize, row + d * esize, (size_t)(hs * esize));
+        memcpy(vh + pos * hs * esize, row + 2 * d * esize, (size_t)(hs * esize));
+        float *scores = buf + bh * (len + 2 * hs), *q = scores + len, *acc = q + hs;
+        for (int64_t j = 0; j < hs; j++) q[j] = load_t(row, j, bf16) * scale;
+        float top = -INFINITY;
+        for (int64_t t = 0; t < len; t++) {
+            float s = 0.0f;
+            #pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < hs; j++) s += q[j] * load_t(kh, t * hs + j, bf16);
+            scores[t] = s;
+            top = s > top ? s : top;
+        }
+        float total = 0.0f;
+        for (int64_t t = 0; t < len; t++) total += scores[t] = expf(scores[t] - top);
+        for (int64_t j = 0; j < hs; j++) acc[j] = 0.0f;
+        for (int64_t t = 0; t < len; t++) {
+            const float p = scores[t] / total;
+            #pragma omp simd
+            for (int64_t j = 0; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
+        }
+        for (int64_t j = 0; j < hs; j++) {
+            if (bf16) ((uint16_t *)out)[b * d + h * hs + j] = f32_to_bf16(acc[j]);
+            else ((float *)out)[b * d + h * hs + j] = acc[j];
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+int gpt2kit_attend_one_f32(const float *qkv, float *kc, float *vc, float *out, int64_t B,
+                           int64_t H, int64_t hs, int64_t cap, int64_t pos, float scale,
+                           int nthreads) {
+    return attend_impl(qkv, kc, vc, out, B, H, hs, cap, pos, scale, nthreads, 0);
+}
+
+int gpt2kit_attend_one_bf16(const uint16_t *qkv, uint16_t *kc, uint16_t *vc, uint16_t *out,
+                            int64_t B, int64_t H, int64_t hs, int64_t cap, int64_t pos,
+                            float scale, int nthreads) {
+    return attend_impl(qkv, kc, vc, out, B, H, hs, cap, pos, scale, nthreads, 1);
 }
