@@ -1,8 +1,9 @@
-"""The native one-row product (`gpt2kit/native`) and the decode arena it reads.
+"""The native decoding kernels (`gpt2kit/native`) and the decode arena they read.
 
-The kernel must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
-fp32 sum), for any shape (row blocks of 4 and vectors of 8 with tails), with and without
-bias, on any thread count; and where it cannot be built, decoding must still work.
+The product must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
+fp32 sum), for any shape (row blocks of 4, x rows in pairs, vectors of 8, with tails),
+with and without bias, on any thread count; the one-token attention must equal a cache
+update + SDPA; and where the kernels cannot be built, decoding must still work.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def fresh_native(monkeypatch, tmp_path):
 
 def test_build_is_cached_per_source_and_cpu(fresh_native):
     assert native.load() is not None
-    (built,) = (fresh_native / "native").glob("gemv-*.so")
+    (built,) = (fresh_native / "native").glob("kernels-*.so")
     stamp = built.stat().st_mtime_ns
     native._tried, native._lib = False, None
     assert native.load() is not None

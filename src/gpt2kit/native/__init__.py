@@ -1,22 +1,27 @@
-"""Native CPU kernels: few-row products for decoding, compiled on first use.
+"""Native CPU kernels for decoding, compiled on first use: few-row products and the
+attention of one new token.
 
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
-small's weights at 11-15 GB/s on this project's 2-core EPYC where a plain read reaches
-20-24 GB/s; `gemv.c` (four rows per pass, software prefetch across matrix boundaries,
-PyTorch's own OpenMP threads) reaches 18-21 GB/s, and bf16 weights are widened in
-registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too.
+small's weights at 10-15 GB/s on this project's 2-core EPYC where a plain read reaches
+18-24 GB/s; `kernels.c` (four rows per pass, software prefetch across matrix boundaries,
+PyTorch's own OpenMP threads) streams them at 15-21 GB/s, and widens bf16 weights in
+registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too (where
+PyTorch multiplies bf16 one row at a time, several rows share one pass). The step's
+attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call.
+Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
-How. `gemv.c` ships with the package and is compiled with the system C compiler (`$CC`,
+How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,
 else `cc`/`gcc`; `-O3 -march=native -fopenmp`, well under a second) into a per-user cache
 (`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`), keyed by the source, the
 flags and the CPU, written atomically, and loaded with `ctypes`: no build step at install,
 nothing to download, no PyTorch headers. The library links `libgomp.so.1`, which resolves
 to the copy PyTorch already loaded, so both share one thread pool.
 
-Where there is no compiler, a non-x86/ARM host, `GPT2KIT_NATIVE=0`, or the build fails,
-`load()` returns None (the failure is logged once) and the ordinary PyTorch products run:
-same results up to summation order, only slower.
+Where there is no compiler, the system is not Linux, `GPT2KIT_NATIVE=0` is set, or the
+build fails, `load()` returns None (a failed build is logged once, as a warning) and the
+ordinary PyTorch products run: same results up to summation order, only slower. A model
+opts out with `model.native_decode = False`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import torch
 
 logger = logging.getLogger("gpt2kit")
 
-SOURCE = Path(__file__).with_name("gemv.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 
 _lib: ctypes.CDLL | None = None
@@ -69,7 +74,7 @@ def _cpu_id() -> str:
 def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([cc, *FLAGS, _cpu_id()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"gemv-{key}.so"
+    target = cache_dir() / f"kernels-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,10 @@ def load() -> ctypes.CDLL | None:
     if _tried:
         return _lib
     _tried = True
-    if os.environ.get("GPT2KIT_NATIVE", "1") == "0" or platform.system() == "Windows":
+    if os.environ.get("GPT2KIT_NATIVE", "1") == "0":
+        return None
+    if platform.system() != "Linux":  # (macOS clang has no -fopenmp; untested elsewhere)
+        logger.info("gpt2kit's native decode kernel is built on Linux only; using PyTorch's")
         return None
     cc = _compiler()
     if cc is None:
