@@ -119,12 +119,12 @@ def test_compiled_one_row_linear_calls_the_kernel_op():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("batch,pos", [(1, 0), (1, 37), (3, 5)])
-def test_attend_one_equals_cache_update_and_sdpa(dtype, batch, pos):
+@pytest.mark.parametrize("batch,pos,hs", [(1, 0, 16), (1, 37, 16), (3, 5, 16), (2, 9, 12)])
+def test_attend_one_equals_cache_update_and_sdpa(dtype, batch, pos, hs):
     from gpt2kit.models.cache import KVCache
 
     g = torch.Generator().manual_seed(pos)
-    H, hs = 4, 16
+    H = 4
     d = H * hs
     history = torch.randn(2, batch, H, pos, hs, generator=g).to(dtype)
     qkv = torch.randn(batch, 1, 3 * d, generator=g).to(dtype)

@@ -83,42 +83,45 @@ class Linear(nn.Linear):
     native_kernel = False  # the built `gpt2kit.native` kernel may run this layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (parameters are read once: each `self.weight` is an nn.Module.__getattr__ call,
+        # and this runs ~50 times per decoded token)
+        weight, bias = self.weight, self.bias
         rows = x.numel() // x.shape[-1] if x.numel() else 0
         if x.device.type != "cpu" or rows == 0:
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, weight, bias)
         emulated_bf16 = x.dtype == torch.bfloat16 and not _cpu_has_bf16_units()
         if emulated_bf16 and rows >= self.UPCAST_ROWS:
-            bias = self.bias.float() if self.bias is not None else None
-            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+            up_bias = bias.float() if bias is not None else None
+            return F.linear(x.float(), weight.float(), up_bias).to(x.dtype)
         if (
             (rows == 1 or emulated_bf16)
             and self.native_kernel  # set by the model's `use_decode_layout`
             and not torch.is_grad_enabled()
-            and native.supports(x, self.weight)
+            and native.supports(x, weight)
         ):
             if not torch.compiler.is_compiling():
-                return native.gemv(x, self.weight, self.bias)
+                return native.gemv(x, weight, bias)
             if native.gemv_op is not None:  # (a compiled decode step)
-                return native.gemv_op(x, self.weight, self.bias)
+                return native.gemv_op(x, weight, bias)
         if x.dtype != torch.float32 or rows > self.FEW_ROWS:  # (bf16: as is)
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, weight, bias)
         packed = self.__dict__.get("packed_weight")  # batched CPU decoding, see models/packed.py
         if (
             packed is not None
             and not torch.compiler.is_compiling()  # (opaque oneDNN tensors do not trace)
             and not torch.is_grad_enabled()
-            and packed.valid_for(self.weight)
+            and packed.valid_for(weight)
         ):
-            y = packed_ops.linear(x.reshape(rows, x.shape[-1]), packed, self.bias)
+            y = packed_ops.linear(x.reshape(rows, x.shape[-1]), packed, bias)
             return y.view(*x.shape[:-1], self.out_features)
-        if rows == 1 or not self.weight.is_contiguous():
+        if rows == 1 or not weight.is_contiguous():
             # (a column-major weight, see `use_decode_layout`, is fastest as `x @ W.T`)
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, weight, bias)
         x2d = x.reshape(rows, x.shape[-1])
-        if self.bias is None:
-            y = torch.mm(self.weight, x2d.t())
+        if bias is None:
+            y = torch.mm(weight, x2d.t())
         else:
-            y = torch.addmm(self.bias[:, None], self.weight, x2d.t())
+            y = torch.addmm(bias[:, None], weight, x2d.t())
         return y.t().contiguous().view(*x.shape[:-1], self.out_features)
 
 

@@ -196,11 +196,17 @@ static inline __attribute__((always_inline)) int attend_impl(
         memcpy(vh + pos * hs * esize, row + 2 * d * esize, (size_t)(hs * esize));
         float *scores = buf + bh * (len + 2 * hs), *q = scores + len, *acc = q + hs;
         for (int64_t j = 0; j < hs; j++) q[j] = load_t(row, j, bf16) * scale;
+        const int64_t hs8 = hs - hs % 8; /* vector part of a head (all of it for GPT-2) */
         float top = -INFINITY;
         for (int64_t t = 0; t < len; t++) {
-            float s = 0.0f;
-            #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < hs; j++) s += q[j] * load_t(kh, t * hs + j, bf16);
+            v8f sv = {0};
+            for (int64_t j = 0; j < hs8; j += 8) {
+                v8f qv;
+                memcpy(&qv, q + j, sizeof qv);
+                sv += qv * load8(kh, t * hs + j, bf16);
+            }
+            float s = hsum(sv);
+            for (int64_t j = hs8; j < hs; j++) s += q[j] * load_t(kh, t * hs + j, bf16);
             scores[t] = s;
             top = s > top ? s : top;
         }
@@ -209,8 +215,14 @@ static inline __attribute__((always_inline)) int attend_impl(
         for (int64_t j = 0; j < hs; j++) acc[j] = 0.0f;
         for (int64_t t = 0; t < len; t++) {
             const float p = scores[t] / total;
-            #pragma omp simd
-            for (int64_t j = 0; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
+            const v8f pv = {p, p, p, p, p, p, p, p};
+            for (int64_t j = 0; j < hs8; j += 8) {
+                v8f av;
+                memcpy(&av, acc + j, sizeof av);
+                av += pv * load8(vh, t * hs + j, bf16);
+                memcpy(acc + j, &av, sizeof av);
+            }
+            for (int64_t j = hs8; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
         }
         for (int64_t j = 0; j < hs; j++) {
             if (bf16) ((uint16_t *)out)[b * d + h * hs + j] = f32_to_bf16(acc[j]);
