@@ -67,8 +67,15 @@ def test_batched_generate_packs_and_train_drops(tmp_path):
     assert _packed(model) == []
     model.eval()
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: column-major
-    assert _packed(model) == []  # (copies of the row-major layout would be stale)
+    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: weights move
+    assert _packed(model) == []  # (copies of the weights where they were would be stale)
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    packed_again = [m.packed_weight for m in _packed(model)]
+    assert packed_again
+    if model._weight_layout() == "arena":  # native kernels: no move back, no repacking
+        generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)
+        generate(model, ids, max_new_tokens=2, eos_token_id=None)
+        assert [m.packed_weight for m in _packed(model)] == packed_again  # the same objects
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
     model.release_decode_weights()
     assert _packed(model) == []

@@ -12,8 +12,10 @@ Cost. The packed copy sits beside the weights (about +0.45 GB for 124M in fp32),
 is made only for batched decoding on CPU in fp32 eval mode (`use_decode_layout(rows)`
 with `rows > 1`, and the server's batcher), kept across calls, checked against the
 weight's address and version at every use (a changed or moved weight is never read
-stale), and dropped by `train()`, by a batch-1 `generate` (which stores the weights
-column-major instead, no copy) or `release_decode_weights()`.
+stale), and dropped by `train()`, by a batch-1 `generate` that moves the weights (into
+the decode arena, or column-major without the native kernels) or by
+`release_decode_weights()`. Once the weights sit in the arena (row-major, what packing
+reads), batch-1 and batched calls alternate with no relayout or repacking.
 `model.pack_decode_weights = False` turns it off.
 
 The two ops are PyTorch-internal (the oneDNN bindings inductor uses); where they are
