@@ -165,6 +165,26 @@ def test_attend_one_uses_threads_on_long_contexts_with_the_same_result():
         torch.set_num_threads(threads)
 
 
+def test_a_cache_of_another_dtype_is_never_written_by_the_kernel():
+    from gpt2kit.models.cache import KVCache
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    model.use_decode_layout(1)
+    cfg = model.config
+    hs = cfg.n_embd // cfg.n_head
+    past = tuple(
+        (torch.randn(1, cfg.n_head, 3, hs).double(), torch.randn(1, cfg.n_head, 3, hs).double())
+        for _ in range(cfg.n_layer)
+    )  # fp64 buffers with room to spare: the kernel must not write fp32 into them
+    for native_decode in (True, False):  # both: PyTorch's dtype error, not garbage
+        model.native_decode = native_decode
+        model.use_decode_layout(1)
+        cache = KVCache.from_legacy(past, capacity=8)
+        with torch.no_grad(), pytest.raises(RuntimeError, match="same dtype"):
+            model(torch.tensor([[7]]), past_key_values=cache)
+
+
 # -- the decode arena --------------------------------------------------------------------------
 def _storages(model):
     return {p.untyped_storage().data_ptr() for p in model._projection_weights()}

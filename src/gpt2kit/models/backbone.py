@@ -181,8 +181,10 @@ class GPT2Attention(nn.Module):
                 keys, values = cache.reserve(
                     self.layer_idx, pos + 1, B, self.n_head, d // self.n_head, qkv
                 )  # type: ignore[union-attr]
-                y = native.attend_one(qkv, keys, values, pos, self.n_head, self.scale)
-                return self.resid_dropout(self.c_proj(y)), None
+                # (a cache built from a user's legacy tuple may hold another dtype)
+                if keys.dtype == values.dtype == qkv.dtype and keys.is_contiguous():
+                    y = native.attend_one(qkv, keys, values, pos, self.n_head, self.scale)
+                    return self.resid_dropout(self.c_proj(y)), None
             q, k, v = (self._heads(t) for t in qkv.split(x.shape[-1], dim=2))
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)
