@@ -252,6 +252,16 @@ def test_build_is_cached_per_source_and_cpu(fresh_native):
     assert list((fresh_native / "native").glob("*.so")) == [built]  # no temp files left
 
 
+def test_unwritable_cache_falls_back_to_the_temp_dir(fresh_native, monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder should go: mkdir fails
+    monkeypatch.setenv("GPT2KIT_CACHE", str(blocked))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert native.cache_dir().parent == tmp_path / "tmp"
+    assert native.load() is not None
+    assert list((tmp_path / "tmp").glob("gpt2kit-native-*/kernels-*.so"))
+
+
 def test_no_compiler_or_failed_build_falls_back(fresh_native, monkeypatch, caplog):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
     monkeypatch.setattr(native.shutil, "which", lambda name: name if name == "false" else None)

@@ -13,7 +13,7 @@ Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causa
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,
 else `cc`/`gcc`; `-O3 -march=native -fopenmp`, well under a second) into a per-user cache
-(`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`), keyed by the source, the
+(`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`, else the temp dir), keyed by the source, the
 flags and the CPU, written atomically, and loaded with `ctypes`: no build step at install,
 nothing to download, no PyTorch headers. The library links `libgomp.so.1`, which resolves
 to the copy PyTorch already loaded, so both share one thread pool.
@@ -49,8 +49,18 @@ _tried = False
 
 
 def cache_dir() -> Path:
+    """Where built kernels live: `$GPT2KIT_CACHE/native`, else `~/.cache/gpt2kit/native`,
+    else (no writable home, as in some containers) a per-user folder in the temp dir."""
     root = os.environ.get("GPT2KIT_CACHE") or Path.home() / ".cache" / "gpt2kit"
-    return Path(root) / "native"
+    folder = Path(root) / "native"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"gpt2kit-native-{uid}"
 
 
 def _compiler() -> str | None:
@@ -77,7 +87,7 @@ def _build(cc: str) -> Path:
     target = cache_dir() / f"kernels-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
