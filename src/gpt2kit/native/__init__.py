@@ -13,9 +13,9 @@ Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causa
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,
 else `cc`/`gcc`; `-O3 -march=native -fopenmp`, well under a second) into a per-user cache
-(`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`, else the temp dir), keyed by the source, the
-flags and the CPU, written atomically, and loaded with `ctypes`: no build step at install,
-nothing to download, no PyTorch headers. The library links `libgomp.so.1`, which resolves
+(`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`, else the temp dir), keyed by
+the source, the flags and the CPU, written atomically, and loaded with `ctypes`: no build
+step at install, nothing to download, no PyTorch headers. The library links `libgomp.so.1`, which resolves
 to the copy PyTorch already loaded, so both share one thread pool.
 
 Where there is no compiler, the system is not Linux, `GPT2KIT_NATIVE=0` is set, or the
