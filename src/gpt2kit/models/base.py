@@ -139,11 +139,10 @@ class GPT2PreTrainedModel(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 module.native_kernel = kernel  # read by `backbone.Linear`
-        if rows == 1 and cpu_eval and self.dtype in (torch.float32, torch.bfloat16):
-            if kernel:
-                layout = "arena"
-            else:
-                layout = "column" if fp32 else "row"  # bf16 products of that layout are 10x slower
+        if rows == 1 and kernel:
+            layout = "arena"
+        elif rows == 1 and cpu_eval and fp32:  # (bf16 products of that layout are 10x slower)
+            layout = "column"
         else:
             layout = "row"
         current = self._weight_layout()
