@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import native
 from ..config import GPT2Config
+from . import native_blocks
 from . import packed as packed_ops
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
@@ -420,7 +421,16 @@ class GPT2Model(GPT2PreTrainedModel):
                 enc_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
 
         hidden, attentions, cross = [], [], []
-        for block in self.h:
+        native_step = (
+            T == 1
+            and B == 1
+            and mask is None
+            and type(cache) is KVCache
+            and encoder_hidden_states is None
+            and not (output_attentions or output_hidden_states)
+            and self._run_native_blocks(x, cache)
+        )
+        for block in () if native_step else self.h:
             if output_hidden_states:
                 hidden.append(x)
             args = (x, mask, cache, encoder_hidden_states, enc_mask, output_attentions)
@@ -444,6 +454,13 @@ class GPT2Model(GPT2PreTrainedModel):
             if output_attentions and encoder_hidden_states is not None
             else None,
         )
+
+    def _run_native_blocks(self, x: torch.Tensor, cache: KVCache) -> bool:
+        """Every block of a batch-1 decoding step in one native call, in place on `x [1, 1,
+        d]`; False where that does not apply (see `models/native_blocks.py`)."""
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return False
+        return native_blocks.run(self, x, cache)
 
     @staticmethod
     def _self_attention_mask(attention_mask, B, T, past, device) -> torch.Tensor | None:

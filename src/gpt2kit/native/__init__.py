@@ -136,6 +136,11 @@ def load() -> ctypes.CDLL | None:
         fn = getattr(lib, name)
         fn.argtypes = pointers + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int]
         fn.restype = ctypes.c_int
+    for name in ("gpt2kit_blocks_f32", "gpt2kit_blocks_bf16"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_void_p]
+        fn.argtypes += [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
+        fn.restype = ctypes.c_int
     _lib = lib
     return _lib
 
@@ -198,6 +203,66 @@ def attend_one(
     if fn(*ptrs, B, n_head, hs, keys.shape[2], pos, scale, torch.get_num_threads()):
         raise MemoryError("gpt2kit native attention: out of memory")
     return out
+
+
+# The activations `run_blocks` computes (codes of kernels.c's ACT_ enum); `gelu_fast` is
+# `gelu_new`'s formula.
+ACTIVATIONS = {
+    "gelu_new": 0,
+    "gelu_pytorch_tanh": 0,
+    "gelu_fast": 0,
+    "gelu": 1,
+    "relu": 2,
+    "silu": 3,
+    "swish": 3,
+    "quick_gelu": 4,
+    "linear": 5,
+}
+TENSORS_PER_BLOCK = 14
+
+
+def pointer_table(tensors: list[torch.Tensor | None]) -> ctypes.Array:
+    """The data pointers of `tensors` (None: NULL) as the C array `run_blocks` reads."""
+    return (ctypes.c_void_p * len(tensors))(*(None if t is None else t.data_ptr() for t in tensors))
+
+
+def run_blocks(
+    x: torch.Tensor,
+    table: ctypes.Array,
+    scales: list[float],
+    n_head: int,
+    inner: int,
+    capacity: int,
+    pos: int,
+    eps: float,
+    activation: str,
+) -> None:
+    """Every transformer block of one batch-1 decoding step in one call, in place on the
+    hidden state `x [1, 1, d]` (contiguous, fp32 or bf16) of the token at position `pos`.
+
+    `table` (`pointer_table`) holds `TENSORS_PER_BLOCK` tensors per block, all of `x`'s
+    dtype, contiguous, on CPU: ln_1 weight, bias; attn c_attn weight `[3d, d]`, bias; attn
+    c_proj weight, bias; ln_2 weight, bias; mlp c_fc weight `[inner, d]`, bias; mlp c_proj
+    weight, bias (biases may be None); the block's key and value buffers `[1, n_head,
+    capacity, d / n_head]` (`capacity > pos`), where the token's key and value are
+    written. `scales[i]` is block i's attention scale, `activation` a key of `ACTIVATIONS`.
+    The caller keeps the tensors alive and checks the shapes.
+
+    Why: between the products, a step's PyTorch ops (layer norms, activation, residual
+    adds, module and kernel calls: ~15 per block) cost ~5-8 ms of a ~35 ms GPT-2 small fp32
+    step on this project's CPU while the memory bus idles; here they take microseconds and
+    the threads stay in one parallel region. Same arithmetic as the module path (values
+    rounded to bf16 where a bf16 model stores them), up to summation order.
+    """
+    lib = _lib
+    assert lib is not None and x.is_contiguous() and capacity > pos
+    n_layer = len(scales)
+    assert len(table) == n_layer * TENSORS_PER_BLOCK
+    fn = lib.gpt2kit_blocks_f32 if x.dtype == torch.float32 else lib.gpt2kit_blocks_bf16
+    scale_table = (ctypes.c_float * n_layer)(*scales)
+    args = (table, scale_table, n_layer, x.data_ptr(), x.shape[-1], n_head, inner, capacity, pos)
+    if fn(*args, eps, ACTIVATIONS[activation], torch.get_num_threads()):
+        raise MemoryError("gpt2kit native decoding step: out of memory")
 
 
 def _register_op() -> Any:

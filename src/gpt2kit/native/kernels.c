@@ -121,28 +121,38 @@ static inline __attribute__((always_inline)) void block_dot(
     else rows_dot(W, xi, ai, r0, (int)(out - r0), 1, in, out, first, w_bf16);
 }
 
-/* acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows of x: each block of weight rows is
- * read from memory once and reused from cache for every pair of rows of x. */
+/* Thread `tid` of `nth`'s share of acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows
+ * of x (call inside a parallel region): one contiguous run of weight rows [*lo, *hi) -
+ * one stream; interleaving blocks between threads measured 25-30% slower end to end.
+ * Each block of weight rows is read from memory once and reused from cache for every
+ * pair of rows of x. */
+static inline __attribute__((always_inline)) void gemv_share(
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const int w_bf16) {
+    const int64_t blocks = (out + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    const int64_t esize = w_bf16 ? 2 : 4;
+    const int64_t b0 = blocks * tid / nth, b1 = blocks * (tid + 1) / nth;
+    /* The loop prefetches PREFETCH_BYTES ahead; the first stretch of this thread's rows
+     * (cold unless the previous product ran into it) is requested here. */
+    const char *start = (const char *)W + b0 * BLOCK_ROWS * in * esize;
+    const int64_t mine = (b1 - b0) * BLOCK_ROWS * in * esize;
+    for (int64_t off = 0; off < PREFETCH_BYTES && off < mine; off += 64)
+        __builtin_prefetch(start + off, 0, 0);
+    for (int64_t blk = b0; blk < b1; blk++)
+        for (int64_t i = 0; i < nx; i += 2)
+            block_dot(W, x, acc, blk * BLOCK_ROWS, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
+    *lo = b0 * BLOCK_ROWS;
+    *hi = b1 * BLOCK_ROWS < out ? b1 * BLOCK_ROWS : out;
+}
+
 static inline __attribute__((always_inline)) void gemv_impl(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int nthreads, const int w_bf16) {
-    const int64_t blocks = (out + BLOCK_ROWS - 1) / BLOCK_ROWS;
-    const int64_t esize = w_bf16 ? 2 : 4;
-    /* Each thread takes one contiguous run of rows (one stream): interleaving blocks
-     * between threads measured 25-30% slower end to end. */
     #pragma omp parallel num_threads(nthreads)
     {
-        const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        const int64_t b0 = blocks * tid / nth, b1 = blocks * (tid + 1) / nth;
-        /* The loop prefetches PREFETCH_BYTES ahead; the first stretch of this thread's
-         * rows (cold unless the previous product ran into it) is requested here. */
-        const char *start = (const char *)W + b0 * BLOCK_ROWS * in * esize;
-        const int64_t mine = (b1 - b0) * BLOCK_ROWS * in * esize;
-        for (int64_t off = 0; off < PREFETCH_BYTES && off < mine; off += 64)
-            __builtin_prefetch(start + off, 0, 0);
-        for (int64_t blk = b0; blk < b1; blk++)
-            for (int64_t i = 0; i < nx; i += 2)
-                block_dot(W, x, acc, blk * BLOCK_ROWS, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
+        int64_t lo, hi;
+        gemv_share(W, x, acc, nx, out, in, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                   &hi, w_bf16);
     }
 }
 
@@ -179,11 +189,65 @@ static inline __attribute__((always_inline)) float load_t(const void *p, int64_t
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
-/* For each of the B x H heads: store the token's key and value (from qkv [B, 3 * H * hs],
- * q | k | v) at position `pos` of the caches [B, H, cap, hs], then
- * out[b, h * hs + j] = sum_t softmax_t(scale * q . k_t) v_t[j] over t <= pos.
- * fp32 arithmetic (max-subtracted softmax, as SDPA); bf16 tensors are read and rounded
- * once on output. Returns nonzero when out of memory. */
+/* One head of one row: store the token's key and value (from `row`, the row's q | k | v,
+ * 3 * d elements) at position `pos` of the head's caches kh, vh [cap, hs], then
+ * out[j] = sum_t softmax_t(scale * q . k_t) v_t[j] over t <= pos, into `out` (the head's
+ * hs outputs). fp32 arithmetic, max-subtracted softmax as SDPA. `scratch`: pos + 1 +
+ * 2 * hs floats. The row and `out` are bf16 when `io_bf16`, else fp32; the caches bf16
+ * when `bf16`, and then the output is rounded to bf16 once (also when stored as fp32). */
+static inline __attribute__((always_inline)) void attend_head(
+    const void *row, void *kh, void *vh, void *out, int64_t h, int64_t d, int64_t hs,
+    int64_t pos, float scale, float *restrict scratch, const int io_bf16, const int bf16) {
+    const int64_t esize = bf16 ? 2 : 4, io_size = io_bf16 ? 2 : 4, len = pos + 1;
+    const char *qh = (const char *)row + h * hs * io_size;
+    char *knew = (char *)kh + pos * hs * esize, *vnew = (char *)vh + pos * hs * esize;
+    if (io_bf16 == bf16) {
+        memcpy(knew, qh + d * io_size, (size_t)(hs * esize));
+        memcpy(vnew, qh + 2 * d * io_size, (size_t)(hs * esize));
+    } else { /* fp32 row holding bf16 values (the fused step): exact conversion */
+        for (int64_t j = 0; j < hs; j++) {
+            ((uint16_t *)knew)[j] = f32_to_bf16(((const float *)qh)[d + j]);
+            ((uint16_t *)vnew)[j] = f32_to_bf16(((const float *)qh)[2 * d + j]);
+        }
+    }
+    float *scores = scratch, *q = scores + len, *acc = q + hs;
+    for (int64_t j = 0; j < hs; j++) q[j] = load_t(qh, j, io_bf16) * scale;
+    const int64_t hs8 = hs - hs % 8; /* vector part of a head (all of it for GPT-2) */
+    float top = -INFINITY;
+    for (int64_t t = 0; t < len; t++) {
+        v8f sv = {0};
+        for (int64_t j = 0; j < hs8; j += 8) {
+            v8f qv;
+            memcpy(&qv, q + j, sizeof qv);
+            sv += qv * load8(kh, t * hs + j, bf16);
+        }
+        float s = hsum(sv);
+        for (int64_t j = hs8; j < hs; j++) s += q[j] * load_t(kh, t * hs + j, bf16);
+        scores[t] = s;
+        top = s > top ? s : top;
+    }
+    float total = 0.0f;
+    for (int64_t t = 0; t < len; t++) total += scores[t] = expf(scores[t] - top);
+    for (int64_t j = 0; j < hs; j++) acc[j] = 0.0f;
+    for (int64_t t = 0; t < len; t++) {
+        const float p = scores[t] / total;
+        const v8f pv = {p, p, p, p, p, p, p, p};
+        for (int64_t j = 0; j < hs8; j += 8) {
+            v8f av;
+            memcpy(&av, acc + j, sizeof av);
+            av += pv * load8(vh, t * hs + j, bf16);
+            memcpy(acc + j, &av, sizeof av);
+        }
+        for (int64_t j = hs8; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
+    }
+    for (int64_t j = 0; j < hs; j++) {
+        if (io_bf16) ((uint16_t *)out)[j] = f32_to_bf16(acc[j]);
+        else ((float *)out)[j] = bf16 ? bf16_to_f32(f32_to_bf16(acc[j])) : acc[j];
+    }
+}
+
+/* For each of the B x H heads (qkv [B, 3 * H * hs], q | k | v; caches [B, H, cap, hs];
+ * out [B, H * hs]): `attend_head`. Returns nonzero when out of memory. */
 static inline __attribute__((always_inline)) int attend_impl(
     const void *qkv, void *kc, void *vc, void *out, int64_t B, int64_t H, int64_t hs,
     int64_t cap, int64_t pos, float scale, int nthreads, const int bf16) {
@@ -194,44 +258,9 @@ static inline __attribute__((always_inline)) int attend_impl(
     #pragma omp parallel for schedule(static) num_threads(nthreads) if (B * H * len * hs > 1 << 17)
     for (int64_t bh = 0; bh < B * H; bh++) {
         const int64_t b = bh / H, h = bh % H;
-        const char *row = (const char *)qkv + (b * 3 * d + h * hs) * esize;
-        char *kh = (char *)kc + bh * cap * hs * esize, *vh = (char *)vc + bh * cap * hs * esize;
-        memcpy(kh + pos * hs * esize, row + d * esize, (size_t)(hs * esize));
-        memcpy(vh + pos * hs * esize, row + 2 * d * esize, (size_t)(hs * esize));
-        float *scores = buf + bh * (len + 2 * hs), *q = scores + len, *acc = q + hs;
-        for (int64_t j = 0; j < hs; j++) q[j] = load_t(row, j, bf16) * scale;
-        const int64_t hs8 = hs - hs % 8; /* vector part of a head (all of it for GPT-2) */
-        float top = -INFINITY;
-        for (int64_t t = 0; t < len; t++) {
-            v8f sv = {0};
-            for (int64_t j = 0; j < hs8; j += 8) {
-                v8f qv;
-                memcpy(&qv, q + j, sizeof qv);
-                sv += qv * load8(kh, t * hs + j, bf16);
-            }
-            float s = hsum(sv);
-            for (int64_t j = hs8; j < hs; j++) s += q[j] * load_t(kh, t * hs + j, bf16);
-            scores[t] = s;
-            top = s > top ? s : top;
-        }
-        float total = 0.0f;
-        for (int64_t t = 0; t < len; t++) total += scores[t] = expf(scores[t] - top);
-        for (int64_t j = 0; j < hs; j++) acc[j] = 0.0f;
-        for (int64_t t = 0; t < len; t++) {
-            const float p = scores[t] / total;
-            const v8f pv = {p, p, p, p, p, p, p, p};
-            for (int64_t j = 0; j < hs8; j += 8) {
-                v8f av;
-                memcpy(&av, acc + j, sizeof av);
-                av += pv * load8(vh, t * hs + j, bf16);
-                memcpy(acc + j, &av, sizeof av);
-            }
-            for (int64_t j = hs8; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
-        }
-        for (int64_t j = 0; j < hs; j++) {
-            if (bf16) ((uint16_t *)out)[b * d + h * hs + j] = f32_to_bf16(acc[j]);
-            else ((float *)out)[b * d + h * hs + j] = acc[j];
-        }
+        attend_head((const char *)qkv + b * 3 * d * esize, (char *)kc + bh * cap * hs * esize,
+                    (char *)vc + bh * cap * hs * esize, (char *)out + (b * d + h * hs) * esize,
+                    h, d, hs, pos, scale, buf + bh * (len + 2 * hs), bf16, bf16);
     }
     free(buf);
     return 0;
@@ -247,4 +276,116 @@ int gpt2kit_attend_one_bf16(const uint16_t *qkv, uint16_t *kc, uint16_t *vc, uin
                             int64_t B, int64_t H, int64_t hs, int64_t cap, int64_t pos,
                             float scale, int nthreads) {
     return attend_impl(qkv, kc, vc, out, B, H, hs, cap, pos, scale, nthreads, 1);
+}
+
+/* -- the transformer blocks of one decoding step, batch 1 -------------------------------- */
+
+/* Why one call for all blocks: between the products of a step PyTorch runs ~15 small ops
+ * per block (layer norms, activation, residual adds, module calls, the products' own
+ * calls), ~5-8 ms of a ~35 ms GPT-2 small fp32 step on this project's CPU, while the
+ * memory bus idles. Here the threads stay in one parallel region for the whole step and
+ * the small ops take microseconds between barriers. */
+
+enum { ACT_GELU_TANH, ACT_GELU_ERF, ACT_RELU, ACT_SILU, ACT_QUICK_GELU, ACT_IDENTITY };
+
+static inline float activate(float v, int act) {
+    switch (act) {
+    case ACT_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    case ACT_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    case ACT_RELU: return v < 0.0f ? 0.0f : v; /* (NaN stays NaN, as torch.relu) */
+    case ACT_SILU: return v / (1.0f + expf(-v));
+    case ACT_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+    default: return v;
+    }
+}
+
+/* What PyTorch stores after each op of a bf16 model: the value rounded to bf16. */
+static inline __attribute__((always_inline)) float round_as(float v, const int bf16) {
+    return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
+}
+
+static inline __attribute__((always_inline)) float bias_at(const void *b, int64_t r, const int bf16) {
+    return b ? load_t(b, r, bf16) : 0.0f;
+}
+
+/* y = LayerNorm(x) with weight w and bias b (mean and variance summed in double). */
+static inline __attribute__((always_inline)) void layer_norm(
+    const float *restrict x, const void *w, const void *b, float *restrict y, int64_t d,
+    float eps, const int bf16) {
+    double mean = 0.0, var = 0.0;
+    for (int64_t k = 0; k < d; k++) mean += x[k];
+    mean /= (double)d;
+    for (int64_t k = 0; k < d; k++) var += (x[k] - mean) * (x[k] - mean);
+    const float m = (float)mean, rstd = (float)(1.0 / sqrt(var / (double)d + eps));
+    for (int64_t k = 0; k < d; k++)
+        y[k] = round_as((x[k] - m) * rstd * load_t(w, k, bf16) + bias_at(b, k, bf16), bf16);
+}
+
+/* Runs the n_layer pre-norm blocks of GPT-2 on the hidden state x [d] of one new token at
+ * position `pos` (in and out; fp32, or bf16 when `bf16`). Per layer, `p` holds 14 pointers:
+ * ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias; ln_2
+ * weight, bias; c_fc weight [inner, d], bias; mlp c_proj weight [d, inner], bias (biases may
+ * be NULL); the layer's key and value caches [H, cap, d / H], where the token's key and
+ * value are written. `scales` holds each layer's attention scale; `act` an ACT_ code.
+ * Values are rounded to bf16 where PyTorch would store a bf16 tensor. Returns nonzero when
+ * out of memory. */
+static inline __attribute__((always_inline)) int blocks_impl(
+    void *const *p, const float *scales, int64_t n_layer, void *x_io, int64_t d, int64_t H,
+    int64_t inner, int64_t cap, int64_t pos, float eps, int act, int nthreads, const int bf16) {
+    const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
+    float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
+    if (!buf) return 1;
+    float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
+    for (int64_t k = 0; k < d; k++) x[k] = load_t(x_io, k, bf16);
+    #pragma omp parallel num_threads(nthreads)
+    {
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t lo, hi;
+        for (int64_t l = 0; l < n_layer; l++) {
+            void *const *w = p + 14 * l;
+            #pragma omp single
+            layer_norm(x, w[0], w[1], xn, d, eps, bf16);
+            gemv_share(w[2], xn, qkv, 1, 3 * d, d, tid, nth, &lo, &hi, bf16);
+            for (int64_t r = lo; r < hi; r++) qkv[r] = round_as(qkv[r] + bias_at(w[3], r, bf16), bf16);
+            #pragma omp barrier
+            #pragma omp for schedule(static)
+            for (int64_t hd = 0; hd < H; hd++)
+                attend_head(qkv, (char *)w[12] + hd * cap * hs * esize,
+                            (char *)w[13] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
+                            scales[l], scr + hd * scratch, 0, bf16);
+            gemv_share(w[4], y, xn, 1, d, d, tid, nth, &lo, &hi, bf16);
+            for (int64_t r = lo; r < hi; r++)
+                x[r] = round_as(x[r] + round_as(xn[r] + bias_at(w[5], r, bf16), bf16), bf16);
+            #pragma omp barrier
+            #pragma omp single
+            layer_norm(x, w[6], w[7], xn, d, eps, bf16);
+            gemv_share(w[8], xn, h, 1, inner, d, tid, nth, &lo, &hi, bf16);
+            for (int64_t r = lo; r < hi; r++)
+                h[r] = round_as(activate(round_as(h[r] + bias_at(w[9], r, bf16), bf16), act), bf16);
+            #pragma omp barrier
+            gemv_share(w[10], h, y, 1, d, inner, tid, nth, &lo, &hi, bf16);
+            for (int64_t r = lo; r < hi; r++)
+                x[r] = round_as(x[r] + round_as(y[r] + bias_at(w[11], r, bf16), bf16), bf16);
+            #pragma omp barrier
+        }
+    }
+    for (int64_t k = 0; k < d; k++) {
+        if (bf16) ((uint16_t *)x_io)[k] = f32_to_bf16(x[k]);
+        else ((float *)x_io)[k] = x[k];
+    }
+    free(buf);
+    return 0;
+}
+
+int gpt2kit_blocks_f32(void *const *p, const float *scales, int64_t n_layer, float *x,
+                       int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps,
+                       int act, int nthreads) {
+    return blocks_impl(p, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 0);
+}
+
+int gpt2kit_blocks_bf16(void *const *p, const float *scales, int64_t n_layer, uint16_t *x,
+                        int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
+                        float eps, int act, int nthreads) {
+    return blocks_impl(p, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 1);
 }
