@@ -54,6 +54,7 @@ class _Plan:
         self.param_dicts: list[dict] = []  # ... and likewise for `_parameters` ...
         self.param_names: list[str] = []
         self.param_ids: list[int] = []
+        self.present: list[nn.Parameter] = []  # (the parameters that are not None) ...
         self.pointers: list[int] = []  # ... with these data pointers
         self.modules: list[nn.Module] = []  # (their hooks are checked every step)
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
@@ -102,8 +103,10 @@ class _Plan:
                 self.param_dicts.append(params)
                 self.param_names.append(p_name)
                 self.param_ids.append(id(p))
-                self.pointers.append(_data_ptr(p))
                 self.tensors.append(None if p is None else p.detach())
+                if p is not None:
+                    self.present.append(p)
+                    self.pointers.append(p.data_ptr())
         self.tensors += (None, None)  # the cache buffers, set each step
         types = {"": GPT2Block, "ln_1": nn.LayerNorm, "attn": GPT2Attention}
         types |= {"attn.c_attn": Linear, "attn.c_proj": Linear, "ln_2": nn.LayerNorm}
@@ -117,6 +120,14 @@ class _Plan:
             return None
         return found
 
+    # A copy or a pickle of the model gets no plan (raw pointers into this model's memory);
+    # its first step builds its own.
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return (type(None), ())
+
     def _edge(self, parent: dict, name: str, child: nn.Module | None) -> None:
         self.parents.append(parent)
         self.names.append(name)
@@ -126,23 +137,26 @@ class _Plan:
         """Whether the modules and parameters are still the ones checked (C-level loops:
         this runs every step)."""
         children = map(dict.get, self.parents, self.names)
-        params = list(map(dict.get, self.param_dicts, self.param_names))
+        params = map(dict.get, self.param_dicts, self.param_names)
         return (
             list(map(id, children)) == self.child_ids
             and list(map(id, params)) == self.param_ids
-            and list(map(_data_ptr, params)) == self.pointers
+            # (same objects, so the recorded ones' pointers are the current ones')
+            and list(map(torch.Tensor.data_ptr, self.present)) == self.pointers
         )
 
     def hooked(self) -> bool:
-        return any(map(_FORWARD_HOOKS, self.modules)) or any(map(_PRE_HOOKS, self.modules))
+        """Whether a forward hook would see one of the modules (then they must run)."""
+        return (
+            any(map(_FORWARD_HOOKS, self.modules))
+            or any(map(_PRE_HOOKS, self.modules))
+            or bool(nn.modules.module._global_forward_hooks)
+            or bool(nn.modules.module._global_forward_pre_hooks)
+        )
 
 
 _FORWARD_HOOKS = operator.attrgetter("_forward_hooks")
 _PRE_HOOKS = operator.attrgetter("_forward_pre_hooks")
-
-
-def _data_ptr(p: torch.Tensor | None) -> int:
-    return 0 if p is None else p.data_ptr()
 
 
 def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:

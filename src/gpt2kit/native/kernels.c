@@ -322,6 +322,26 @@ static inline __attribute__((always_inline)) void layer_norm(
         y[k] = round_as((x[k] - m) * rstd * load_t(w, k, bf16) + bias_at(b, k, bf16), bf16);
 }
 
+enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
+
+/* acc = W xin, this thread's share of the rows, then on those rows: add the bias
+ * (EPI_BIAS), then apply the activation (EPI_ACTIVATE) or add the result to x
+ * (EPI_RESIDUAL); ends with a barrier. */
+static inline __attribute__((always_inline)) void product(
+    const void *W, const float *restrict xin, float *restrict acc, const void *b,
+    float *restrict x, int64_t out, int64_t in, int kind, int act, int64_t tid, int64_t nth,
+    const int bf16) {
+    int64_t lo, hi;
+    gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
+    for (int64_t r = lo; r < hi; r++) {
+        const float v = round_as(acc[r] + bias_at(b, r, bf16), bf16);
+        if (kind == EPI_BIAS) acc[r] = v;
+        else if (kind == EPI_ACTIVATE) acc[r] = round_as(activate(v, act), bf16);
+        else x[r] = round_as(x[r] + v, bf16);
+    }
+    #pragma omp barrier
+}
+
 /* Runs the n_layer pre-norm blocks of GPT-2 on the hidden state x [d] of one new token at
  * position `pos` (in and out; fp32, or bf16 when `bf16`). Per layer, `p` holds 14 pointers:
  * ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias; ln_2
@@ -341,33 +361,21 @@ static inline __attribute__((always_inline)) int blocks_impl(
     #pragma omp parallel num_threads(nthreads)
     {
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        int64_t lo, hi;
         for (int64_t l = 0; l < n_layer; l++) {
             void *const *w = p + 14 * l;
             #pragma omp single
             layer_norm(x, w[0], w[1], xn, d, eps, bf16);
-            gemv_share(w[2], xn, qkv, 1, 3 * d, d, tid, nth, &lo, &hi, bf16);
-            for (int64_t r = lo; r < hi; r++) qkv[r] = round_as(qkv[r] + bias_at(w[3], r, bf16), bf16);
-            #pragma omp barrier
+            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, bf16);
             #pragma omp for schedule(static)
             for (int64_t hd = 0; hd < H; hd++)
                 attend_head(qkv, (char *)w[12] + hd * cap * hs * esize,
                             (char *)w[13] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
                             scales[l], scr + hd * scratch, 0, bf16);
-            gemv_share(w[4], y, xn, 1, d, d, tid, nth, &lo, &hi, bf16);
-            for (int64_t r = lo; r < hi; r++)
-                x[r] = round_as(x[r] + round_as(xn[r] + bias_at(w[5], r, bf16), bf16), bf16);
-            #pragma omp barrier
+            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, bf16);
             #pragma omp single
             layer_norm(x, w[6], w[7], xn, d, eps, bf16);
-            gemv_share(w[8], xn, h, 1, inner, d, tid, nth, &lo, &hi, bf16);
-            for (int64_t r = lo; r < hi; r++)
-                h[r] = round_as(activate(round_as(h[r] + bias_at(w[9], r, bf16), bf16), act), bf16);
-            #pragma omp barrier
-            gemv_share(w[10], h, y, 1, d, inner, tid, nth, &lo, &hi, bf16);
-            for (int64_t r = lo; r < hi; r++)
-                x[r] = round_as(x[r] + round_as(y[r] + bias_at(w[11], r, bf16), bf16), bf16);
-            #pragma omp barrier
+            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth, bf16);
+            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth, bf16);
         }
     }
     for (int64_t k = 0; k < d; k++) {

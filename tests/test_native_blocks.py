@@ -1,0 +1,249 @@
+"""The fused batch-1 decoding step (`models/native_blocks.py` + `native.run_blocks`).
+
+It must compute what the modules compute (logits to 1e-5 against `transformers` in fp32,
+the same cache contents), run only where that holds (hooks, replaced modules, autograd,
+training, cross-attention, an activation it lacks: the module path), and notice when the
+weights it points to change (replaced parameters, `.to()`).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_hf_twin
+from gpt2kit import GPT2LMHeadModel, generate, native
+from gpt2kit.models import native_blocks
+from gpt2kit.models.cache import KVCache
+from harness import tiny_config
+
+pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts `native.run_blocks` calls."""
+    calls = []
+    real = native.run_blocks
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "run_blocks", counting)
+    return calls
+
+
+def _step_logits(model, ids, fused: bool):
+    """Logits of the last token of `ids [1, T]`, decoded after a prefill of the rest,
+    through the fused step or the modules; and the cache."""
+    model.native_decode = fused
+    model.use_decode_layout(1)
+    cache = KVCache(model.config.n_layer, capacity=ids.shape[1] + 3)
+    with torch.no_grad():
+        model(ids[:, :-1], past_key_values=cache)
+        logits = model(ids[:, -1:], past_key_values=cache).logits[:, -1]
+    return logits, cache
+
+
+CONFIGS = {
+    "gelu_new": dict(),
+    "gelu-odd-heads": dict(n_embd=36, n_head=3, activation_function="gelu"),  # 12-wide heads
+    "relu-inner": dict(activation_function="relu", n_inner=20, layer_norm_epsilon=1e-3),
+    "silu-scaled": dict(activation_function="silu", scale_attn_by_inverse_layer_idx=True),
+    "quick_gelu-unscaled": dict(activation_function="quick_gelu", scale_attn_weights=False),
+    "linear-3layer": dict(activation_function="linear", n_layer=3),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_step_matches_transformers(name, tmp_path, spy):
+    cfg = tiny_config(initializer_range=0.3, **CONFIGS[name])
+    hf, folder = make_hf_twin(cfg, tmp_path / "m", seed=3)
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
+    fused, cache = _step_logits(model, ids, fused=True)
+    assert len(spy) == 1
+    with torch.no_grad():
+        expected = hf(ids).logits[:, -1]
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    modules, module_cache = _step_logits(model, ids, fused=False)
+    assert len(spy) == 1  # (the module path)
+    torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+    for layer in range(cfg.n_layer):  # the token's keys and values were written
+        for a, b in ((cache.keys, module_cache.keys), (cache.values, module_cache.values)):
+            torch.testing.assert_close(a[layer][:, :, :9], b[layer][:, :, :9])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bf16_fused_step_is_as_close_to_fp32_as_the_modules(seed, spy):
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(tiny_config(n_layer=3, initializer_range=0.3)).eval()
+    ids = torch.randint(0, 100, (1, 12))
+    exact, _ = _step_logits(model, ids, fused=False)
+    model.to(torch.bfloat16)
+    fused, _ = _step_logits(model, ids, fused=True)
+    assert len(spy) == 1 and fused.dtype == torch.bfloat16
+    modules, _ = _step_logits(model, ids, fused=False)
+    # each op rounds to bf16 where PyTorch does; only summation order differs, so both
+    # are off the fp32 logits (~5 here) by a few bf16 steps (2^-8 relative), and the
+    # fused step no more than the modules
+    scale = exact.abs().max()
+    fused_error = (fused.float() - exact).abs().max()
+    modules_error = (modules.float() - exact).abs().max()
+    assert fused_error <= 2 * modules_error + 2**-8 * scale
+    torch.testing.assert_close(fused.float(), modules.float(), rtol=0, atol=2**-6 * scale)
+
+
+def test_greedy_generation_uses_it_and_equals_the_module_path(spy):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(n_layer=3, initializer_range=0.3)).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    fused = generate(model, ids, max_new_tokens=12, eos_token_id=None)
+    assert len(spy) == 11  # every step after the prompt
+    model.native_decode = False
+    assert torch.equal(generate(model, ids, max_new_tokens=12, eos_token_id=None), fused)
+    assert len(spy) == 11
+
+
+def test_same_result_on_any_thread_count():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(n_embd=64, n_inner=300)).eval()
+    ids = torch.randint(0, 100, (1, 7))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _step_logits(model, ids, fused=True)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(one, _step_logits(model, ids, fused=True)[0])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ready_model():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(initializer_range=0.3)).eval()
+    model.use_decode_layout(1)
+    return model
+
+
+def _decode_one(model, **kwargs):
+    cache = KVCache(model.config.n_layer, capacity=8)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
+        return model(torch.tensor([[4]]), past_key_values=cache, **kwargs)
+
+
+def test_hooks_run_and_the_modules_compute_the_step(spy):
+    model = _ready_model()
+    seen = []
+    handle = model.transformer.h[1].mlp.register_forward_hook(lambda m, i, o: seen.append(o))
+    _decode_one(model)
+    assert not spy and len(seen) == 2  # prefill and step, both through the module
+    handle.remove()
+    _decode_one(model)
+    assert len(spy) == 1
+
+
+def test_a_global_hook_takes_the_module_path(spy):
+    model = _ready_model()
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(m))
+    try:
+        _decode_one(model)
+    finally:
+        handle.remove()
+    assert not spy and seen
+
+
+def test_replaced_modules_and_parameters_are_noticed(spy):
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    _step_logits(model, ids, fused=True)
+    assert len(spy) == 1
+
+    class Scaled(nn.Linear):  # a wrapper that changes the math: the kernel must not run it
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    mlp = model.transformer.h[0].mlp
+    old = mlp.c_fc
+    mlp.c_fc = Scaled(old.in_features, old.out_features)
+    mlp.c_fc.load_state_dict(old.state_dict())
+    _step_logits(model, ids, fused=True)
+    assert len(spy) == 1
+    mlp.c_fc = old
+
+    # a new Parameter object, and new storage under the same one (`.data =`)
+    fused_before, _ = _step_logits(model, ids, fused=True)
+    assert len(spy) == 2
+    attn = model.transformer.h[1].attn
+    attn.c_proj.weight = nn.Parameter(torch.randn_like(attn.c_proj.weight))
+    model.transformer.h[0].ln_2.bias.data = torch.randn_like(model.transformer.h[0].ln_2.bias)
+    fused, _ = _step_logits(model, ids, fused=True)
+    assert len(spy) == 3
+    modules, _ = _step_logits(model, ids, fused=False)
+    assert not torch.allclose(fused, fused_before)
+    torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_weight_updates_are_read(spy):
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before, _ = _step_logits(model, ids, fused=True)
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.mul_(1.5)  # same storage, new values
+    after, _ = _step_logits(model, ids, fused=True)
+    modules, _ = _step_logits(model, ids, fused=False)
+    assert len(spy) == 2 and not torch.allclose(before, after)
+    torch.testing.assert_close(after, modules, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case", ["grad", "train", "hidden_states", "attentions", "batch2", "tanh", "cross"]
+)
+def test_where_it_does_not_apply_the_modules_run(case, spy):
+    torch.manual_seed(0)
+    overrides = {"tanh": dict(activation_function="tanh"), "cross": dict(add_cross_attention=True)}
+    model = GPT2LMHeadModel(tiny_config(**overrides.get(case, {}))).eval()
+    model.use_decode_layout(1)
+    B = 2 if case == "batch2" else 1
+    cache = KVCache(model.config.n_layer, capacity=8)
+    kwargs = {"output_hidden_states": case == "hidden_states"}
+    kwargs["output_attentions"] = case == "attentions"
+    with torch.no_grad():
+        model(torch.ones(B, 3, dtype=torch.long), past_key_values=cache)
+    if case == "train":
+        model.train()
+        for module in model.modules():  # (train() would not keep the kernel switch on)
+            if isinstance(module, nn.Linear):
+                module.native_kernel = True
+        model.transformer.drop.p = 0.0
+    with torch.set_grad_enabled(case == "grad"):
+        out = model(torch.ones(B, 1, dtype=torch.long), past_key_values=cache, **kwargs)
+    assert not spy and out.logits.shape == (B, 1, 100)
+
+
+def test_plan_is_reused_between_steps():
+    model = _ready_model()
+    _decode_one(model)
+    plan = model.transformer.__dict__["_native_blocks_plan"]
+    _decode_one(model)
+    assert model.transformer.__dict__["_native_blocks_plan"] is plan and plan.current()
+    model.to(torch.float64)  # new storage for every weight
+    assert not plan.current()
+    assert native_blocks._Plan(model.transformer).ok is False  # (fp64: the modules run)
+
+
+def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
+    import copy
+    import pickle
+
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected, _ = _step_logits(model, ids, fused=True)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin.transformer.__dict__.get("_native_blocks_plan") is None
+        torch.testing.assert_close(_step_logits(twin, ids, fused=True)[0], expected)
+    assert len(spy) == 3
