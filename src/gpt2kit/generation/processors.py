@@ -298,14 +298,18 @@ class MinNewTokensLogitsProcessor:
             raise ValueError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
         self.prompt_length, self.min_new_tokens = prompt_length, min_new_tokens
         self.eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        self._index: tuple[int, int | list[int]] | None = None  # (vocab size, eos index)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] - self.prompt_length < self.min_new_tokens:
-            # Ids past the vocabulary (a default EOS on a toy model) are simply never produced.
-            eos = [t for t in self.eos if 0 <= t < scores.shape[-1]]
+            vocab = scores.shape[-1]
+            if self._index is None or self._index[0] != vocab:  # (once: this runs per token)
+                # Ids past the vocabulary (a default EOS on a toy model) are never produced.
+                eos = [t for t in self.eos if 0 <= t < vocab]
+                # One id: a column fill. A list index is copied host-to-device every step.
+                self._index = (vocab, eos[0] if len(eos) == 1 else eos)
             scores = scores.clone()
-            # One id: a column fill. A list index would be copied host-to-device every step.
-            scores[:, eos[0] if len(eos) == 1 else eos] = -math.inf
+            scores[:, self._index[1]] = -math.inf
         return scores
 
 

@@ -23,7 +23,6 @@ builds a new plan.
 
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,7 +55,7 @@ class _Plan:
         self.param_ids: list[int] = []
         self.present: list[nn.Parameter] = []  # (the parameters that are not None) ...
         self.pointers: list[int] = []  # ... with these data pointers
-        self.modules: list[nn.Module] = []  # (their hooks are checked every step)
+        self.hook_dicts: list[dict] = []  # the modules' forward (pre-)hooks, checked each step
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
         self.scales = [getattr(block.attn, "scale", 1.0) for block in model.h]
         self.activation = config.activation_function
@@ -94,7 +93,8 @@ class _Plan:
             if child is None:
                 return None
             found[f"{parent}.{name}" if parent else name] = child
-        self.modules += found.values()
+        for module in found.values():  # (registering a hook adds to these dicts)
+            self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
         self.switch = self.switch or found["attn.c_attn"]
         for name in _WEIGHTED:
             params = found[name]._parameters
@@ -148,15 +148,10 @@ class _Plan:
     def hooked(self) -> bool:
         """Whether a forward hook would see one of the modules (then they must run)."""
         return (
-            any(map(_FORWARD_HOOKS, self.modules))
-            or any(map(_PRE_HOOKS, self.modules))
+            any(self.hook_dicts)
             or bool(nn.modules.module._global_forward_hooks)
             or bool(nn.modules.module._global_forward_pre_hooks)
         )
-
-
-_FORWARD_HOOKS = operator.attrgetter("_forward_hooks")
-_PRE_HOOKS = operator.attrgetter("_forward_pre_hooks")
 
 
 def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
