@@ -247,3 +247,22 @@ def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
         assert twin.transformer.__dict__.get("_native_blocks_plan") is None
         torch.testing.assert_close(_step_logits(twin, ids, fused=True)[0], expected)
     assert len(spy) == 3
+
+
+def test_threads_decoding_with_one_model_do_not_mix_their_caches(spy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(n_layer=3, n_embd=64, initializer_range=0.3)).eval()
+    prompts = [torch.randint(0, 100, (1, 3 + i)) for i in range(4)]
+    alone = [generate(model, p, max_new_tokens=24, eos_token_id=None) for p in prompts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            together = list(
+                pool.map(
+                    lambda p: generate(model, p, max_new_tokens=24, eos_token_id=None), prompts
+                )
+            )
+            for a, b in zip(alone, together, strict=True):
+                assert torch.equal(a, b)
+    assert len(spy) == 4 * 4 * 23

@@ -107,7 +107,6 @@ class _Plan:
                 if p is not None:
                     self.present.append(p)
                     self.pointers.append(p.data_ptr())
-        self.tensors += (None, None)  # the cache buffers, set each step
         types = {"": GPT2Block, "ln_1": nn.LayerNorm, "attn": GPT2Attention}
         types |= {"attn.c_attn": Linear, "attn.c_proj": Linear, "ln_2": nn.LayerNorm}
         types |= {"mlp": GPT2MLP, "mlp.c_fc": Linear, "mlp.c_proj": Linear}
@@ -171,23 +170,20 @@ def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
         return False
     config = model.config
     pos, H, hs = cache.length, config.n_head, config.head_dim
-    table, per_block = plan.table, native.TENSORS_PER_BLOCK
-    capacity = None
+    caches: list[torch.Tensor] = []
     for i in range(len(plan.scales)):
         keys, values = cache.reserve(i, pos + 1, 1, H, hs, x)
-        capacity = capacity or keys.shape[2]
         # (a cache built from a user's legacy tuple may hold another dtype or layout)
         if not (
             keys.dtype == values.dtype == x.dtype
             and keys.shape == values.shape
-            and keys.shape[2] == capacity
+            and keys.shape[2] == cache.keys[0].shape[2]  # type: ignore[union-attr]
             and keys.is_contiguous()
             and values.is_contiguous()
         ):
             return False
-        table[per_block * i + per_block - 2] = keys.data_ptr()
-        table[per_block * i + per_block - 1] = values.data_ptr()
+        caches += (keys, values)
     native.run_blocks(
-        x, table, plan.scales, H, plan.inner, capacity, pos, plan.eps, plan.activation
+        x, plan.table, caches, plan.scales, H, plan.inner, pos, plan.eps, plan.activation
     )
     return True

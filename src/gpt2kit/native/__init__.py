@@ -138,7 +138,7 @@ def load() -> ctypes.CDLL | None:
         fn.restype = ctypes.c_int
     for name in ("gpt2kit_blocks_f32", "gpt2kit_blocks_bf16"):
         fn = getattr(lib, name)
-        fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_void_p]
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
         fn.argtypes += [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
     _lib = lib
@@ -218,7 +218,7 @@ ACTIVATIONS = {
     "quick_gelu": 4,
     "linear": 5,
 }
-TENSORS_PER_BLOCK = 14
+WEIGHTS_PER_BLOCK = 12
 
 
 def pointer_table(tensors: list[torch.Tensor | None]) -> ctypes.Array:
@@ -228,11 +228,11 @@ def pointer_table(tensors: list[torch.Tensor | None]) -> ctypes.Array:
 
 def run_blocks(
     x: torch.Tensor,
-    table: ctypes.Array,
+    weights: ctypes.Array,
+    caches: list[torch.Tensor],
     scales: list[float],
     n_head: int,
     inner: int,
-    capacity: int,
     pos: int,
     eps: float,
     activation: str,
@@ -240,13 +240,15 @@ def run_blocks(
     """Every transformer block of one batch-1 decoding step in one call, in place on the
     hidden state `x [1, 1, d]` (contiguous, fp32 or bf16) of the token at position `pos`.
 
-    `table` (`pointer_table`) holds `TENSORS_PER_BLOCK` tensors per block, all of `x`'s
+    `weights` (`pointer_table`) holds `WEIGHTS_PER_BLOCK` tensors per block, all of `x`'s
     dtype, contiguous, on CPU: ln_1 weight, bias; attn c_attn weight `[3d, d]`, bias; attn
     c_proj weight, bias; ln_2 weight, bias; mlp c_fc weight `[inner, d]`, bias; mlp c_proj
-    weight, bias (biases may be None); the block's key and value buffers `[1, n_head,
-    capacity, d / n_head]` (`capacity > pos`), where the token's key and value are
-    written. `scales[i]` is block i's attention scale, `activation` a key of `ACTIVATIONS`.
-    The caller keeps the tensors alive and checks the shapes.
+    weight, bias (biases may be None). `caches` holds each block's key and value buffers
+    (`[1, n_head, capacity, d / n_head]`, one capacity `> pos`, contiguous, `x`'s dtype),
+    where the token's key and value are written. `scales[i]` is block i's attention scale,
+    `activation` a key of `ACTIVATIONS`. The caller keeps the weights alive and checks
+    the shapes. (The weight table is built once per model; the caches' pointers are
+    passed per call, so threads decoding with one model do not share mutable state.)
 
     Why: between the products, a step's PyTorch ops (layer norms, activation, residual
     adds, module and kernel calls: ~15 per block) cost ~5-8 ms of a ~35 ms GPT-2 small fp32
@@ -255,13 +257,15 @@ def run_blocks(
     rounded to bf16 where a bf16 model stores them), up to summation order.
     """
     lib = _lib
-    assert lib is not None and x.is_contiguous() and capacity > pos
-    n_layer = len(scales)
-    assert len(table) == n_layer * TENSORS_PER_BLOCK
+    assert lib is not None and x.is_contiguous()
+    n_layer, capacity = len(scales), caches[0].shape[2]
+    assert len(weights) == n_layer * WEIGHTS_PER_BLOCK and len(caches) == 2 * n_layer
+    assert capacity > pos and all(c.shape[2] == capacity for c in caches)
     fn = lib.gpt2kit_blocks_f32 if x.dtype == torch.float32 else lib.gpt2kit_blocks_bf16
+    kv = pointer_table(caches)  # type: ignore[arg-type]
     scale_table = (ctypes.c_float * n_layer)(*scales)
-    args = (table, scale_table, n_layer, x.data_ptr(), x.shape[-1], n_head, inner, capacity, pos)
-    if fn(*args, eps, ACTIVATIONS[activation], torch.get_num_threads()):
+    args = (weights, kv, scale_table, n_layer, x.data_ptr(), x.shape[-1], n_head, inner)
+    if fn(*args, capacity, pos, eps, ACTIVATIONS[activation], torch.get_num_threads()):
         raise MemoryError("gpt2kit native decoding step: out of memory")
 
 

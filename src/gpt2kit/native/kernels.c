@@ -343,16 +343,17 @@ static inline __attribute__((always_inline)) void product(
 }
 
 /* Runs the n_layer pre-norm blocks of GPT-2 on the hidden state x [d] of one new token at
- * position `pos` (in and out; fp32, or bf16 when `bf16`). Per layer, `p` holds 14 pointers:
+ * position `pos` (in and out; fp32, or bf16 when `bf16`). Per layer, `p` holds 12 pointers:
  * ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias; ln_2
  * weight, bias; c_fc weight [inner, d], bias; mlp c_proj weight [d, inner], bias (biases may
- * be NULL); the layer's key and value caches [H, cap, d / H], where the token's key and
+ * be NULL); `kv` the layer's key and value caches [H, cap, d / H], where the token's key and
  * value are written. `scales` holds each layer's attention scale; `act` an ACT_ code.
  * Values are rounded to bf16 where PyTorch would store a bf16 tensor. Returns nonzero when
  * out of memory. */
 static inline __attribute__((always_inline)) int blocks_impl(
-    void *const *p, const float *scales, int64_t n_layer, void *x_io, int64_t d, int64_t H,
-    int64_t inner, int64_t cap, int64_t pos, float eps, int act, int nthreads, const int bf16) {
+    void *const *p, void *const *kv, const float *scales, int64_t n_layer, void *x_io,
+    int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps, int act,
+    int nthreads, const int bf16) {
     const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
     float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
     if (!buf) return 1;
@@ -362,14 +363,14 @@ static inline __attribute__((always_inline)) int blocks_impl(
     {
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
         for (int64_t l = 0; l < n_layer; l++) {
-            void *const *w = p + 14 * l;
+            void *const *w = p + 12 * l;
             #pragma omp single
             layer_norm(x, w[0], w[1], xn, d, eps, bf16);
             product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, bf16);
             #pragma omp for schedule(static)
             for (int64_t hd = 0; hd < H; hd++)
-                attend_head(qkv, (char *)w[12] + hd * cap * hs * esize,
-                            (char *)w[13] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
+                attend_head(qkv, (char *)kv[2 * l] + hd * cap * hs * esize,
+                            (char *)kv[2 * l + 1] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
                             scales[l], scr + hd * scratch, 0, bf16);
             product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, bf16);
             #pragma omp single
@@ -386,14 +387,14 @@ static inline __attribute__((always_inline)) int blocks_impl(
     return 0;
 }
 
-int gpt2kit_blocks_f32(void *const *p, const float *scales, int64_t n_layer, float *x,
-                       int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps,
-                       int act, int nthreads) {
-    return blocks_impl(p, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 0);
+int gpt2kit_blocks_f32(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
+                       float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
+                       float eps, int act, int nthreads) {
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 0);
 }
 
-int gpt2kit_blocks_bf16(void *const *p, const float *scales, int64_t n_layer, uint16_t *x,
-                        int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
+int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
+                        uint16_t *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
                         float eps, int act, int nthreads) {
-    return blocks_impl(p, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 1);
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 1);
 }
