@@ -1,5 +1,5 @@
-"""Native CPU kernels for decoding, compiled on first use: few-row products and the
-attention of one new token.
+"""Native CPU kernels for decoding, compiled on first use: few-row products, the
+attention of one new token, and every transformer block of a batch-1 step in one call.
 
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
@@ -8,7 +8,8 @@ small's weights at 10-15 GB/s on this project's 2-core EPYC where a plain read r
 PyTorch's own OpenMP threads) streams them at 15-21 GB/s, and widens bf16 weights in
 registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too (where
 PyTorch multiplies bf16 one row at a time, several rows share one pass). The step's
-attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call.
+attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,
+and at batch 1 so are all the blocks (`run_blocks`, driven by `models/native_blocks.py`).
 Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,

@@ -1,5 +1,6 @@
 /* Decoding kernels for CPU (see gpt2kit/native/__init__.py): few-row products
- * y = x W^T + b, and the attention of one new token over the cache (end of file).
+ * y = x W^T + b, the attention of one new token over the cache, and the transformer
+ * blocks of a whole batch-1 step built from both (end of file).
  *
  * Batch-1 decoding is a stream of matrix-vector products: every weight is read once per
  * token and used for one multiply-add, so the step is bound by memory bandwidth. BLAS
