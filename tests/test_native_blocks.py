@@ -8,6 +8,8 @@ weights it points to change (replaced parameters, `.to()`).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -174,15 +176,30 @@ def test_replaced_modules_and_parameters_are_noticed(spy):
     _step_logits(model, ids, fused=True)
     assert len(spy) == 1
     mlp.c_fc = old
+    _step_logits(model, ids, fused=True)
+    assert len(spy) == 2
+
+    # a block more (its edges are new; the others' are unchanged)
+    extra = copy.deepcopy(model.transformer.h[0])
+    extra.attn.layer_idx = model.config.n_layer  # (its own cache slot)
+    model.transformer.h.append(extra)
+    model.config.n_layer += 1
+    cache = KVCache(model.config.n_layer, capacity=8)  # (no relayout: same pointers)
+    with torch.no_grad():
+        model(ids[:, :-1], past_key_values=cache)
+        fused = model(ids[:, -1:], past_key_values=cache).logits[:, -1]
+    modules, _ = _step_logits(model, ids, fused=False)
+    torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+    assert len(spy) == 3
 
     # a new Parameter object, and new storage under the same one (`.data =`)
     fused_before, _ = _step_logits(model, ids, fused=True)
-    assert len(spy) == 2
+    assert len(spy) == 4
     attn = model.transformer.h[1].attn
     attn.c_proj.weight = nn.Parameter(torch.randn_like(attn.c_proj.weight))
     model.transformer.h[0].ln_2.bias.data = torch.randn_like(model.transformer.h[0].ln_2.bias)
     fused, _ = _step_logits(model, ids, fused=True)
-    assert len(spy) == 3
+    assert len(spy) == 5
     modules, _ = _step_logits(model, ids, fused=False)
     assert not torch.allclose(fused, fused_before)
     torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
@@ -237,7 +254,6 @@ def test_plan_is_reused_between_steps():
 
 
 def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
-    import copy
     import pickle
 
     model = _ready_model()

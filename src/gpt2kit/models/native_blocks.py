@@ -16,9 +16,10 @@ same function.
 
 The checked weights and their pointer table are kept in a `_Plan` with what they were
 checked on: the module tree (which child sits under which name), the parameter objects
-and their data pointers. A step re-reads those (~40 us for 12 blocks, where the full
-checks take ~1 ms); replacing a module or a parameter, `.to()`, or a layout change
-builds a new plan.
+and their data pointers, and the modules' hook dicts. A step re-reads those (~80 us for
+12 blocks, where the full checks take ~1 ms); replacing a module or a parameter, `.to()`,
+or a layout change builds a new plan. (Plain attributes - an attention's `scale`, a
+norm's `eps`, the MLP's `act` - are read when the plan is built.)
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ class _Plan:
         self.pointers: list[int] = []  # ... with these data pointers
         self.hook_dicts: list[dict] = []  # the modules' forward (pre-)hooks, checked each step
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
-        self.scales = [getattr(block.attn, "scale", 1.0) for block in model.h]
         self.activation = config.activation_function
         self.switch = None  # the first block's c_attn: `native_kernel` turns the kernel on
         self._edge(model._modules, "h", model.h)
+        self.n_blocks = len(model.h)  # (a block appended to `h` leaves the others' edges)
         blocks = [self._block(model, i, block) for i, block in enumerate(model.h)]
         norms = [n for found in blocks if found for n in (found["ln_1"], found["ln_2"])]
         self.eps = norms[0].eps if norms else 0.0
@@ -79,6 +80,7 @@ class _Plan:
             )
         )
         self.table = native.pointer_table(self.tensors)
+        self.scales = [found["attn"].scale for found in blocks] if self.ok else []  # type: ignore[index]
         self.inner = blocks[0]["mlp.c_fc"].out_features if self.ok else 0  # type: ignore[index]
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
@@ -158,7 +160,7 @@ def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
     into `cache`; False, with nothing changed but the cache's capacity, where the module
     path must run instead."""
     plan: _Plan | None = model.__dict__.get("_native_blocks_plan")
-    if plan is None or len(plan.scales) != len(model.h) or not plan.current():
+    if plan is None or plan.n_blocks != len(model.h) or not plan.current():
         plan = model.__dict__["_native_blocks_plan"] = _Plan(model)
     if (
         not plan.ok
@@ -171,7 +173,7 @@ def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
     config = model.config
     pos, H, hs = cache.length, config.n_head, config.head_dim
     caches: list[torch.Tensor] = []
-    for i in range(len(plan.scales)):
+    for i in range(len(plan.scales)):  # (plan.ok: one per block)
         keys, values = cache.reserve(i, pos + 1, 1, H, hs, x)
         # (a cache built from a user's legacy tuple may hold another dtype or layout)
         if not (
