@@ -205,6 +205,33 @@ def test_replaced_modules_and_parameters_are_noticed(spy):
     torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
 
 
+def test_changed_scale_eps_and_activation_are_read(spy, monkeypatch):
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    _step_logits(model, ids, fused=True)
+    block = model.transformer.h[1]
+
+    def scale():
+        block.attn.scale *= 0.5
+
+    def eps():  # (one eps for all norms: the kernel takes one)
+        for b in model.transformer.h:
+            b.ln_1.eps = b.ln_2.eps = 0.5
+
+    def act():  # not the config's activation: the module path runs it
+        block.mlp.act = torch.relu
+
+    for change, fused_runs in ((scale, True), (eps, True), (act, False)):
+        before = len(spy)
+        change()  # (no relayout in between: the same weights, the same plan unless noticed)
+        fused, _ = _step_logits(model, ids, fused=True)
+        assert len(spy) == before + fused_runs
+        with monkeypatch.context() as m:
+            m.setattr(native_blocks, "run", lambda *args: False)
+            modules, _ = _step_logits(model, ids, fused=True)
+        torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+
+
 def test_in_place_weight_updates_are_read(spy):
     model = _ready_model()
     ids = torch.tensor([[1, 2, 3, 4]])

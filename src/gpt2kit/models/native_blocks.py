@@ -16,14 +16,15 @@ same function.
 
 The checked weights and their pointer table are kept in a `_Plan` with what they were
 checked on: the module tree (which child sits under which name), the parameter objects
-and their data pointers, and the modules' hook dicts. A step re-reads those (~80 us for
-12 blocks, where the full checks take ~1 ms); replacing a module or a parameter, `.to()`,
-or a layout change builds a new plan. (Plain attributes - an attention's `scale`, a
-norm's `eps`, the MLP's `act` - are read when the plan is built.)
+and their data pointers, the attentions' `scale`, the norms' `eps`, the MLPs' `act`, and
+the modules' hook dicts. A step re-reads those (~80 us for 12 blocks, where the full
+checks take ~1 ms); a change to any of them (replacing a module or a parameter, `.to()`,
+a layout change) builds a new plan.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 import torch
@@ -57,14 +58,16 @@ class _Plan:
         self.present: list[nn.Parameter] = []  # (the parameters that are not None) ...
         self.pointers: list[int] = []  # ... with these data pointers
         self.hook_dicts: list[dict] = []  # the modules' forward (pre-)hooks, checked each step
+        self.attentions: list[nn.Module] = []  # their `scale`s, ...
+        self.norms: list[nn.Module] = []  # ... `eps`s and ...
+        self.mlps: list[nn.Module] = []  # ... `act`s are re-read each step
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
         self.activation = config.activation_function
         self.switch = None  # the first block's c_attn: `native_kernel` turns the kernel on
         self._edge(model._modules, "h", model.h)
         self.n_blocks = len(model.h)  # (a block appended to `h` leaves the others' edges)
         blocks = [self._block(model, i, block) for i, block in enumerate(model.h)]
-        norms = [n for found in blocks if found for n in (found["ln_1"], found["ln_2"])]
-        self.eps = norms[0].eps if norms else 0.0
+        self.eps = self.norms[0].eps if self.norms else 0.0
         self.dtype = self.tensors[0].dtype if self.tensors and self.tensors[0] is not None else None
         self.ok = (
             bool(blocks)
@@ -72,7 +75,9 @@ class _Plan:
             and config.activation_function in native.ACTIVATIONS
             and not config.add_cross_attention
             and self.dtype in (torch.float32, torch.bfloat16)
-            and all(n.normalized_shape == (config.n_embd,) and n.eps == self.eps for n in norms)
+            and all(
+                n.normalized_shape == (config.n_embd,) and n.eps == self.eps for n in self.norms
+            )
             and all(
                 t is None
                 or (t.dtype == self.dtype and t.device.type == "cpu" and t.is_contiguous())
@@ -80,7 +85,9 @@ class _Plan:
             )
         )
         self.table = native.pointer_table(self.tensors)
-        self.scales = [found["attn"].scale for found in blocks] if self.ok else []  # type: ignore[index]
+        self.scales = list(map(_SCALE, self.attentions))
+        self.norm_eps = list(map(_EPS, self.norms))
+        self.activations = list(map(_ACT, self.mlps))
         self.inner = blocks[0]["mlp.c_fc"].out_features if self.ok else 0  # type: ignore[index]
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
@@ -119,6 +126,9 @@ class _Plan:
             or found["ln_2"].weight is None
         ):
             return None
+        self.attentions.append(found["attn"])
+        self.norms += (found["ln_1"], found["ln_2"])
+        self.mlps.append(found["mlp"])
         return found
 
     # A copy or a pickle of the model gets no plan (raw pointers into this model's memory);
@@ -144,6 +154,9 @@ class _Plan:
             and list(map(id, params)) == self.param_ids
             # (same objects, so the recorded ones' pointers are the current ones')
             and list(map(torch.Tensor.data_ptr, self.present)) == self.pointers
+            and list(map(_SCALE, self.attentions)) == self.scales
+            and list(map(_EPS, self.norms)) == self.norm_eps
+            and list(map(_ACT, self.mlps)) == self.activations
         )
 
     def hooked(self) -> bool:
@@ -153,6 +166,11 @@ class _Plan:
             or bool(nn.modules.module._global_forward_hooks)
             or bool(nn.modules.module._global_forward_pre_hooks)
         )
+
+
+_SCALE = operator.attrgetter("scale")
+_EPS = operator.attrgetter("eps")
+_ACT = operator.attrgetter("act")
 
 
 def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
