@@ -233,6 +233,47 @@ def test_dtype_change_leaves_the_arena_and_bf16_builds_its_own():
     assert torch.equal(generate(model, ids, max_new_tokens=6, eos_token_id=None), out)
 
 
+def _vm_flags(address: int) -> list[str]:
+    """The `VmFlags` of the mapping holding `address` (Linux `/proc/self/smaps`)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(" ", 1)[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_huge_page_empty_is_aligned_advised_and_outlives_its_mapping(dtype):
+    numel = (3 << 20) // torch.empty((), dtype=dtype).element_size() + 5  # 3 MiB + a tail
+    t = native.huge_page_empty(numel, dtype)
+    assert t.shape == (numel,) and t.dtype == dtype and t.is_contiguous()
+    assert t.data_ptr() % native.HUGE_PAGE == 0
+    flags = _vm_flags(t.data_ptr())
+    assert "hg" in flags and "sh" not in flags  # MADV_HUGEPAGE on private memory
+    t.fill_(3)  # writable, and the mapping lives as long as the tensor
+    assert t.view(-1)[-1].item() == 3
+    small = native.huge_page_empty(1000, dtype)  # under one huge page: an ordinary tensor
+    assert small.shape == (1000,) and small.dtype == dtype
+
+
+def test_a_large_arena_is_advised_huge_pages():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(n_embd=128, vocab_size=4000)).eval()  # ~3 MiB
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.native_decode = False
+    plain = generate(model, ids, max_new_tokens=5, eos_token_id=None)
+    model.native_decode = True
+    assert torch.equal(generate(model, ids, max_new_tokens=5, eos_token_id=None), plain)
+    arena = model.__dict__["_decode_arena"]
+    assert model._weight_layout() == "arena" and arena.data_ptr() % native.HUGE_PAGE == 0
+    assert "hg" in _vm_flags(arena.data_ptr())
+
+
 # -- building ----------------------------------------------------------------------------------
 @pytest.fixture
 def fresh_native(monkeypatch, tmp_path):
