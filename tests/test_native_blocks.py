@@ -25,15 +25,16 @@ pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on 
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Counts `native.run_blocks` calls."""
+    """Records each fused call: "step" (`native.run_step`, an LM model's whole step) or
+    "blocks" (`native.run_blocks`, the backbone's blocks)."""
     calls = []
-    real = native.run_blocks
+    real = native._call_blocks
 
     def counting(*args, **kwargs):
-        calls.append(1)
+        calls.append("step" if kwargs.get("head") is not None else "blocks")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(native, "run_blocks", counting)
+    monkeypatch.setattr(native, "_call_blocks", counting)
     return calls
 
 
@@ -66,7 +67,7 @@ def test_fused_step_matches_transformers(name, tmp_path, spy):
     model = GPT2LMHeadModel.from_pretrained(folder).eval()
     ids = torch.randint(0, cfg.vocab_size, (1, 9), generator=torch.Generator().manual_seed(1))
     fused, cache = _step_logits(model, ids, fused=True)
-    assert len(spy) == 1
+    assert spy == ["step"]
     with torch.no_grad():
         expected = hf(ids).logits[:, -1]
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
@@ -86,7 +87,7 @@ def test_bf16_fused_step_is_as_close_to_fp32_as_the_modules(seed, spy):
     exact, _ = _step_logits(model, ids, fused=False)
     model.to(torch.bfloat16)
     fused, _ = _step_logits(model, ids, fused=True)
-    assert len(spy) == 1 and fused.dtype == torch.bfloat16
+    assert spy == ["step"] and fused.dtype == torch.bfloat16
     modules, _ = _step_logits(model, ids, fused=False)
     # each op rounds to bf16 where PyTorch does; only summation order differs, so both
     # are off the fp32 logits (~5 here) by a few bf16 steps (2^-8 relative), and the
@@ -228,6 +229,7 @@ def test_changed_scale_eps_and_activation_are_read(spy, monkeypatch):
         assert len(spy) == before + fused_runs
         with monkeypatch.context() as m:
             m.setattr(native_blocks, "run", lambda *args: False)
+            m.setattr(native_blocks, "lm_step", lambda *args: None)
             modules, _ = _step_logits(model, ids, fused=True)
         torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
 
@@ -272,12 +274,12 @@ def test_where_it_does_not_apply_the_modules_run(case, spy):
 def test_plan_is_reused_between_steps():
     model = _ready_model()
     _decode_one(model)
-    plan = model.transformer.__dict__["_native_blocks_plan"]
+    plan = model.__dict__["_native_step_plan"]
     _decode_one(model)
-    assert model.transformer.__dict__["_native_blocks_plan"] is plan and plan.current()
+    assert model.__dict__["_native_step_plan"] is plan and plan.current()
     model.to(torch.float64)  # new storage for every weight
     assert not plan.current()
-    assert native_blocks._Plan(model.transformer).ok is False  # (fp64: the modules run)
+    assert native_blocks._Plan(model.transformer, model).ok is False  # (fp64: the modules run)
 
 
 def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
@@ -287,7 +289,7 @@ def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
     ids = torch.tensor([[1, 2, 3, 4]])
     expected, _ = _step_logits(model, ids, fused=True)
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert twin.transformer.__dict__.get("_native_blocks_plan") is None
+        assert twin.__dict__.get("_native_step_plan") is None
         torch.testing.assert_close(_step_logits(twin, ids, fused=True)[0], expected)
     assert len(spy) == 3
 
@@ -309,3 +311,106 @@ def test_threads_decoding_with_one_model_do_not_mix_their_caches(spy):
             for a, b in zip(alone, together, strict=True):
                 assert torch.equal(a, b)
     assert len(spy) == 4 * 4 * 23
+
+
+# -- the whole step of an LM model (`native_blocks.lm_step`, `native.run_step`) ----------------
+def test_the_backbone_alone_runs_the_blocks_call(spy):
+    model = _ready_model()
+    backbone = model.transformer
+    ids = torch.tensor([[1, 2, 3, 4]])
+
+    def last_hidden():
+        cache = KVCache(model.config.n_layer, capacity=8)
+        with torch.no_grad():
+            backbone(ids[:, :-1], past_key_values=cache)
+            return backbone(ids[:, -1:], past_key_values=cache).last_hidden_state
+
+    fused = last_hidden()
+    assert spy == ["blocks"]
+    model.native_decode = False
+    model.use_decode_layout(1)
+    torch.testing.assert_close(fused, last_hidden(), rtol=1e-5, atol=1e-5)
+    assert spy == ["blocks"]
+
+
+def _untied_head_with_bias(model):
+    """A new LM head (its own weight and a bias): the plan must point at it."""
+    from gpt2kit.models.backbone import Linear
+
+    old = model.lm_head
+    head = Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight * 0.5)
+        head.bias.normal_()
+    model.lm_head = head
+
+
+def _final_norm_eps(model):
+    model.transformer.ln_f.eps = 0.25
+
+
+@pytest.mark.parametrize("change", [_untied_head_with_bias, _final_norm_eps])
+def test_a_changed_head_is_read(change, spy, monkeypatch):
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before, _ = _step_logits(model, ids, fused=True)
+    change(model)
+    fused, _ = _step_logits(model, ids, fused=True)
+    assert spy == ["step", "step"] and not torch.allclose(fused, before)
+    with monkeypatch.context() as m:
+        m.setattr(native_blocks, "lm_step", lambda *args: None)
+        m.setattr(native_blocks, "run", lambda *args: False)
+        modules, _ = _step_logits(model, ids, fused=True)
+    torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["transformer", "wte", "ln_f", "lm_head"])
+def test_hooks_around_the_blocks_run(where, spy):
+    model = _ready_model()
+    module = model.lm_head if where == "lm_head" else getattr(model.transformer, where, None)
+    module = module if module is not None else model.transformer
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, args: seen.append(m))
+    try:
+        _decode_one(model)
+    finally:
+        handle.remove()
+    # the step took the blocks call (the backbone's own hooks: not even that) or the modules
+    assert "step" not in spy and len(seen) == 2
+
+
+def test_dropout_switched_on_takes_the_module_path(spy):
+    model = _ready_model()
+    model.transformer.h[0].attn.resid_dropout.train()  # e.g. Monte Carlo dropout
+    _decode_one(model)
+    assert not spy
+    model.transformer.h[0].attn.resid_dropout.eval()
+    model.transformer.drop.train()  # (applied by the backbone before the blocks call)
+    _decode_one(model)
+    assert spy == ["blocks"]
+    spy.clear()
+    model.transformer.drop.eval()
+    _decode_one(model)
+    assert spy == ["step"]
+
+
+def test_an_embedding_with_max_norm_takes_the_module_path(spy):
+    model = _ready_model()
+    model.transformer.wte.max_norm = 1.0  # renormalizes the rows it reads
+    _decode_one(model)
+    assert "step" not in spy
+
+
+def test_bad_token_and_full_context_raise_the_module_paths_errors(spy):
+    model = _ready_model()
+    cache = KVCache(model.config.n_layer, capacity=8)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
+        with pytest.raises(ValueError, match="input_ids must be in"):
+            model(torch.tensor([[model.config.vocab_size]]), past_key_values=cache)
+        full = KVCache(model.config.n_layer)
+        n = model.config.n_positions
+        model(torch.randint(0, 100, (1, n)), past_key_values=full)
+        with pytest.raises(ValueError, match="exceeds the model's"):
+            model(torch.tensor([[5]]), past_key_values=full)
+    assert not spy

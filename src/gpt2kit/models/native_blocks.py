@@ -47,7 +47,7 @@ class _Plan:
     """A model's blocks as `native.run_blocks` reads them (`table`), whether the kernel
     computes them (`ok`), and what that was checked on."""
 
-    def __init__(self, model: GPT2Model) -> None:
+    def __init__(self, model: GPT2Model, lm: nn.Module | None = None) -> None:
         config = model.config
         self.parents: list[dict] = []  # child `names[i]` of `parents[i]` (a `_modules`) ...
         self.names: list[str] = []
@@ -61,27 +61,37 @@ class _Plan:
         self.attentions: list[nn.Module] = []  # their `scale`s, ...
         self.norms: list[nn.Module] = []  # ... `eps`s and ...
         self.mlps: list[nn.Module] = []  # ... `act`s are re-read each step
+        self.head: list[torch.Tensor | None] = []  # a whole step's ends (`native.HEAD_WEIGHTS`)
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
         self.activation = config.activation_function
         self.switch = None  # the first block's c_attn: `native_kernel` turns the kernel on
         self._edge(model._modules, "h", model.h)
         self.n_blocks = len(model.h)  # (a block appended to `h` leaves the others' edges)
         blocks = [self._block(model, i, block) for i, block in enumerate(model.h)]
+        # the dropouts the kernel skips: each must be off (`training` False) at each step
+        self.dropouts = [m for m in model.h.modules() if isinstance(m, nn.Dropout)]
+        head_ok = lm is None or self._head(model, lm)
         self.eps = self.norms[0].eps if self.norms else 0.0
         self.dtype = self.tensors[0].dtype if self.tensors and self.tensors[0] is not None else None
         self.ok = (
             bool(blocks)
             and all(blocks)
+            and head_ok
             and config.activation_function in native.ACTIVATIONS
             and not config.add_cross_attention
-            and self.dtype in (torch.float32, torch.bfloat16)
             and all(
-                n.normalized_shape == (config.n_embd,) and n.eps == self.eps for n in self.norms
+                a.n_head == self.attentions[0].n_head and a.n_head * a.head_dim == config.n_embd
+                for a in self.attentions
+            )
+            and self.dtype in (torch.float32, torch.bfloat16)
+            and all(  # (the blocks' norms share one eps; the final norm has its own)
+                n.normalized_shape == (config.n_embd,) and n.eps == self.eps
+                for n in self.norms[: 2 * self.n_blocks]
             )
             and all(
                 t is None
                 or (t.dtype == self.dtype and t.device.type == "cpu" and t.is_contiguous())
-                for t in self.tensors
+                for t in self.tensors + self.head
             )
         )
         self.table = native.pointer_table(self.tensors)
@@ -89,6 +99,9 @@ class _Plan:
         self.norm_eps = list(map(_EPS, self.norms))
         self.activations = list(map(_ACT, self.mlps))
         self.inner = blocks[0]["mlp.c_fc"].out_features if self.ok else 0  # type: ignore[index]
+        # (the modules' own head count, which the module path uses)
+        self.n_head = self.attentions[0].n_head if self.ok else 0
+        self.head_dim = config.n_embd // self.n_head if self.ok else 0
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
         """Record block `index`'s modules and parameters; None if the kernel cannot run it."""
@@ -106,16 +119,7 @@ class _Plan:
             self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
         self.switch = self.switch or found["attn.c_attn"]
         for name in _WEIGHTED:
-            params = found[name]._parameters
-            for p_name in ("weight", "bias"):
-                p = params.get(p_name)
-                self.param_dicts.append(params)
-                self.param_names.append(p_name)
-                self.param_ids.append(id(p))
-                self.tensors.append(None if p is None else p.detach())
-                if p is not None:
-                    self.present.append(p)
-                    self.pointers.append(p.data_ptr())
+            self.tensors += (self._param(found[name], "weight"), self._param(found[name], "bias"))
         types = {"": GPT2Block, "ln_1": nn.LayerNorm, "attn": GPT2Attention}
         types |= {"attn.c_attn": Linear, "attn.c_proj": Linear, "ln_2": nn.LayerNorm}
         types |= {"mlp": GPT2MLP, "mlp.c_fc": Linear, "mlp.c_proj": Linear}
@@ -130,6 +134,53 @@ class _Plan:
         self.norms += (found["ln_1"], found["ln_2"])
         self.mlps.append(found["mlp"])
         return found
+
+    def _head(self, model: GPT2Model, lm: nn.Module) -> bool:
+        """Record the ends of a whole step (`native.run_step`) of the LM-head model `lm`
+        around `model`: embeddings, final norm, LM head; whether the kernel computes them."""
+        from .backbone import Linear
+
+        self._edge(lm._modules, "transformer", model)
+        found = {name: model._modules.get(name) for name in ("wte", "wpe", "drop", "ln_f")}
+        found["lm_head"] = lm._modules.get("lm_head")
+        for name, module in found.items():
+            self._edge((lm if name == "lm_head" else model)._modules, name, module)
+        types = {"wte": nn.Embedding, "wpe": nn.Embedding, "drop": nn.Dropout}
+        types |= {"ln_f": nn.LayerNorm, "lm_head": Linear}
+        if any(type(found[name]) is not t for name, t in types.items()):
+            return False
+        for module in (model, *found.values()):
+            self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
+        self.dropouts.append(found["drop"])
+        self.norms.append(found["ln_f"])
+        self.head = [self._param(found[name], "weight") for name in ("wte", "wpe")]
+        self.head += (self._param(found["ln_f"], "weight"), self._param(found["ln_f"], "bias"))
+        self.head += (
+            self._param(found["lm_head"], "weight"),
+            self._param(found["lm_head"], "bias"),
+        )
+        wte, wpe, ln_w, _, lm_w, _ = self.head
+        d = model.config.n_embd
+        return (
+            found["wte"].max_norm is None  # (renormalizes rows as it reads them)
+            and found["wpe"].max_norm is None
+            and ln_w is not None
+            and found["ln_f"].normalized_shape == (d,)
+            and all(t is not None and t.dim() == 2 and t.shape[1] == d for t in (wte, wpe, lm_w))
+        )
+
+    def _param(self, module: nn.Module, name: str) -> torch.Tensor | None:
+        """`module`'s parameter `name` (or None), recorded to be checked each step."""
+        params = module._parameters
+        p = params.get(name)
+        self.param_dicts.append(params)
+        self.param_names.append(name)
+        self.param_ids.append(id(p))
+        if p is None:
+            return None
+        self.present.append(p)
+        self.pointers.append(p.data_ptr())
+        return p.detach()
 
     # A copy or a pickle of the model gets no plan (raw pointers into this model's memory);
     # its first step builds its own.
@@ -171,39 +222,92 @@ class _Plan:
 _SCALE = operator.attrgetter("scale")
 _EPS = operator.attrgetter("eps")
 _ACT = operator.attrgetter("act")
+_TRAINING = operator.attrgetter("training")
 
 
 def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
     """Run `model`'s blocks on `x [1, 1, d]` in place, writing this token's keys and values
     into `cache`; False, with nothing changed but the cache's capacity, where the module
     path must run instead."""
-    plan: _Plan | None = model.__dict__.get("_native_blocks_plan")
+    plan = _checked_plan(model.__dict__, "_native_blocks_plan", model, None)
+    if x.dtype != plan.dtype or x.device.type != "cpu":
+        return False
+    caches = _reserve(plan, cache)
+    if caches is None:
+        return False
+    native.run_blocks(
+        x, plan.table, caches, plan.scales, plan.n_head, plan.inner, cache.length,
+        plan.eps, plan.activation,
+    )  # fmt: skip
+    return True
+
+
+def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> torch.Tensor | None:
+    """The logits `[1, 1, vocab]` of one batch-1 decoding step of the LM-head model `lm`
+    (its backbone at `lm.transformer`, its head at `lm.lm_head`) on the token
+    `input_ids [1, 1]` after the `cache`d ones, in one native call (`native.run_step`),
+    the cache advanced; None, with nothing changed but the cache's capacity, where the
+    module path must run (the caller checks that no other forward argument is set).
+
+    Why: after the blocks went native, the embedding, final norm, LM head and the Python
+    of the two forwards around them were ~1 ms of a ~33 ms GPT-2 small step."""
+    if (
+        input_ids is None
+        or input_ids.shape != (1, 1)
+        or input_ids.device.type != "cpu"
+        or lm.training
+        or torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    plan = _checked_plan(lm.__dict__, "_native_step_plan", lm.transformer, lm)
+    token, pos = int(input_ids), cache.length
+    wte, wpe = plan.head[0], plan.head[1]
+    if not (0 <= token < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
+        return None  # (the module path raises the error that names the problem)
+    caches = _reserve(plan, cache)
+    if caches is None:
+        return None
+    logits = native.run_step(
+        token, plan.table, plan.head, caches, plan.scales, plan.n_head, plan.inner, pos,
+        plan.eps, plan.activation, plan.norm_eps[-1],  # (the final norm's)
+    )  # fmt: skip
+    cache.advance(1)
+    return logits.view(1, 1, -1)
+
+
+def _checked_plan(home: dict, key: str, model: GPT2Model, lm: nn.Module | None) -> _Plan:
+    """The plan kept in `home[key]`, rebuilt when what it was checked on changed."""
+    plan: _Plan | None = home.get(key)
     if plan is None or plan.n_blocks != len(model.h) or not plan.current():
-        plan = model.__dict__["_native_blocks_plan"] = _Plan(model)
+        plan = home[key] = _Plan(model, lm)
+    return plan
+
+
+def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
+    """Each block's key and value buffers with room for one more position, where the
+    kernel may run the plan now (else None)."""
     if (
         not plan.ok
         or not plan.switch.native_kernel  # type: ignore[union-attr]
         or plan.hooked()
-        or x.dtype != plan.dtype
-        or x.device.type != "cpu"
+        or any(map(_TRAINING, plan.dropouts))  # (one switched on: e.g. Monte Carlo dropout)
+        or type(cache) is not KVCache
     ):
-        return False
-    config = model.config
-    pos, H, hs = cache.length, config.n_head, config.head_dim
+        return None
+    pos, H, hs = cache.length, plan.n_head, plan.head_dim
     caches: list[torch.Tensor] = []
+    like = plan.tensors[0]
     for i in range(len(plan.scales)):  # (plan.ok: one per block)
-        keys, values = cache.reserve(i, pos + 1, 1, H, hs, x)
+        keys, values = cache.reserve(i, pos + 1, 1, H, hs, like)  # type: ignore[arg-type]
         # (a cache built from a user's legacy tuple may hold another dtype or layout)
         if not (
-            keys.dtype == values.dtype == x.dtype
+            keys.dtype == values.dtype == plan.dtype
             and keys.shape == values.shape
             and keys.shape[2] == cache.keys[0].shape[2]  # type: ignore[union-attr]
             and keys.is_contiguous()
             and values.is_contiguous()
         ):
-            return False
+            return None
         caches += (keys, values)
-    native.run_blocks(
-        x, plan.table, caches, plan.scales, H, plan.inner, pos, plan.eps, plan.activation
-    )
-    return True
+    return caches

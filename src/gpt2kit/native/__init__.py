@@ -143,6 +143,7 @@ def load() -> ctypes.CDLL | None:
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
         fn.argtypes += [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
+        fn.argtypes += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float]
         fn.restype = ctypes.c_int
     _lib = lib
     return _lib
@@ -291,16 +292,83 @@ def run_blocks(
     the threads stay in one parallel region. Same arithmetic as the module path (values
     rounded to bf16 where a bf16 model stores them), up to summation order.
     """
+    assert x.is_contiguous()
+    _call_blocks(
+        x.data_ptr(), x.dtype, weights, caches, scales, n_head, inner, pos, eps, activation
+    )
+
+
+# what `run_step`'s head table holds, in order (kernels.c's HEAD_ enum)
+HEAD_WEIGHTS = ("wte", "wpe", "ln_f.weight", "ln_f.bias", "lm_head.weight", "lm_head.bias")
+
+
+def run_step(
+    token: int,
+    weights: ctypes.Array,
+    head: list[torch.Tensor | None],
+    caches: list[torch.Tensor],
+    scales: list[float],
+    n_head: int,
+    inner: int,
+    pos: int,
+    eps: float,
+    activation: str,
+    head_eps: float,
+) -> torch.Tensor:
+    """A whole batch-1 decoding step of an LM-head model in one call: the logits `[vocab]`
+    (the weights' dtype) of the token after `token`, at position `pos`.
+
+    As `run_blocks`, on the embedding `wte[token] + wpe[pos]` instead of a given hidden
+    state, followed by the final layer norm (`head_eps`) and the LM head. `head` holds
+    the tensors named by `HEAD_WEIGHTS` (the LM head's bias may be None): the embeddings
+    `[vocab, d]` and `[n_positions, d]` (`pos` within), and the LM head weight `[vocab,
+    d]`, of the blocks' dtype, contiguous, on CPU; the caller checks `token` and `pos`.
+
+    Why: the embedding, final norm and LM head calls of the module path, and the Python
+    of two model forwards around them, were ~1 ms of a ~33 ms GPT-2 small step after the
+    blocks went native; the LM head's threads also join the step's parallel region.
+    """
+    wte, lm_weight = head[0], head[4]
+    assert wte is not None and lm_weight is not None
+    vocab = lm_weight.shape[0]
+    logits = torch.empty(vocab, dtype=wte.dtype)
+    scores = logits if wte.dtype == torch.float32 else torch.empty(vocab)  # (fp32 sums)
+    table = pointer_table([*head, scores, None if scores is logits else logits])
+    _call_blocks(
+        None, wte.dtype, weights, caches, scales, n_head, inner, pos, eps, activation,
+        head=table, token=token, vocab=vocab, head_eps=head_eps,
+    )  # fmt: skip
+    return logits
+
+
+def _call_blocks(
+    x_ptr: int | None,
+    dtype: torch.dtype,
+    weights: ctypes.Array,
+    caches: list[torch.Tensor],
+    scales: list[float],
+    n_head: int,
+    inner: int,
+    pos: int,
+    eps: float,
+    activation: str,
+    *,
+    head: ctypes.Array | None = None,
+    token: int = 0,
+    vocab: int = 0,
+    head_eps: float = 0.0,
+) -> None:
     lib = _lib
-    assert lib is not None and x.is_contiguous()
+    assert lib is not None
     n_layer, capacity = len(scales), caches[0].shape[2]
     assert len(weights) == n_layer * WEIGHTS_PER_BLOCK and len(caches) == 2 * n_layer
     assert capacity > pos and all(c.shape[2] == capacity for c in caches)
-    fn = lib.gpt2kit_blocks_f32 if x.dtype == torch.float32 else lib.gpt2kit_blocks_bf16
+    fn = lib.gpt2kit_blocks_f32 if dtype == torch.float32 else lib.gpt2kit_blocks_bf16
     kv = pointer_table(caches)  # type: ignore[arg-type]
     scale_table = (ctypes.c_float * n_layer)(*scales)
-    args = (weights, kv, scale_table, n_layer, x.data_ptr(), x.shape[-1], n_head, inner)
-    if fn(*args, capacity, pos, eps, ACTIVATIONS[activation], torch.get_num_threads()):
+    d = caches[0].shape[1] * caches[0].shape[3]
+    args = (weights, kv, scale_table, n_layer, x_ptr, d, n_head, inner, capacity, pos, eps)
+    if fn(*args, ACTIVATIONS[activation], torch.get_num_threads(), head, token, vocab, head_eps):
         raise MemoryError("gpt2kit native decoding step: out of memory")
 
 

@@ -343,8 +343,16 @@ static inline __attribute__((always_inline)) void product(
     #pragma omp barrier
 }
 
+/* The ends of a whole step (`head` of blocks_impl, NULL for the blocks alone): the token's
+ * embedding in, its logits out. Pointers: token embedding wte [vocab, d], position embedding
+ * wpe [n_positions, d], final norm weight and bias, LM head weight [vocab, d] and bias (may be
+ * NULL), fp32 logits [vocab], and bf16 logits [vocab] (NULL for an fp32 model). */
+enum { HEAD_WTE, HEAD_WPE, HEAD_LN_W, HEAD_LN_B, HEAD_LM_W, HEAD_LM_B, HEAD_OUT, HEAD_OUT_BF16 };
+
 /* Runs the n_layer pre-norm blocks of GPT-2 on the hidden state x [d] of one new token at
- * position `pos` (in and out; fp32, or bf16 when `bf16`). Per layer, `p` holds 12 pointers:
+ * position `pos` (in and out; fp32, or bf16 when `bf16`); with `head`, on the embedding of
+ * token `token` instead, followed by the final norm (`head_eps`) and the LM head's `vocab`
+ * logits (x_io is then not read or written). Per layer, `p` holds 12 pointers:
  * ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias; ln_2
  * weight, bias; c_fc weight [inner, d], bias; mlp c_proj weight [d, inner], bias (biases may
  * be NULL); `kv` the layer's key and value caches [H, cap, d / H], where the token's key and
@@ -354,12 +362,19 @@ static inline __attribute__((always_inline)) void product(
 static inline __attribute__((always_inline)) int blocks_impl(
     void *const *p, void *const *kv, const float *scales, int64_t n_layer, void *x_io,
     int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps, int act,
-    int nthreads, const int bf16) {
+    int nthreads, void *const *head, int64_t token, int64_t vocab, float head_eps,
+    const int bf16) {
     const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
     float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
     if (!buf) return 1;
     float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
-    for (int64_t k = 0; k < d; k++) x[k] = load_t(x_io, k, bf16);
+    if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
+        for (int64_t k = 0; k < d; k++)
+            x[k] = round_as(load_t(head[HEAD_WTE], token * d + k, bf16) +
+                                load_t(head[HEAD_WPE], pos * d + k, bf16),
+                            bf16);
+    else
+        for (int64_t k = 0; k < d; k++) x[k] = load_t(x_io, k, bf16);
     #pragma omp parallel num_threads(nthreads)
     {
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -379,23 +394,37 @@ static inline __attribute__((always_inline)) int blocks_impl(
             product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth, bf16);
             product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth, bf16);
         }
+        if (head) {
+            #pragma omp single
+            layer_norm(x, head[HEAD_LN_W], head[HEAD_LN_B], xn, d, head_eps, bf16);
+            product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, vocab, d, EPI_BIAS,
+                    act, tid, nth, bf16);
+        }
     }
-    for (int64_t k = 0; k < d; k++) {
-        if (bf16) ((uint16_t *)x_io)[k] = f32_to_bf16(x[k]);
-        else ((float *)x_io)[k] = x[k];
-    }
+    if (head && head[HEAD_OUT_BF16]) /* (values already rounded: the conversion is exact) */
+        for (int64_t r = 0; r < vocab; r++)
+            ((uint16_t *)head[HEAD_OUT_BF16])[r] = f32_to_bf16(((const float *)head[HEAD_OUT])[r]);
+    else if (!head)
+        for (int64_t k = 0; k < d; k++) {
+            if (bf16) ((uint16_t *)x_io)[k] = f32_to_bf16(x[k]);
+            else ((float *)x_io)[k] = x[k];
+        }
     free(buf);
     return 0;
 }
 
 int gpt2kit_blocks_f32(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
                        float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
-                       float eps, int act, int nthreads) {
-    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 0);
+                       float eps, int act, int nthreads, void *const *head, int64_t token,
+                       int64_t vocab, float head_eps) {
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
+                       token, vocab, head_eps, 0);
 }
 
 int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
                         uint16_t *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
-                        float eps, int act, int nthreads) {
-    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, 1);
+                        float eps, int act, int nthreads, void *const *head, int64_t token,
+                        int64_t vocab, float head_eps) {
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
+                       token, vocab, head_eps, 1);
 }
