@@ -1,23 +1,31 @@
-"""All transformer blocks of a batch-1 CPU decoding step in one native call
-(`gpt2kit.native.run_blocks`), and the checks that decide when that is the same
-computation as the modules'.
+"""A batch-1 CPU decoding step in one native call, and the checks that decide when that
+is the same computation as the modules'. Two entry points:
+
+- `lm_step`, from `GPT2LMHeadModel.forward` (and its subclasses): the whole step, token
+  id in, logits out (`native.run_step`: embedding, every block, final norm, LM head);
+- `run`, from `GPT2Model.forward` where the whole step does not apply (the backbone
+  called alone, other heads, a dropout on before the blocks): the blocks only
+  (`native.run_blocks`, in place on the embedded hidden state).
 
 Why: once the products stream the weights near the memory bandwidth (`gpt2kit/native`),
 the ~15 PyTorch ops per block between them (layer norms, activation, residual adds,
 module calls) are a fifth of a GPT-2 small fp32 step on a 2-core CPU; in one call they
-take microseconds (measured in `benchmarks/bench_generation.py`).
+take microseconds. The whole step also saves the embedding, final norm and LM-head calls
+and the Python of two model forwards (~1 ms of a ~33 ms step: 1.02-1.04x fp32, 1.07x
+bf16 tokens/s over the blocks call; measured interleaved, `benchmarks/README.md`).
 
 When: the model turned the kernels on (`use_decode_layout`), no autograd, compiler or
-training (checked by `GPT2Model`), and here: CPU, fp32 or bf16 throughout, an activation
-the kernel computes, no cross-attention, the stock module types (an adapter, a
-parametrization or a subclass may change the math), and no forward hooks on the blocks'
-modules (they would not run). Anything else takes the module path, which computes the
-same function.
+training, and: CPU, fp32 or bf16 throughout, an activation the kernel computes, no
+cross-attention, the stock module types (an adapter, a parametrization or a subclass may
+change the math), every dropout the kernel skips switched off, and no forward hooks on
+the modules it stands in for (they would not run). Anything else takes the module path,
+which computes the same function (and raises its errors: a token id outside the
+vocabulary, a full context).
 
 The checked weights and their pointer table are kept in a `_Plan` with what they were
 checked on: the module tree (which child sits under which name), the parameter objects
 and their data pointers, the attentions' `scale`, the norms' `eps`, the MLPs' `act`, and
-the modules' hook dicts. A step re-reads those (~80 us for 12 blocks, where the full
+the modules' hook dicts. A step re-reads those (~80-300 us for 12 blocks, where the full
 checks take ~1 ms); a change to any of them (replacing a module or a parameter, `.to()`,
 a layout change) builds a new plan.
 """

@@ -9,7 +9,9 @@ PyTorch's own OpenMP threads) streams them at 15-21 GB/s, and widens bf16 weight
 registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too (where
 PyTorch multiplies bf16 one row at a time, several rows share one pass). The step's
 attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,
-and at batch 1 so are all the blocks (`run_blocks`, driven by `models/native_blocks.py`).
+and at batch 1 so are all the blocks (`run_blocks`) or a language model's whole step,
+embedding to logits (`run_step`), driven by `models/native_blocks.py`. The decode arena
+(`models/base.py`) sits on 2 MiB pages (`huge_page_empty`).
 Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,

@@ -1,6 +1,7 @@
 /* Decoding kernels for CPU (see gpt2kit/native/__init__.py): few-row products
  * y = x W^T + b, the attention of one new token over the cache, and the transformer
- * blocks of a whole batch-1 step built from both (end of file).
+ * blocks of a whole batch-1 step built from both, optionally with its embedding, final norm
+ * and LM head (end of file).
  *
  * Batch-1 decoding is a stream of matrix-vector products: every weight is read once per
  * token and used for one multiply-add, so the step is bound by memory bandwidth. BLAS
@@ -91,7 +92,7 @@ static inline __attribute__((always_inline)) void rows_dot(
     const uintptr_t ahead = (uintptr_t)((const char *)W + r0 * in * esize) + PREFETCH_BYTES;
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
-        if (prefetch && (k & (CHUNK - 1)) == 0)
+        if (PREFETCH_BYTES > 0 && prefetch && (k & (CHUNK - 1)) == 0)
             for (int64_t line = 0; line < BLOCK_ROWS * CHUNK * esize; line += 64)
                 __builtin_prefetch((const void *)(ahead + BLOCK_ROWS * k * esize + line), 0, 0);
         v8f xv[2];
