@@ -394,6 +394,18 @@ def test_dropout_switched_on_takes_the_module_path(spy):
     assert spy == ["step"]
 
 
+def test_a_head_of_another_type_takes_the_blocks_call(spy):
+    model = _ready_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected, _ = _step_logits(model, ids, fused=False)
+    plain = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False)
+    plain.weight = model.lm_head.weight  # (still tied)
+    model.lm_head = plain  # torch's own Linear: not the type the plan knows
+    fused, _ = _step_logits(model, ids, fused=True)
+    assert spy == ["blocks"]
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_an_embedding_with_max_norm_takes_the_module_path(spy):
     model = _ready_model()
     model.transformer.wte.max_norm = 1.0  # renormalizes the rows it reads

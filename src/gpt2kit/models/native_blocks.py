@@ -52,8 +52,9 @@ _WEIGHTED = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_pr
 
 
 class _Plan:
-    """A model's blocks as `native.run_blocks` reads them (`table`), whether the kernel
-    computes them (`ok`), and what that was checked on."""
+    """A model's blocks as `native.run_blocks` reads them (`table`; with `lm`, also the
+    `head` tensors `native.run_step` reads), whether the kernel computes them (`ok`), and
+    what that was checked on."""
 
     def __init__(self, model: GPT2Model, lm: nn.Module | None = None) -> None:
         config = model.config
@@ -269,6 +270,8 @@ def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> to
     ):
         return None
     plan = _checked_plan(lm.__dict__, "_native_step_plan", lm.transformer, lm)
+    if not plan.ok:
+        return None
     token, pos = int(input_ids), cache.length
     wte, wpe = plan.head[0], plan.head[1]
     if not (0 <= token < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
