@@ -323,3 +323,18 @@ def test_dropout_active_in_train_mode_only():
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize(
+    "ids,message",
+    [
+        (torch.tensor([[1, 100]]), r"input_ids must be in \[0, 100\)"),
+        (torch.tensor([1, 2]), r"input_ids must be \[batch, tokens\]"),
+        (torch.tensor([[1.0, 2.0]]), "integer token ids, got dtype torch.float32"),
+        (torch.tensor([[True]]), "integer token ids, got dtype torch.bool"),
+    ],
+)
+def test_bad_input_ids_name_the_problem(ids, message):
+    model = GPT2Model(tiny_config()).eval()
+    with pytest.raises(ValueError, match=message):
+        model(ids)

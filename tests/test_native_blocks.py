@@ -426,3 +426,6 @@ def test_bad_token_and_full_context_raise_the_module_paths_errors(spy):
         with pytest.raises(ValueError, match="exceeds the model's"):
             model(torch.tensor([[5]]), past_key_values=full)
     assert not spy
+    with torch.no_grad(), pytest.raises(ValueError, match="integer token ids"):
+        model(torch.tensor([[5.0]]), past_key_values=cache)  # float ids: not read as a token
+    assert not spy

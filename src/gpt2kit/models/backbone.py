@@ -365,6 +365,15 @@ class GPT2Model(GPT2PreTrainedModel):
                 raise ValueError(
                     f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
                 )
+            if (
+                input_ids.is_floating_point()
+                or input_ids.is_complex()
+                or input_ids.dtype == torch.bool
+            ):
+                raise ValueError(
+                    f"input_ids must hold integer token ids, got dtype {input_ids.dtype} "
+                    "(convert with .long(); to pass vectors, use inputs_embeds)"
+                )
             if input_ids.numel() and (
                 input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size
             ):

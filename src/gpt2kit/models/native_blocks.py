@@ -263,6 +263,7 @@ def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> to
     if (
         input_ids is None
         or input_ids.shape != (1, 1)
+        or input_ids.dtype not in (torch.int64, torch.int32)  # (else the module path's error)
         or input_ids.device.type != "cpu"
         or lm.training
         or torch.is_grad_enabled()
