@@ -103,14 +103,18 @@ class _Plan:
                 for t in self.tensors + self.head
             )
         )
-        self.table = native.pointer_table(self.tensors)
         self.scales = list(map(_SCALE, self.attentions))
         self.norm_eps = list(map(_EPS, self.norms))
         self.activations = list(map(_ACT, self.mlps))
-        self.inner = blocks[0]["mlp.c_fc"].out_features if self.ok else 0  # type: ignore[index]
-        # (the modules' own head count, which the module path uses)
-        self.n_head = self.attentions[0].n_head if self.ok else 0
-        self.head_dim = config.n_embd // self.n_head if self.ok else 0
+        self.blocks: native.Blocks | None = None  # what the kernel reads, where it runs
+        if self.ok:
+            # (the modules' own head count, which the module path uses)
+            self.n_head = self.attentions[0].n_head
+            self.head_dim = config.n_embd // self.n_head
+            inner = blocks[0]["mlp.c_fc"].out_features  # type: ignore[index]
+            self.blocks = native.Blocks.build(
+                self.tensors, self.scales, self.n_head, inner, self.eps, self.activation
+            )
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
         """Record block `index`'s modules and parameters; None if the kernel cannot run it."""
@@ -244,10 +248,7 @@ def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
     caches = _reserve(plan, cache)
     if caches is None:
         return False
-    native.run_blocks(
-        x, plan.table, caches, plan.scales, plan.n_head, plan.inner, cache.length,
-        plan.eps, plan.activation,
-    )  # fmt: skip
+    native.run_blocks(x, plan.blocks, caches, cache.length)  # type: ignore[arg-type]
     return True
 
 
@@ -280,10 +281,8 @@ def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> to
     caches = _reserve(plan, cache)
     if caches is None:
         return None
-    logits = native.run_step(
-        token, plan.table, plan.head, caches, plan.scales, plan.n_head, plan.inner, pos,
-        plan.eps, plan.activation, plan.norm_eps[-1],  # (the final norm's)
-    )  # fmt: skip
+    final_eps = plan.norm_eps[-1]  # (the final norm's own)
+    logits = native.run_step(token, plan.blocks, plan.head, final_eps, caches, pos)  # type: ignore[arg-type]
     cache.advance(1)
     return logits.view(1, 1, -1)
 
@@ -300,7 +299,7 @@ def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
     """Each block's key and value buffers with room for one more position, where the
     kernel may run the plan now (else None)."""
     if (
-        not plan.ok
+        plan.blocks is None
         or not plan.switch.native_kernel  # type: ignore[union-attr]
         or plan.hooked()
         or any(map(_TRAINING, plan.dropouts))  # (one switched on: e.g. Monte Carlo dropout)
@@ -310,7 +309,7 @@ def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
     pos, H, hs = cache.length, plan.n_head, plan.head_dim
     caches: list[torch.Tensor] = []
     like = plan.tensors[0]
-    for i in range(len(plan.scales)):  # (plan.ok: one per block)
+    for i in range(plan.n_blocks):
         keys, values = cache.reserve(i, pos + 1, 1, H, hs, like)  # type: ignore[arg-type]
         # (a cache built from a user's legacy tuple may hold another dtype or layout)
         if not (

@@ -39,6 +39,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,32 +261,53 @@ WEIGHTS_PER_BLOCK = 12
 
 
 def pointer_table(tensors: list[torch.Tensor | None]) -> ctypes.Array:
-    """The data pointers of `tensors` (None: NULL) as the C array `run_blocks` reads."""
+    """The data pointers of `tensors` (None: NULL) as a C array of pointers."""
     return (ctypes.c_void_p * len(tensors))(*(None if t is None else t.data_ptr() for t in tensors))
 
 
-def run_blocks(
-    x: torch.Tensor,
-    weights: ctypes.Array,
-    caches: list[torch.Tensor],
-    scales: list[float],
-    n_head: int,
-    inner: int,
-    pos: int,
-    eps: float,
-    activation: str,
-) -> None:
-    """Every transformer block of one batch-1 decoding step in one call, in place on the
-    hidden state `x [1, 1, d]` (contiguous, fp32 or bf16) of the token at position `pos`.
+@dataclass(frozen=True)
+class Blocks:
+    """What `run_blocks` and `run_step` read of a model's transformer blocks, built once per
+    model (`models/native_blocks.py` keeps it with the checks it rests on).
 
-    `weights` (`pointer_table`) holds `WEIGHTS_PER_BLOCK` tensors per block, all of `x`'s
-    dtype, contiguous, on CPU: ln_1 weight, bias; attn c_attn weight `[3d, d]`, bias; attn
-    c_proj weight, bias; ln_2 weight, bias; mlp c_fc weight `[inner, d]`, bias; mlp c_proj
-    weight, bias (biases may be None). `caches` holds each block's key and value buffers
-    (`[1, n_head, capacity, d / n_head]`, one capacity `> pos`, contiguous, `x`'s dtype),
-    where the token's key and value are written. `scales[i]` is block i's attention scale,
-    `activation` a key of `ACTIVATIONS`. The caller keeps the weights alive and checks
-    the shapes. (The weight table is built once per model; the caches' pointers are
+    `table`: `WEIGHTS_PER_BLOCK` pointers per block (`pointer_table`), to tensors of one
+    dtype (`dtype`, fp32 or bf16), contiguous, on CPU: ln_1 weight, bias; attn c_attn weight
+    `[3d, d]`, bias; attn c_proj weight `[d, d]`, bias; ln_2 weight, bias; mlp c_fc weight
+    `[inner, d]`, bias; mlp c_proj weight `[d, inner]`, bias (biases may be NULL). The
+    holder keeps those tensors alive. `scales[i]`: block i's attention scale; `eps` the
+    blocks' layer-norm eps; `activation` a key of `ACTIVATIONS`.
+    """
+
+    table: ctypes.Array
+    scales: ctypes.Array  # float per block
+    dtype: torch.dtype
+    n_head: int
+    inner: int
+    eps: float
+    activation: str
+
+    @classmethod
+    def build(
+        cls,
+        tensors: list[torch.Tensor | None],
+        scales: list[float],
+        n_head: int,
+        inner: int,
+        eps: float,
+        activation: str,
+    ) -> Blocks:
+        assert len(tensors) == len(scales) * WEIGHTS_PER_BLOCK and tensors[0] is not None
+        table, scale_table = pointer_table(tensors), (ctypes.c_float * len(scales))(*scales)
+        return cls(table, scale_table, tensors[0].dtype, n_head, inner, eps, activation)
+
+
+def run_blocks(x: torch.Tensor, blocks: Blocks, caches: list[torch.Tensor], pos: int) -> None:
+    """Every transformer block of one batch-1 decoding step in one call, in place on the
+    hidden state `x [1, 1, d]` (contiguous, `blocks.dtype`) of the token at position `pos`.
+
+    `caches` holds each block's key and value buffers (`[1, n_head, capacity, d /
+    n_head]`, one capacity `> pos`, contiguous, the blocks' dtype), where the token's key
+    and value are written. (The weights are built once per model; the caches' pointers are
     passed per call, so threads decoding with one model do not share mutable state.)
 
     Why: between the products, a step's PyTorch ops (layer norms, activation, residual
@@ -294,34 +316,27 @@ def run_blocks(
     the threads stay in one parallel region. Same arithmetic as the module path (values
     rounded to bf16 where a bf16 model stores them), up to summation order.
     """
-    assert x.is_contiguous()
-    _call_blocks(
-        x.data_ptr(), x.dtype, weights, caches, scales, n_head, inner, pos, eps, activation
-    )
+    assert x.is_contiguous() and x.dtype == blocks.dtype
+    _call_blocks(blocks, caches, pos, x_ptr=x.data_ptr())
 
 
-# what `run_step`'s head table holds, in order (kernels.c's HEAD_ enum)
+# what `run_step`'s head holds, in order (kernels.c's HEAD_ enum)
 HEAD_WEIGHTS = ("wte", "wpe", "ln_f.weight", "ln_f.bias", "lm_head.weight", "lm_head.bias")
 
 
 def run_step(
     token: int,
-    weights: ctypes.Array,
+    blocks: Blocks,
     head: list[torch.Tensor | None],
-    caches: list[torch.Tensor],
-    scales: list[float],
-    n_head: int,
-    inner: int,
-    pos: int,
-    eps: float,
-    activation: str,
     head_eps: float,
+    caches: list[torch.Tensor],
+    pos: int,
 ) -> torch.Tensor:
     """A whole batch-1 decoding step of an LM-head model in one call: the logits `[vocab]`
-    (the weights' dtype) of the token after `token`, at position `pos`.
+    (the blocks' dtype) of the token after `token`, at position `pos`.
 
     As `run_blocks`, on the embedding `wte[token] + wpe[pos]` instead of a given hidden
-    state, followed by the final layer norm (`head_eps`) and the LM head. `head` holds
+    state, followed by the final layer norm (eps `head_eps`) and the LM head. `head` holds
     the tensors named by `HEAD_WEIGHTS` (the LM head's bias may be None): the embeddings
     `[vocab, d]` and `[n_positions, d]` (`pos` within), and the LM head weight `[vocab,
     d]`, of the blocks' dtype, contiguous, on CPU; the caller checks `token` and `pos`.
@@ -330,47 +345,39 @@ def run_step(
     of two model forwards around them, were ~1 ms of a ~33 ms GPT-2 small step after the
     blocks went native; the LM head's threads also join the step's parallel region.
     """
-    wte, lm_weight = head[0], head[4]
-    assert wte is not None and lm_weight is not None
+    lm_weight = head[4]
+    assert lm_weight is not None
     vocab = lm_weight.shape[0]
-    logits = torch.empty(vocab, dtype=wte.dtype)
-    scores = logits if wte.dtype == torch.float32 else torch.empty(vocab)  # (fp32 sums)
+    logits = torch.empty(vocab, dtype=blocks.dtype)
+    scores = logits if blocks.dtype == torch.float32 else torch.empty(vocab)  # (fp32 sums)
     table = pointer_table([*head, scores, None if scores is logits else logits])
-    _call_blocks(
-        None, wte.dtype, weights, caches, scales, n_head, inner, pos, eps, activation,
-        head=table, token=token, vocab=vocab, head_eps=head_eps,
-    )  # fmt: skip
+    _call_blocks(blocks, caches, pos, head=table, token=token, vocab=vocab, head_eps=head_eps)
     return logits
 
 
 def _call_blocks(
-    x_ptr: int | None,
-    dtype: torch.dtype,
-    weights: ctypes.Array,
+    blocks: Blocks,
     caches: list[torch.Tensor],
-    scales: list[float],
-    n_head: int,
-    inner: int,
     pos: int,
-    eps: float,
-    activation: str,
     *,
+    x_ptr: int | None = None,
     head: ctypes.Array | None = None,
     token: int = 0,
     vocab: int = 0,
     head_eps: float = 0.0,
 ) -> None:
+    """`gpt2kit_blocks_*` on the hidden state at `x_ptr`, or with `head` (`run_step`)."""
     lib = _lib
     assert lib is not None
-    n_layer, capacity = len(scales), caches[0].shape[2]
-    assert len(weights) == n_layer * WEIGHTS_PER_BLOCK and len(caches) == 2 * n_layer
+    n_layer, capacity = len(blocks.scales), caches[0].shape[2]
+    assert len(caches) == 2 * n_layer
     assert capacity > pos and all(c.shape[2] == capacity for c in caches)
-    fn = lib.gpt2kit_blocks_f32 if dtype == torch.float32 else lib.gpt2kit_blocks_bf16
+    fn = lib.gpt2kit_blocks_f32 if blocks.dtype == torch.float32 else lib.gpt2kit_blocks_bf16
     kv = pointer_table(caches)  # type: ignore[arg-type]
-    scale_table = (ctypes.c_float * n_layer)(*scales)
     d = caches[0].shape[1] * caches[0].shape[3]
-    args = (weights, kv, scale_table, n_layer, x_ptr, d, n_head, inner, capacity, pos, eps)
-    if fn(*args, ACTIVATIONS[activation], torch.get_num_threads(), head, token, vocab, head_eps):
+    args = (blocks.table, kv, blocks.scales, n_layer, x_ptr, d, blocks.n_head, blocks.inner)
+    args += (capacity, pos, blocks.eps, ACTIVATIONS[blocks.activation], torch.get_num_threads())
+    if fn(*args, head, token, vocab, head_eps):
         raise MemoryError("gpt2kit native decoding step: out of memory")
 
 
