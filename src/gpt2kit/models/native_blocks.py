@@ -52,9 +52,9 @@ _WEIGHTED = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_pr
 
 
 class _Plan:
-    """A model's blocks as `native.run_blocks` reads them (`table`; with `lm`, also the
-    `head` tensors `native.run_step` reads), whether the kernel computes them (`ok`), and
-    what that was checked on."""
+    """A model's blocks as the kernel reads them (`blocks`, a `native.Blocks`; with `lm`,
+    also the `head` tensors `native.run_step` reads), whether the kernel computes them
+    (`ok`), and what that was checked on."""
 
     def __init__(self, model: GPT2Model, lm: nn.Module | None = None) -> None:
         config = model.config
