@@ -86,11 +86,15 @@ def test_linear_uses_the_kernel_only_without_autograd(monkeypatch):
         assert calls == []
         layer.native_kernel = True
         layer(x)
-        layer(x.repeat(4, 1, 1))  # fp32, several rows: BLAS / oneDNN
-        assert len(calls) == 1
+        layer(x.repeat(4, 1, 1))  # fp32, a few rows (a short prompt): the kernel too
+        torch.testing.assert_close(
+            layer(x.repeat(4, 1, 1)), F.linear(x.repeat(4, 1, 1), layer.weight, layer.bias)
+        )
+        layer(x.repeat(layer.NATIVE_ROWS + 1, 1, 1))  # more rows: BLAS
+        assert len(calls) == 3
         layer.bfloat16()
         layer(x.bfloat16().repeat(4, 1, 1))  # bf16 rows: the kernel unless bf16 units
-        expected = 1 + (not backbone._cpu_has_bf16_units())
+        expected = 3 + (not backbone._cpu_has_bf16_units())
         assert len(calls) == expected
         layer(x.bfloat16().repeat(40, 1, 1))  # 32+ rows without bf16 units: fp32 upcast
         assert len(calls) == expected
