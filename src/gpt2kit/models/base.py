@@ -115,8 +115,8 @@ class GPT2PreTrainedModel(nn.Module):
         - 1 row (batch-1 decoding), fp32 or bf16, where the native kernel builds
           (`gpt2kit/native`, unless `native_decode = False`): every projection weight and
           the LM head move into one buffer in the order a step reads them (the "decode
-          arena"), so the kernel's prefetch runs from one matrix into the next; on
-          2 MiB pages where Linux allows (`native.huge_page_empty`: ~1.045x tokens/s).
+          arena"), one mapping on 2 MiB pages where Linux allows
+          (`native.huge_page_empty`: ~1.045x tokens/s).
         - 1 row, fp32, no native kernel: widening weights (`c_attn`, `c_fc`, the LM head)
           stored column-major, which BLAS multiplies fastest as `x @ W.T` (measured on a
           2-core EPYC: 0.54 vs 0.67 ms for `c_attn`, 9.7 vs 14.2 ms for the LM head).

@@ -4,8 +4,8 @@ attention of one new token, and every transformer block of a batch-1 step in one
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
 small's weights at 10-15 GB/s on this project's 2-core EPYC where a plain read reaches
-18-24 GB/s; `kernels.c` (four rows per pass, software prefetch across matrix boundaries,
-PyTorch's own OpenMP threads) streams them at 15-21 GB/s, and widens bf16 weights in
+18-24 GB/s; `kernels.c` (each thread reads its rows as four long sequential streams side
+by side, on PyTorch's own OpenMP threads) streams them at 22-30 GB/s, and widens bf16 weights in
 registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too (where
 PyTorch multiplies bf16 one row at a time, several rows share one pass). The step's
 attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,

@@ -6,12 +6,16 @@
  * Batch-1 decoding is a stream of matrix-vector products: every weight is read once per
  * token and used for one multiply-add, so the step is bound by memory bandwidth. BLAS
  * sgemv streams the weights of GPT-2 small at ~11-15 GB/s on this project's 2-core EPYC
- * against ~20-24 GB/s for a plain read; this loop reads four rows at once (four streams
- * per thread), prefetches a fixed distance ahead - past the end of the matrix too, so
- * the next matrix of the decode arena (the weights laid out back to back in the order a
- * step reads them) is on its way while the small ops between two products run - and
- * splits the rows across the OpenMP threads PyTorch itself uses (same libgomp). bf16
- * weights are widened to fp32 in registers (no bf16 units needed); sums are fp32.
+ * against ~20-24 GB/s for a plain read. Here each OpenMP thread (the same libgomp pool
+ * PyTorch uses) takes one contiguous run of rows and cuts it into SEGMENTS equal runs
+ * that it reads side by side, one row of each at a time: SEGMENTS long sequential
+ * streams per thread keep more cache-line requests in flight than one stream, or than
+ * four adjacent rows (short streams, each restarting every row); measured in the decode
+ * step 1.32x the adjacent-rows loop in fp32 (1.15x bf16), reading ~25-30 GB/s. No
+ * software prefetch: in a microbenchmark of the step's products it slowed the
+ * adjacent-rows loop (18-22 GB/s with it, 19-23 without) and the segmented streams, at
+ * 22-30 GB/s, need none. bf16 weights are widened to fp32 in registers (no bf16 units
+ * needed); sums are fp32.
  *
  * A few rows of x (a bf16 prompt or small batch on a CPU without bf16 units, where
  * PyTorch multiplies one row at a time) reuse each block of weights from cache.
@@ -25,12 +29,8 @@
 
 #include <omp.h>
 
-#define BLOCK_ROWS 4 /* weight rows per pass; 2 and 8 measured no faster in the decode loop */
-#define CHUNK 16                      /* columns per prefetch step (a power of two) */
-/* Distance ahead of the rows being read: 16-64 KiB measured alike in the decode loop,
- * 256 KiB ~10% slower (-D to experiment). */
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES (64 * 1024)
+#ifndef SEGMENTS
+#define SEGMENTS 4 /* sequential weight streams per thread: 3-6 measured alike, 8 slower */
 #endif
 
 static inline float bf16_to_f32(uint16_t h) {
@@ -77,74 +77,66 @@ static inline float hsum(v8f v) {
     return (v[0] + v[4]) + (v[1] + v[5]) + (v[2] + v[6]) + (v[3] + v[7]);
 }
 
-/* acc[i * out + r] = sum_k W[r, k] x[i * in + k] for weight rows [r0, r0 + n) (n <=
- * BLOCK_ROWS) and the nx (1 or 2) rows of x: up to 4 x 2 vector accumulators, each weight
- * load feeding nx multiply-adds. `prefetch`: the first pass over this block of rows. */
+/* acc[i * out + r] = sum_k W[r, k] x[i * in + k] for the n (<= SEGMENTS) weight rows
+ * r = r0, r0 + stride, ..., r0 + (n - 1) * stride and the nx (1 or 2) rows of x: up to
+ * SEGMENTS x 2 vector accumulators, each weight load feeding nx multiply-adds. */
 static inline __attribute__((always_inline)) void rows_dot(
-    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n, int nx,
-    int64_t in, int64_t out, int prefetch, const int w_bf16) {
-    const int64_t esize = w_bf16 ? 2 : 4;
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int nx, int64_t in, int64_t out, const int w_bf16) {
     const v8f zero = {0};
-    v8f a[2][BLOCK_ROWS] = {{zero, zero, zero, zero}, {zero, zero, zero, zero}};
-    float tail[2][BLOCK_ROWS] = {{0}};
-    /* The block's rows are contiguous: each step reads n * 8 elements, so prefetch as many
-     * bytes PREFETCH_BYTES ahead (an address past the end is harmless). */
-    const uintptr_t ahead = (uintptr_t)((const char *)W + r0 * in * esize) + PREFETCH_BYTES;
+    v8f a[2][SEGMENTS];
+    float tail[2][SEGMENTS];
+    for (int i = 0; i < 2; i++)
+        for (int r = 0; r < SEGMENTS; r++) a[i][r] = zero, tail[i][r] = 0.0f;
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
-        if (PREFETCH_BYTES > 0 && prefetch && (k & (CHUNK - 1)) == 0)
-            for (int64_t line = 0; line < BLOCK_ROWS * CHUNK * esize; line += 64)
-                __builtin_prefetch((const void *)(ahead + BLOCK_ROWS * k * esize + line), 0, 0);
         v8f xv[2];
         for (int i = 0; i < nx; i++) memcpy(&xv[i], x + i * in + k, sizeof xv[i]);
         for (int r = 0; r < n; r++) {
-            const v8f w = load8(W, (r0 + r) * in + k, w_bf16);
+            const v8f w = load8(W, (r0 + r * stride) * in + k, w_bf16);
             for (int i = 0; i < nx; i++) a[i][r] += w * xv[i];
         }
     }
     for (; k < in; k++)
         for (int r = 0; r < n; r++)
             for (int i = 0; i < nx; i++)
-                tail[i][r] += load1(W, (r0 + r) * in + k, w_bf16) * x[i * in + k];
+                tail[i][r] += load1(W, (r0 + r * stride) * in + k, w_bf16) * x[i * in + k];
     for (int i = 0; i < nx; i++)
-        for (int r = 0; r < n; r++) acc[i * out + r0 + r] = hsum(a[i][r]) + tail[i][r];
+        for (int r = 0; r < n; r++) acc[i * out + r0 + r * stride] = hsum(a[i][r]) + tail[i][r];
 }
 
-/* One block of weight rows against rows [i, i + nx) of x; n and nx become constants. */
-static inline __attribute__((always_inline)) void block_dot(
-    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int64_t i, int nx,
-    int64_t in, int64_t out, const int w_bf16) {
+/* rows_dot on rows [i, i + nx) of x, with n and nx as constants where they are full. */
+static inline __attribute__((always_inline)) void rows_dot_x(
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const int w_bf16) {
     const float *xi = x + i * in;
     float *ai = acc + i * out;
-    const int full = r0 + BLOCK_ROWS <= out, first = i == 0;
-    if (full && nx == 2) rows_dot(W, xi, ai, r0, BLOCK_ROWS, 2, in, out, first, w_bf16);
-    else if (full) rows_dot(W, xi, ai, r0, BLOCK_ROWS, 1, in, out, first, w_bf16);
-    else if (nx == 2) rows_dot(W, xi, ai, r0, (int)(out - r0), 2, in, out, first, w_bf16);
-    else rows_dot(W, xi, ai, r0, (int)(out - r0), 1, in, out, first, w_bf16);
+    if (n == SEGMENTS && nx == 2) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, w_bf16);
+    else if (n == SEGMENTS) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, w_bf16);
+    else if (nx == 2) rows_dot(W, xi, ai, r0, n, stride, 2, in, out, w_bf16);
+    else rows_dot(W, xi, ai, r0, n, stride, 1, in, out, w_bf16);
 }
 
 /* Thread `tid` of `nth`'s share of acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows
- * of x (call inside a parallel region): one contiguous run of weight rows [*lo, *hi) -
- * one stream; interleaving blocks between threads measured 25-30% slower end to end.
- * Each block of weight rows is read from memory once and reused from cache for every
- * pair of rows of x. */
+ * of x (call inside a parallel region): the contiguous run of weight rows [*lo, *hi),
+ * cut into SEGMENTS equal runs read side by side - one row of each at a time, so
+ * SEGMENTS long sequential streams per thread (the rows left over, fewer than SEGMENTS,
+ * at the end). Each group of weight rows is read from memory once and reused from cache
+ * for every pair of rows of x. */
 static inline __attribute__((always_inline)) void gemv_share(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const int w_bf16) {
-    const int64_t blocks = (out + BLOCK_ROWS - 1) / BLOCK_ROWS;
-    const int64_t esize = w_bf16 ? 2 : 4;
-    const int64_t b0 = blocks * tid / nth, b1 = blocks * (tid + 1) / nth;
-    /* The loop prefetches PREFETCH_BYTES ahead; the first stretch of this thread's rows
-     * (cold unless the previous product ran into it) is requested here. */
-    const char *start = (const char *)W + b0 * BLOCK_ROWS * in * esize;
-    const int64_t mine = (b1 - b0) * BLOCK_ROWS * in * esize;
-    for (int64_t off = 0; off < PREFETCH_BYTES && off < mine; off += 64)
-        __builtin_prefetch(start + off, 0, 0);
-    for (int64_t blk = b0; blk < b1; blk++)
+    const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
+    const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+    for (int64_t j = 0; j < seg; j++)
         for (int64_t i = 0; i < nx; i += 2)
-            block_dot(W, x, acc, blk * BLOCK_ROWS, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
-    *lo = b0 * BLOCK_ROWS;
-    *hi = b1 * BLOCK_ROWS < out ? b1 * BLOCK_ROWS : out;
+            rows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
+    if (rest < r1)
+        for (int64_t i = 0; i < nx; i += 2)
+            rows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
+                       w_bf16);
+    *lo = r0;
+    *hi = r1;
 }
 
 static inline __attribute__((always_inline)) void gemv_impl(
