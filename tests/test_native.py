@@ -1,7 +1,8 @@
 """The native decoding kernels (`gpt2kit/native`) and the decode arena they read.
 
 The product must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
-fp32 sum), for any shape (row blocks of 4, x rows in pairs, vectors of 8, with tails),
+fp32 sum), for any shape (each thread's rows read as 4 segments plus the rows left over,
+x rows in pairs, vectors of 8, with tails),
 with and without bias, on any thread count; the one-token attention must equal a cache
 update + SDPA; and where the kernels cannot be built, decoding must still work.
 """
@@ -19,7 +20,10 @@ from harness import tiny_config
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
 
-SHAPES = [(1, 1), (3, 7), (4, 8), (5, 17), (37, 64), (2304, 768), (768, 3072), (50, 3077)]
+SHAPES = [
+    (1, 1), (3, 7), (4, 8), (5, 17), (8, 16), (9, 24), (37, 64), (2304, 768), (768, 3072),
+    (50, 3077),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("out_features,in_features", SHAPES)
