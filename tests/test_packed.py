@@ -1,10 +1,12 @@
 """oneDNN-packed projection weights for batched CPU decoding (`gpt2kit.models.packed`).
 
-Batched `generate` on CPU packs every projection once (`use_decode_layout(rows > 1)`);
-the ids stay those of `transformers` (the batched parity tests in test_generation.py run
-through the packed weights). Here: the packed product equals `F.linear`, the copies never
-leak into checkpoints, copies of the model or training, and a changed weight is never
-read stale.
+Batched `generate` on CPU packs every projection once (`use_decode_layout(rows > 1)`)
+for batches of more than `native.MAX_FP32_ROWS` rows, or any batch without the native
+kernel; smaller batches multiply through the kernel on the decode arena, packed copies or
+not. The ids stay those of `transformers` (the batched parity tests in test_generation.py
+run through one path or the other). Here: the packed product equals `F.linear`, the
+copies never leak into checkpoints, copies of the model or training, a changed weight is
+never read stale, and small batches take the kernel.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2kit import GPT2LMHeadModel
+from gpt2kit import GPT2LMHeadModel, native
 from gpt2kit.generation import generate
 from gpt2kit.models.backbone import Linear
 from gpt2kit.models.packed import PackedWeight, packing_available
@@ -44,7 +46,7 @@ def test_packed_product_equals_linear(bias, rows):
 
 def test_batched_generate_packs_and_train_drops(tmp_path):
     model = GPT2LMHeadModel(tiny_config()).eval()
-    ids = torch.randint(0, 98, (3, 5))
+    ids = torch.randint(0, 98, (native.MAX_FP32_ROWS + 1, 5))  # more rows than the kernel takes
     out = generate(model, ids, max_new_tokens=4, eos_token_id=None)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(_packed(model)) == len(linears) > 0
@@ -109,8 +111,31 @@ def test_server_batcher_packs_once():
     from gpt2kit.serve.batching import Batcher
 
     model = GPT2LMHeadModel(tiny_config()).eval()
-    Batcher(model, tokenizer=None, max_batch_size=4)
+    Batcher(model, tokenizer=None, max_batch_size=native.MAX_FP32_ROWS + 1)
     assert len(_packed(model)) > 0
+
+
+@pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
+def test_small_batches_take_the_kernel_without_packing(monkeypatch):
+    from gpt2kit.serve.batching import Batcher
+
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    Batcher(model, tokenizer=None, max_batch_size=8)
+    assert _packed(model) == [] and model._weight_layout() == "arena"
+    ids = torch.randint(0, 98, (native.MAX_FP32_ROWS, 5))
+    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    assert _packed(model) == [] and model._weight_layout() == "arena"
+    # packed copies made for a larger batch stay, but small batches still take the kernel
+    generate(model, torch.randint(0, 98, (native.MAX_FP32_ROWS + 1, 5)), max_new_tokens=2)
+    assert len(_packed(model)) > 0
+    calls = []
+    real = native.gemv
+    monkeypatch.setattr(native, "gemv", lambda *a: calls.append(a[0].shape) or real(*a))
+    out = generate(model, ids[:8], max_new_tokens=3, eos_token_id=None)
+    assert (8, 1, model.config.n_embd) in calls  # decoding steps of 8 rows
+    twin = copy.deepcopy(model)  # (no kernel, no packed copies: plain products)
+    twin.native_decode = twin.pack_decode_weights = False
+    assert torch.equal(generate(twin, ids[:8], max_new_tokens=3, eos_token_id=None), out)
 
 
 # -- bf16 on CPUs without bf16 units ----------------------------------------------------------

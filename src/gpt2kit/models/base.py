@@ -31,9 +31,10 @@ class GPT2PreTrainedModel(nn.Module):
             `transformers` and vLLM pick the right class).
         task: the pipeline task name this head serves (used by `AutoModel.for_task`).
 
-    Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding keep a
-    oneDNN-packed copy of the projection weights (`use_decode_layout`); `native_decode`
-    (default True) lets batch-1 CPU decoding use the compiled kernel (`gpt2kit/native`).
+    Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding of more
+    than `native.MAX_FP32_ROWS` rows (or without the native kernel) keep a oneDNN-packed
+    copy of the projection weights (`use_decode_layout`); `native_decode` (default True)
+    lets CPU decoding of fewer rows use the compiled kernel (`gpt2kit/native`).
     """
 
     base_model_prefix = "transformer"
@@ -112,17 +113,20 @@ class GPT2PreTrainedModel(nn.Module):
         layout computes the same function; speed differs. `generate` calls this with its
         batch size on CPU in eval mode:
 
-        - 1 row (batch-1 decoding), fp32 or bf16, where the native kernel builds
-          (`gpt2kit/native`, unless `native_decode = False`): every projection weight and
-          the LM head move into one buffer in the order a step reads them (the "decode
-          arena"), one mapping on 2 MiB pages where Linux allows
-          (`native.huge_page_empty`: ~1.045x tokens/s).
+        - Up to `native.MAX_FP32_ROWS` (32) rows, fp32 or bf16, where the native kernel
+          builds (`gpt2kit/native`, unless `native_decode = False`): every projection
+          weight and the LM head move into one buffer in the order a step reads them (the
+          "decode arena"), one mapping on 2 MiB pages where Linux allows
+          (`native.huge_page_empty`: ~1.045x tokens/s at batch 1). The kernel multiplies
+          these rows faster than oneDNN's packed weights (top-k sampling, 124M: 1.45x at
+          batch 8, 1.20x at 16, even at 32), without their second copy of the weights
+          (`backbone.Linear` prefers it over packed copies made for a larger batch).
         - 1 row, fp32, no native kernel: widening weights (`c_attn`, `c_fc`, the LM head)
           stored column-major, which BLAS multiplies fastest as `x @ W.T` (measured on a
           2-core EPYC: 0.54 vs 0.67 ms for `c_attn`, 9.7 vs 14.2 ms for the LM head).
-        - 2-256 rows, fp32: the weights are also packed for oneDNN (`models/packed.py`: a
-          second copy, ~2.5x faster few-row products; off with `pack_decode_weights =
-          False`). The arena, row-major already, stays.
+        - Other fp32 batches up to 256 rows: the weights are also packed for oneDNN
+          (`models/packed.py`: a second copy, ~2.5x faster few-row products than BLAS;
+          off with `pack_decode_weights = False`). The arena, row-major already, stays.
 
         `train()` restores one contiguous tensor per weight and drops the packed copies,
         so the optimizer, DDP and checkpoints see ordinary parameters. Switching copies
@@ -140,7 +144,8 @@ class GPT2PreTrainedModel(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 module.native_kernel = kernel  # read by `backbone.Linear`
-        if rows == 1 and kernel:
+        native_rows = kernel and rows <= native.MAX_FP32_ROWS
+        if native_rows:
             layout = "arena"
         elif rows == 1 and cpu_eval and fp32:  # (bf16 products of that layout are 10x slower)
             layout = "column"
@@ -151,7 +156,7 @@ class GPT2PreTrainedModel(nn.Module):
             if layout != "row":  # packed copies of the row-major weights would go stale
                 packed.release_linears(self)
             self._set_weight_layout(layout)
-        if rows > 1 and cpu_eval and fp32 and self.pack_decode_weights:
+        if rows > 1 and not native_rows and cpu_eval and fp32 and self.pack_decode_weights:
             packed.pack_linears(self, rows)
 
     def release_decode_weights(self) -> None:
