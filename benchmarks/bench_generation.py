@@ -13,7 +13,9 @@ memory-bandwidth bound (batch-1 decoding reads every weight once per token, so
 tokens/s <= bandwidth / weight bytes; bandwidth measured as a large tensor copy, once at
 the start and again just before and after every timed run: "of bound" uses the larger
 measurement next to the best run, "at start" the first one, "of peak" the highest of the
-whole run, since a shared machine's bandwidth drifts).
+whole run, since a shared machine's bandwidth drifts). A copy's bandwidth counts its read
+and write bytes, and writes cost the bus more than reads, so a read-only stream of weights
+can beat the bound: figures above 100% are real.
 
     python benchmarks/bench_generation.py            # GPT-2 124M, random init, fp32 CPU
     python benchmarks/bench_generation.py --quick    # tiny config, a few seconds

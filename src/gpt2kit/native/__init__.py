@@ -5,9 +5,10 @@ Why. Batch-1 decoding reads every weight once per token, so its speed is the mem
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
 small's weights at 10-15 GB/s on this project's 2-core EPYC where a plain read reaches
 18-24 GB/s; `kernels.c` (each thread reads its rows as four long sequential streams side
-by side, on PyTorch's own OpenMP threads) streams them at 22-30 GB/s, and widens bf16 weights in
-registers, so bf16 decoding reads half the bytes on CPUs without bf16 units too (where
-PyTorch multiplies bf16 one row at a time, several rows share one pass). The step's
+by side, on PyTorch's own OpenMP threads) streams them at 21-30 GB/s, and widens bf16
+weights in registers, so bf16 decoding reads half the bytes on CPUs without bf16 units
+too. Up to `MAX_FP32_ROWS` rows of x (a short prompt, a small batch or beam; bf16 rows
+where PyTorch multiplies bf16 one row at a time) share one pass over the weights. The step's
 attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,
 and at batch 1 so are all the blocks (`run_blocks`) or a language model's whole step,
 embedding to logits (`run_step`), driven by `models/native_blocks.py`. The decode arena

@@ -11,10 +11,10 @@
  * that it reads side by side, one row of each at a time: SEGMENTS long sequential
  * streams per thread keep more cache-line requests in flight than one stream, or than
  * four adjacent rows (short streams, each restarting every row); measured in the decode
- * step 1.32x the adjacent-rows loop in fp32 (1.15x bf16), reading ~25-30 GB/s. No
+ * step 1.32x the adjacent-rows loop in fp32 (1.15x bf16). No
  * software prefetch: in a microbenchmark of the step's products it slowed the
- * adjacent-rows loop (18-22 GB/s with it, 19-23 without) and the segmented streams, at
- * 22-30 GB/s, need none. bf16 weights are widened to fp32 in registers (no bf16 units
+ * adjacent-rows loop (18-22 GB/s with it, 18-23 without) and the segmented streams, at
+ * 21-30 GB/s, need none. bf16 weights are widened to fp32 in registers (no bf16 units
  * needed); sums are fp32.
  *
  * A few rows of x (a bf16 prompt or small batch on a CPU without bf16 units, where
