@@ -94,7 +94,7 @@ def test_linear_uses_the_kernel_only_without_autograd(monkeypatch):
         torch.testing.assert_close(
             layer(x.repeat(4, 1, 1)), F.linear(x.repeat(4, 1, 1), layer.weight, layer.bias)
         )
-        layer(x.repeat(layer.NATIVE_ROWS + 1, 1, 1))  # more rows: BLAS
+        layer(x.repeat(native.MAX_FP32_ROWS + 1, 1, 1))  # more rows: BLAS
         assert len(calls) == 3
         layer.bfloat16()
         layer(x.bfloat16().repeat(4, 1, 1))  # bf16 rows: the kernel unless bf16 units

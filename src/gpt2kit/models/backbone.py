@@ -90,17 +90,16 @@ class Linear(nn.Linear):
     - One row (batch-1 decoding), fp32 or bf16, once the model's `use_decode_layout` has
       built the native kernel (`gpt2kit/native`) and set `native_kernel`: streams the
       weights near the memory bandwidth (BLAS reaches 50-70% of it). Also fp32 inputs of
-      up to `NATIVE_ROWS` rows (a short prompt's prefill, a small batch's step), packed
-      weights or not: one pass over the weights for all rows; GPT-2 small's first token
-      after a 4 / 8 / 16 / 24 / 32-token prompt 40 / 42 / 68 / 86 / 95 ms against 60 / 71
-      / 88 / 118 / 120 ms through BLAS (even at 40), top-k sampling at batch 8 / 16 / 32
-      1.45x / 1.20x / 1.03x oneDNN's packed weights.
+      up to `native.MAX_FP32_ROWS` rows (a short prompt's prefill, a small batch's
+      step), packed weights or not: one pass over the weights for all rows. GPT-2
+      small's first token after a 4 / 8 / 16 / 24 / 32-token prompt: 40 / 42 / 68 / 86 /
+      95 ms against 60 / 71 / 88 / 118 / 120 ms through BLAS (even at 40); top-k
+      sampling at batch 8 / 16 / 32: 1.45x / 1.20x / 1.03x oneDNN's packed weights.
     Other devices, dtypes and larger inputs take the ordinary path.
     """
 
     FEW_ROWS = 256
     UPCAST_ROWS = 32
-    NATIVE_ROWS = native.MAX_FP32_ROWS
     native_kernel = False  # the built `gpt2kit.native` kernel may run this layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +126,7 @@ class Linear(nn.Linear):
         if x.dtype != torch.float32 or rows > self.FEW_ROWS:  # (bf16: as is)
             return F.linear(x, weight, bias)
         if (
-            rows <= self.NATIVE_ROWS  # (a short fp32 prompt or a small batch)
+            rows <= native.MAX_FP32_ROWS  # (a short fp32 prompt or a small batch)
             and self.native_kernel
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()

@@ -9,16 +9,17 @@
  * against ~20-24 GB/s for a plain read. Here each OpenMP thread (the same libgomp pool
  * PyTorch uses) takes one contiguous run of rows and cuts it into SEGMENTS equal runs
  * that it reads side by side, one row of each at a time: SEGMENTS long sequential
- * streams per thread keep more cache-line requests in flight than one stream, or than
- * four adjacent rows (short streams, each restarting every row); measured in the decode
- * step 1.32x the adjacent-rows loop in fp32 (1.15x bf16). No
- * software prefetch: in a microbenchmark of the step's products it slowed the
- * adjacent-rows loop (18-22 GB/s with it, 18-23 without) and the segmented streams, at
- * 21-30 GB/s, need none. bf16 weights are widened to fp32 in registers (no bf16 units
- * needed); sums are fp32.
+ * streams per thread, where the loop before read four adjacent rows (four short streams,
+ * each restarting every row) with software prefetch. Measured in the decode step: 1.32x
+ * tokens/s fp32, 1.15x bf16 (presumably the hardware prefetchers keep more requests in
+ * flight for more long streams; not checked with counters). No software prefetch: in a
+ * microbenchmark of the step's products it slowed the adjacent-rows loop (18-22 GB/s
+ * with it, 18-23 without) and the segmented streams, at 21-30 GB/s, need none. bf16
+ * weights are widened to fp32 in registers (no bf16 units needed); sums are fp32.
  *
- * A few rows of x (a bf16 prompt or small batch on a CPU without bf16 units, where
- * PyTorch multiplies one row at a time) reuse each block of weights from cache.
+ * A few rows of x (a short prompt, a small batch or beam; bf16 ones on CPUs without bf16
+ * units, where PyTorch multiplies one row at a time) reuse each group of weight rows
+ * from cache.
  *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
