@@ -1,4 +1,4 @@
-"""The native decoding kernels (`gpt2kit/native`) and the decode arena they read.
+"""The native decoding kernels (`gpt2kit/decode/native`) and the decoder's weight arena.
 
 The product must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
 fp32 sum), for any shape (each thread's rows read as 4 segments plus the rows left over,
@@ -15,7 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2kit import GPT2LMHeadModel, generate, native
+from gpt2kit import GPT2LMHeadModel, decode, generate
+from gpt2kit.decode import native
+from gpt2kit.decode.decoder import _held
 from harness import tiny_config
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
@@ -78,50 +80,56 @@ def test_gemv_propagates_non_finite_values():
     assert native.gemv(x.bfloat16(), w.bfloat16(), None).isinf().all()
 
 
-def test_linear_uses_the_kernel_only_without_autograd(monkeypatch):
+def test_decoder_products_use_the_kernel_only_without_autograd(monkeypatch):
     from gpt2kit.models import backbone
 
     calls = []
     monkeypatch.setattr(native, "gemv", lambda *a: calls.append(a) or F.linear(*a))
-    layer = backbone.Linear(16, 8)
-    x = torch.randn(1, 1, 16)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    layer = model.transformer.h[0].mlp.c_fc
+    x = torch.randn(1, 1, layer.in_features)
     with torch.no_grad():
-        layer(x)  # not enabled (a model's `use_decode_layout` enables it)
+        layer(x)  # the model alone: PyTorch's product
         assert calls == []
-        layer.native_kernel = True
-        layer(x)
-        layer(x.repeat(4, 1, 1))  # fp32, a few rows (a short prompt): the kernel too
-        torch.testing.assert_close(
-            layer(x.repeat(4, 1, 1)), F.linear(x.repeat(4, 1, 1), layer.weight, layer.bias)
-        )
-        layer(x.repeat(native.MAX_FP32_ROWS + 1, 1, 1))  # more rows: BLAS
-        assert len(calls) == 3
-        layer.bfloat16()
-        layer(x.bfloat16().repeat(4, 1, 1))  # bf16 rows: the kernel unless bf16 units
-        expected = 3 + (not backbone._cpu_has_bf16_units())
-        assert len(calls) == expected
-        layer(x.bfloat16().repeat(40, 1, 1))  # 32+ rows without bf16 units: fp32 upcast
-        assert len(calls) == expected
-    layer.float()
-    y = layer(x)  # grad enabled: the autograd path, gradients flow
+        decoder = decode.cpu_decoder(model, 1)
+        with decoder._standing_in():
+            layer(x)
+            layer(x.repeat(4, 1, 1))  # fp32, a few rows (a short prompt): the kernel too
+            torch.testing.assert_close(
+                layer(x.repeat(4, 1, 1)), F.linear(x.repeat(4, 1, 1), layer.weight, layer.bias)
+            )
+            layer(x.repeat(native.MAX_FP32_ROWS + 1, 1, 1))  # more rows: BLAS
+            assert len(calls) == 3
+        layer(x)  # the decoder's call is over: the module's own product again
+        assert len(calls) == 3 and "forward" not in layer.__dict__
+        model.bfloat16()
+        decoder = decode.cpu_decoder(model, 1)
+        with decoder._standing_in():
+            layer(x.bfloat16().repeat(4, 1, 1))  # bf16 rows: the kernel unless bf16 units
+            expected = 3 + (not backbone._cpu_has_bf16_units())
+            assert len(calls) == expected
+            layer(x.bfloat16().repeat(40, 1, 1))  # 32+ rows without bf16 units: fp32 upcast
+            assert len(calls) == expected
+    model.float()
+    decoder = decode.cpu_decoder(model, 1)
+    with decoder._standing_in():
+        y = layer(x)  # grad enabled: the autograd path, gradients flow
     y.sum().backward()
     assert layer.weight.grad is not None and len(calls) == expected
 
 
 @pytest.mark.skipif(native.gemv_op is None, reason="torch.library.custom_op needs torch >= 2.4")
-def test_compiled_one_row_linear_calls_the_kernel_op():
-    from gpt2kit.models.backbone import Linear
-
-    layer = Linear(16, 8)
-    layer.native_kernel = True
-    x = torch.randn(1, 1, 16)
+def test_compiled_one_row_product_calls_the_kernel_op():
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    layer = model.transformer.h[0].mlp.c_fc
+    x = torch.randn(1, 1, layer.in_features)
     graphs = []
 
     def backend(gm, example_inputs):
         graphs.append(gm)
         return gm
 
-    with torch.no_grad():
+    with torch.no_grad(), decode.cpu_decoder(model, 1)._standing_in():
         y = torch.compile(layer, backend=backend, fullgraph=True, dynamic=False)(x)
     assert "gpt2kit.gemv" in graphs[0].code  # opaque to the compiler, not a BLAS call
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias))
@@ -179,66 +187,72 @@ def test_a_cache_of_another_dtype_is_never_written_by_the_kernel():
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
-    model.use_decode_layout(1)
     cfg = model.config
     hs = cfg.n_embd // cfg.n_head
     past = tuple(
         (torch.randn(1, cfg.n_head, 3, hs).double(), torch.randn(1, cfg.n_head, 3, hs).double())
         for _ in range(cfg.n_layer)
     )  # fp64 buffers with room to spare: the kernel must not write fp32 into them
-    for native_decode in (True, False):  # both: PyTorch's dtype error, not garbage
-        model.native_decode = native_decode
-        model.use_decode_layout(1)
+    for step in (decode.cpu_decoder(model, 1), model):  # both: PyTorch's dtype error
         cache = KVCache.from_legacy(past, capacity=8)
         with torch.no_grad(), pytest.raises(RuntimeError, match="same dtype"):
-            model(torch.tensor([[7]]), past_key_values=cache)
+            step(input_ids=torch.tensor([[7]]), past_key_values=cache)
 
 
-# -- the decode arena --------------------------------------------------------------------------
-def _storages(model):
-    return {p.untyped_storage().data_ptr() for p in model._projection_weights()}
+# -- the decoder's weight arena ------------------------------------------------------------
+def _own_storage(param):
+    return param.untyped_storage().nbytes() == param.numel() * param.element_size()
 
 
-def test_batch1_decoding_uses_one_arena_and_training_gets_plain_weights(tmp_path):
+def test_batch1_decoding_reads_one_arena_and_the_parameters_stay_their_own(tmp_path):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
     ids = torch.tensor([[5, 6, 7, 8]])
-    model.native_decode = False
-    plain = generate(model, ids, max_new_tokens=8, eos_token_id=None)
-    model.native_decode = True
+    with decode.disabled():
+        plain = generate(model, ids, max_new_tokens=8, eos_token_id=None)
+    assert _held.get(model) is None
     out = generate(model, ids, max_new_tokens=8, eos_token_id=None)
     assert torch.equal(out, plain)
-    assert model._weight_layout() == "arena"
-    assert len(_storages(model)) == 1  # every projection and the tied LM head in one buffer
+    held = _held[model]
+    assert held.kind == "arena" and held.arena is not None
+    # every projection and the tied LM head copied into one buffer ...
+    views = [held.copy_of(w) for w in held.sources]
+    assert all(v.untyped_storage().data_ptr() == held.arena.data_ptr() for v in views)
+    assert held.copy_of(model.lm_head.weight) is not None
     assert model.transformer.wte.weight is model.lm_head.weight
-    # a batched call packs from the arena without moving it
+    # ... while every parameter keeps storage of its own
+    assert all(_own_storage(p) for p in model.parameters())
+    assert decode.held_bytes(model) == held.arena.numel() * held.arena.element_size()
+    # a batched call reads the same arena
     generate(model, ids.repeat(2, 1), max_new_tokens=2, eos_token_id=None)
-    assert model._weight_layout() == "arena"
-    # checkpoints written from the arena: no shared-memory error, equal weights
+    assert _held[model].arena is held.arena
     model.save_pretrained(tmp_path / "m")
     back = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    # training: one storage per weight again, and the optimizer steps
+    # training between calls: the optimizer steps the parameters, the next call reads them
     model.train()
-    assert model._weight_layout() == "row"
-    assert len(_storages(model)) == len(model._projection_weights())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
     model(ids, labels=ids).loss.backward()
     opt.step()
+    model.eval()
+    trained = generate(model, ids, max_new_tokens=8, eos_token_id=None)
+    with decode.disabled():
+        assert torch.equal(trained, generate(model, ids, max_new_tokens=8, eos_token_id=None))
+    decode.release(model)
+    assert _held.get(model) is None and decode.held_bytes(model) == 0
 
 
-def test_dtype_change_leaves_the_arena_and_bf16_builds_its_own():
+def test_dtype_change_rebuilds_the_arena_in_bf16():
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
     ids = torch.tensor([[5, 6, 7, 8]])
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    model.to(torch.bfloat16)  # converts each weight on its own: the arena is gone
-    assert model._weight_layout() == "row"
+    model.to(torch.bfloat16)  # new parameters' storage: the fp32 copies are not read
     out = generate(model, ids, max_new_tokens=6, eos_token_id=None)
-    assert model._weight_layout() == "arena" and model.dtype == torch.bfloat16
-    model.native_decode = False
-    assert torch.equal(generate(model, ids, max_new_tokens=6, eos_token_id=None), out)
+    assert _held[model].kind == "arena" and _held[model].arena.dtype == torch.bfloat16
+    with decode.disabled():
+        assert torch.equal(generate(model, ids, max_new_tokens=6, eos_token_id=None), out)
 
 
 def _vm_flags(address: int) -> list[str]:
@@ -273,12 +287,11 @@ def test_a_large_arena_is_advised_huge_pages():
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config(n_embd=128, vocab_size=4000)).eval()  # ~3 MiB
     ids = torch.tensor([[5, 6, 7, 8]])
-    model.native_decode = False
-    plain = generate(model, ids, max_new_tokens=5, eos_token_id=None)
-    model.native_decode = True
+    with decode.disabled():
+        plain = generate(model, ids, max_new_tokens=5, eos_token_id=None)
     assert torch.equal(generate(model, ids, max_new_tokens=5, eos_token_id=None), plain)
-    arena = model.__dict__["_decode_arena"]
-    assert model._weight_layout() == "arena" and arena.data_ptr() % native.HUGE_PAGE == 0
+    arena = _held[model].arena
+    assert arena is not None and arena.data_ptr() % native.HUGE_PAGE == 0
     assert "hg" in _vm_flags(arena.data_ptr())
 
 
@@ -323,7 +336,8 @@ def test_no_compiler_or_failed_build_falls_back(fresh_native, monkeypatch, caplo
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()
     out = generate(model, torch.tensor([[5, 6, 7]]), max_new_tokens=4, eos_token_id=None)
-    assert out.shape == (1, 7) and model._weight_layout() == "column"
+    assert out.shape == (1, 7) and _held[model].kind == "column"  # BLAS' fastest layout
+    assert all(p.is_contiguous() for p in model.parameters())  # (a copy: not the model's)
 
 
 def test_disabled_by_environment(fresh_native, monkeypatch):

@@ -1,9 +1,10 @@
-"""The fused batch-1 decoding step (`models/native_blocks.py` + `native.run_blocks`).
+"""The fused batch-1 decoding step (`decode/plan.py` + `native.run_step`), run by the
+`CPUDecoder`.
 
 It must compute what the modules compute (logits to 1e-5 against `transformers` in fp32,
 the same cache contents), run only where that holds (hooks, replaced modules, autograd,
 training, cross-attention, an activation it lacks: the module path), and notice when the
-weights it points to change (replaced parameters, `.to()`).
+weights it reads change (replaced parameters, in-place updates, `.to()`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch
 from torch import nn
 
 from conftest import make_hf_twin
-from gpt2kit import GPT2LMHeadModel, generate, native
-from gpt2kit.models import native_blocks
+from gpt2kit import GPT2LMHeadModel, decode, generate
+from gpt2kit.decode import native, plan
+from gpt2kit.decode.decoder import _held
 from gpt2kit.models.cache import KVCache
 from harness import tiny_config
 
@@ -40,13 +42,12 @@ def spy(monkeypatch):
 
 def _step_logits(model, ids, fused: bool):
     """Logits of the last token of `ids [1, T]`, decoded after a prefill of the rest,
-    through the fused step or the modules; and the cache."""
-    model.native_decode = fused
-    model.use_decode_layout(1)
+    through the decoder (`fused`) or the modules alone; and the cache."""
+    step = decode.cpu_decoder(model, 1) if fused else model
     cache = KVCache(model.config.n_layer, capacity=ids.shape[1] + 3)
     with torch.no_grad():
-        model(ids[:, :-1], past_key_values=cache)
-        logits = model(ids[:, -1:], past_key_values=cache).logits[:, -1]
+        step(input_ids=ids[:, :-1], past_key_values=cache)
+        logits = step(input_ids=ids[:, -1:], past_key_values=cache).logits[:, -1]
     return logits, cache
 
 
@@ -105,8 +106,8 @@ def test_greedy_generation_uses_it_and_equals_the_module_path(spy):
     ids = torch.tensor([[5, 6, 7, 8]])
     fused = generate(model, ids, max_new_tokens=12, eos_token_id=None)
     assert len(spy) == 11  # every step after the prompt
-    model.native_decode = False
-    assert torch.equal(generate(model, ids, max_new_tokens=12, eos_token_id=None), fused)
+    with decode.disabled():
+        assert torch.equal(generate(model, ids, max_new_tokens=12, eos_token_id=None), fused)
     assert len(spy) == 11
 
 
@@ -126,16 +127,15 @@ def test_same_result_on_any_thread_count():
 
 def _ready_model():
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(tiny_config(initializer_range=0.3)).eval()
-    model.use_decode_layout(1)
-    return model
+    return GPT2LMHeadModel(tiny_config(initializer_range=0.3)).eval()
 
 
 def _decode_one(model, **kwargs):
+    step = decode.cpu_decoder(model, 1)
     cache = KVCache(model.config.n_layer, capacity=8)
     with torch.no_grad():
-        model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
-        return model(torch.tensor([[4]]), past_key_values=cache, **kwargs)
+        step(input_ids=torch.tensor([[1, 2, 3]]), past_key_values=cache)
+        return step(input_ids=torch.tensor([[4]]), past_key_values=cache, **kwargs)
 
 
 def test_hooks_run_and_the_modules_compute_the_step(spy):
@@ -185,10 +185,7 @@ def test_replaced_modules_and_parameters_are_noticed(spy):
     extra.attn.layer_idx = model.config.n_layer  # (its own cache slot)
     model.transformer.h.append(extra)
     model.config.n_layer += 1
-    cache = KVCache(model.config.n_layer, capacity=8)  # (no relayout: same pointers)
-    with torch.no_grad():
-        model(ids[:, :-1], past_key_values=cache)
-        fused = model(ids[:, -1:], past_key_values=cache).logits[:, -1]
+    fused, _ = _step_logits(model, ids, fused=True)
     modules, _ = _step_logits(model, ids, fused=False)
     torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
     assert len(spy) == 3
@@ -227,10 +224,7 @@ def test_changed_scale_eps_and_activation_are_read(spy, monkeypatch):
         change()  # (no relayout in between: the same weights, the same plan unless noticed)
         fused, _ = _step_logits(model, ids, fused=True)
         assert len(spy) == before + fused_runs
-        with monkeypatch.context() as m:
-            m.setattr(native_blocks, "run", lambda *args: False)
-            m.setattr(native_blocks, "lm_step", lambda *args: None)
-            modules, _ = _step_logits(model, ids, fused=True)
+        modules, _ = _step_logits(model, ids, fused=False)
         torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
 
 
@@ -253,33 +247,30 @@ def test_where_it_does_not_apply_the_modules_run(case, spy):
     torch.manual_seed(0)
     overrides = {"tanh": dict(activation_function="tanh"), "cross": dict(add_cross_attention=True)}
     model = GPT2LMHeadModel(tiny_config(**overrides.get(case, {}))).eval()
-    model.use_decode_layout(1)
+    step = decode.cpu_decoder(model, 1)
     B = 2 if case == "batch2" else 1
     cache = KVCache(model.config.n_layer, capacity=8)
     kwargs = {"output_hidden_states": case == "hidden_states"}
     kwargs["output_attentions"] = case == "attentions"
     with torch.no_grad():
-        model(torch.ones(B, 3, dtype=torch.long), past_key_values=cache)
+        step(input_ids=torch.ones(B, 3, dtype=torch.long), past_key_values=cache)
     if case == "train":
-        model.train()
-        for module in model.modules():  # (train() would not keep the kernel switch on)
-            if isinstance(module, nn.Linear):
-                module.native_kernel = True
+        model.train()  # (a decoder built before: it must notice)
         model.transformer.drop.p = 0.0
     with torch.set_grad_enabled(case == "grad"):
-        out = model(torch.ones(B, 1, dtype=torch.long), past_key_values=cache, **kwargs)
+        out = step(input_ids=torch.ones(B, 1, dtype=torch.long), past_key_values=cache, **kwargs)
     assert not spy and out.logits.shape == (B, 1, 100)
 
 
 def test_plan_is_reused_between_steps():
     model = _ready_model()
     _decode_one(model)
-    plan = model.__dict__["_native_step_plan"]
+    kept = _held[model].home["plan"]
     _decode_one(model)
-    assert model.__dict__["_native_step_plan"] is plan and plan.current()
+    assert _held[model].home["plan"] is kept and kept.current()
     model.to(torch.float64)  # new storage for every weight
-    assert not plan.current()
-    assert native_blocks._Plan(model.transformer, model).ok is False  # (fp64: the modules run)
+    assert not kept.current()
+    assert plan._Plan(model.transformer, model, {}).ok is False  # (fp64: the modules run)
 
 
 def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
@@ -289,7 +280,7 @@ def test_copies_and_pickles_build_their_own_plan(tmp_path, spy):
     ids = torch.tensor([[1, 2, 3, 4]])
     expected, _ = _step_logits(model, ids, fused=True)
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert twin.__dict__.get("_native_step_plan") is None
+        assert _held.get(twin) is None  # (the decoder's copies stay with the model they copy)
         torch.testing.assert_close(_step_logits(twin, ids, fused=True)[0], expected)
     assert len(spy) == 3
 
@@ -313,24 +304,21 @@ def test_threads_decoding_with_one_model_do_not_mix_their_caches(spy):
     assert len(spy) == 4 * 4 * 23
 
 
-# -- the whole step of an LM model (`native_blocks.lm_step`, `native.run_step`) ----------------
-def test_the_backbone_alone_runs_the_blocks_call(spy):
+# -- the whole step of an LM model (`plan.lm_step`, `native.run_step`) --------------------------
+def test_the_backbone_alone_runs_its_modules_with_the_decoders_products(spy):
     model = _ready_model()
     backbone = model.transformer
     ids = torch.tensor([[1, 2, 3, 4]])
 
-    def last_hidden():
+    def last_hidden(step):
         cache = KVCache(model.config.n_layer, capacity=8)
         with torch.no_grad():
-            backbone(ids[:, :-1], past_key_values=cache)
-            return backbone(ids[:, -1:], past_key_values=cache).last_hidden_state
+            step(input_ids=ids[:, :-1], past_key_values=cache)
+            return step(input_ids=ids[:, -1:], past_key_values=cache).last_hidden_state
 
-    fused = last_hidden()
-    assert spy == ["blocks"]
-    model.native_decode = False
-    model.use_decode_layout(1)
-    torch.testing.assert_close(fused, last_hidden(), rtol=1e-5, atol=1e-5)
-    assert spy == ["blocks"]
+    fused = last_hidden(decode.cpu_decoder(backbone, 1))
+    assert spy == []  # (no LM head: no whole step)
+    torch.testing.assert_close(fused, last_hidden(backbone), rtol=1e-5, atol=1e-5)
 
 
 def _untied_head_with_bias(model):
@@ -357,10 +345,7 @@ def test_a_changed_head_is_read(change, spy, monkeypatch):
     change(model)
     fused, _ = _step_logits(model, ids, fused=True)
     assert spy == ["step", "step"] and not torch.allclose(fused, before)
-    with monkeypatch.context() as m:
-        m.setattr(native_blocks, "lm_step", lambda *args: None)
-        m.setattr(native_blocks, "run", lambda *args: False)
-        modules, _ = _step_logits(model, ids, fused=True)
+    modules, _ = _step_logits(model, ids, fused=False)
     torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
 
 
@@ -375,7 +360,7 @@ def test_hooks_around_the_blocks_run(where, spy):
         _decode_one(model)
     finally:
         handle.remove()
-    # the step took the blocks call (the backbone's own hooks: not even that) or the modules
+    # the step took the modules (with the decoder's products)
     assert "step" not in spy and len(seen) == 2
 
 
@@ -385,24 +370,23 @@ def test_dropout_switched_on_takes_the_module_path(spy):
     _decode_one(model)
     assert not spy
     model.transformer.h[0].attn.resid_dropout.eval()
-    model.transformer.drop.train()  # (applied by the backbone before the blocks call)
+    model.transformer.drop.train()  # (applied by the backbone before the blocks)
     _decode_one(model)
-    assert spy == ["blocks"]
-    spy.clear()
+    assert not spy
     model.transformer.drop.eval()
     _decode_one(model)
     assert spy == ["step"]
 
 
-def test_a_head_of_another_type_takes_the_blocks_call(spy):
+def test_a_torch_linear_head_takes_the_whole_step(spy):
     model = _ready_model()
     ids = torch.tensor([[1, 2, 3, 4]])
     expected, _ = _step_logits(model, ids, fused=False)
     plain = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False)
     plain.weight = model.lm_head.weight  # (still tied)
-    model.lm_head = plain  # torch's own Linear: not the type the plan knows
+    model.lm_head = plain  # torch's own Linear: the same product
     fused, _ = _step_logits(model, ids, fused=True)
-    assert spy == ["blocks"]
+    assert spy == ["step"]
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -415,17 +399,18 @@ def test_an_embedding_with_max_norm_takes_the_module_path(spy):
 
 def test_bad_token_and_full_context_raise_the_module_paths_errors(spy):
     model = _ready_model()
+    step = decode.cpu_decoder(model, 1)
     cache = KVCache(model.config.n_layer, capacity=8)
     with torch.no_grad():
-        model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
+        step(input_ids=torch.tensor([[1, 2, 3]]), past_key_values=cache)
         with pytest.raises(ValueError, match="input_ids must be in"):
-            model(torch.tensor([[model.config.vocab_size]]), past_key_values=cache)
+            step(input_ids=torch.tensor([[model.config.vocab_size]]), past_key_values=cache)
         full = KVCache(model.config.n_layer)
         n = model.config.n_positions
-        model(torch.randint(0, 100, (1, n)), past_key_values=full)
+        step(input_ids=torch.randint(0, 100, (1, n)), past_key_values=full)
         with pytest.raises(ValueError, match="exceeds the model's"):
-            model(torch.tensor([[5]]), past_key_values=full)
+            step(input_ids=torch.tensor([[5]]), past_key_values=full)
     assert not spy
     with torch.no_grad(), pytest.raises(ValueError, match="integer token ids"):
-        model(torch.tensor([[5.0]]), past_key_values=cache)  # float ids: not read as a token
+        step(input_ids=torch.tensor([[5.0]]), past_key_values=cache)  # float ids: no token
     assert not spy

@@ -1,12 +1,12 @@
-"""oneDNN-packed projection weights for batched CPU decoding (`gpt2kit.models.packed`).
+"""oneDNN-packed projection weights for batched CPU decoding (`gpt2kit.decode.packed`).
 
-Batched `generate` on CPU packs every projection once (`use_decode_layout(rows > 1)`)
-for batches of more than `native.MAX_FP32_ROWS` rows, or any batch without the native
-kernel; smaller batches multiply through the kernel on the decode arena, packed copies or
-not. The ids stay those of `transformers` (the batched parity tests in test_generation.py
-run through one path or the other). Here: the packed product equals `F.linear`, the
-copies never leak into checkpoints, copies of the model or training, a changed weight is
-never read stale, and small batches take the kernel.
+Batched `generate` on CPU has its decoder pack every projection once
+(`DecodeWeights.prepare(rows > 1)`) for batches of more than `native.MAX_FP32_ROWS` rows,
+or any batch without the native kernel; smaller batches multiply through the kernel on
+the decoder's arena, packed copies or not. The ids stay those of `transformers` (the
+batched parity tests in test_generation.py run through one path or the other). Here: the
+packed product equals `F.linear`, the copies never reach the model (checkpoints, copies,
+training), a changed weight is never read stale, and small batches take the kernel.
 """
 
 from __future__ import annotations
@@ -17,17 +17,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2kit import GPT2LMHeadModel, native
+from gpt2kit import GPT2LMHeadModel, decode
+from gpt2kit.decode import native, packed
+from gpt2kit.decode.decoder import _held
+from gpt2kit.decode.packed import PackedWeight, packing_available
+from gpt2kit.decode.weights import projection_weights
 from gpt2kit.generation import generate
 from gpt2kit.models.backbone import Linear
-from gpt2kit.models.packed import PackedWeight, packing_available
 from harness import tiny_config
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN linear ops")
 
 
 def _packed(model):
-    return [m for m in model.modules() if m.__dict__.get("packed_weight") is not None]
+    held = _held.get(model)
+    return [] if held is None else [w for w, _ in held.packed.values()]
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -35,74 +39,73 @@ def _packed(model):
 def test_packed_product_equals_linear(bias, rows):
     torch.manual_seed(0)
     layer = Linear(48, 100, bias=bias)
-    layer.packed_weight = PackedWeight(layer.weight, 8)
-    x = torch.randn(rows, 1, 48)
+    weight = PackedWeight(layer.weight, 8)
+    x = torch.randn(rows, 48)
     with torch.no_grad():
-        ours = layer(x)
+        ours = packed.linear(x, weight, layer.bias)
     ref = F.linear(x, layer.weight, layer.bias)
-    assert ours.shape == (rows, 1, 100)
+    assert ours.shape == (rows, 100)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_batched_generate_packs_and_train_drops(tmp_path):
+def test_batched_generate_packs_beside_the_model(tmp_path):
     model = GPT2LMHeadModel(tiny_config()).eval()
     ids = torch.randint(0, 98, (native.MAX_FP32_ROWS + 1, 5))  # more rows than the kernel takes
     out = generate(model, ids, max_new_tokens=4, eos_token_id=None)
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(_packed(model)) == len(linears) > 0
+    weights = projection_weights(model)
+    assert len(_packed(model)) == len(weights) > 0
     assert not any("packed" in k for k in model.state_dict())
+    with decode.disabled():
+        assert torch.equal(generate(model, ids, max_new_tokens=4, eos_token_id=None), out)
     twin = copy.deepcopy(model)  # the copy packs again on its own first batched decode
     assert _packed(twin) == [] and torch.equal(
         generate(twin, ids, max_new_tokens=4, eos_token_id=None), out
     )
     model.save_pretrained(tmp_path / "m")
-    assert torch.equal(
-        generate(
-            GPT2LMHeadModel.from_pretrained(tmp_path / "m"),
-            ids,
-            max_new_tokens=4,
-            eos_token_id=None,
-        ),
-        out,
-    )
+    loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
+    assert torch.equal(generate(loaded, ids, max_new_tokens=4, eos_token_id=None), out)
+    # training in between: the packed copies are of the old values and are not read
     model.train()
-    assert _packed(model) == []
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(ids[:2], labels=ids[:2]).loss.backward()
+    opt.step()
     model.eval()
+    trained = generate(model, ids, max_new_tokens=4, eos_token_id=None)
+    with decode.disabled():
+        assert torch.equal(generate(model, ids, max_new_tokens=4, eos_token_id=None), trained)
+    held = _held[model]
+    assert all(held.packed_for(w) is not None for w in weights)  # packed again
+    again = dict(held.packed)
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)  # batch 1: weights move
-    assert _packed(model) == []  # (copies of the weights where they were would be stale)
-    generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    packed_again = [m.packed_weight for m in _packed(model)]
-    assert packed_again
-    if model._weight_layout() == "arena":  # native kernels: no move back, no repacking
-        generate(model, ids[:1], max_new_tokens=2, eos_token_id=None)
-        generate(model, ids, max_new_tokens=2, eos_token_id=None)
-        assert [m.packed_weight for m in _packed(model)] == packed_again  # the same objects
-    generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    model.release_decode_weights()
-    assert _packed(model) == []
-    model.pack_decode_weights = False
-    generate(model, ids, max_new_tokens=2, eos_token_id=None)
+    assert held.packed == again  # unchanged weights: the same packed copies
+    decode.release(model)
     assert _packed(model) == []
 
 
 def test_changed_weight_is_never_read_stale():
     torch.manual_seed(0)
-    layer = Linear(16, 32)
-    layer.packed_weight = PackedWeight(layer.weight, 4)
-    x = torch.randn(4, 16)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    ids = torch.randint(0, 98, (native.MAX_FP32_ROWS + 1, 5))
+    generate(model, ids, max_new_tokens=1, eos_token_id=None)
+    held = _held[model]
+    weight = model.transformer.h[0].attn.c_attn.weight
+    assert held.packed_for(weight) is not None
     with torch.no_grad():
-        layer.weight.mul_(2.0)  # in place: same address, new version
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
-    layer.weight = torch.nn.Parameter(torch.randn(32, 16))  # replaced: new address
-    with torch.no_grad():
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+        weight.mul_(2.0)  # in place: same address, new version
+    assert held.packed_for(weight) is None
+    model.transformer.h[0].attn.c_proj.weight = torch.nn.Parameter(torch.randn(32, 32))
+    assert held.packed_for(model.transformer.h[0].attn.c_proj.weight) is None  # replaced
+    out = generate(model, ids, max_new_tokens=3, eos_token_id=None)
+    with decode.disabled():
+        assert torch.equal(generate(model, ids, max_new_tokens=3, eos_token_id=None), out)
 
 
 def test_grad_mode_uses_the_ordinary_product():
-    layer = Linear(16, 32)
-    layer.packed_weight = PackedWeight(layer.weight, 4)
-    y = layer(torch.randn(4, 16))
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    decoder = decode.cpu_decoder(model, native.MAX_FP32_ROWS + 1)
+    layer = model.transformer.h[0].mlp.c_fc
+    with decoder._standing_in():
+        y = layer(torch.randn(40, layer.in_features))
     y.sum().backward()
     assert layer.weight.grad is not None
 
@@ -121,21 +124,20 @@ def test_small_batches_take_the_kernel_without_packing(monkeypatch):
 
     model = GPT2LMHeadModel(tiny_config()).eval()
     Batcher(model, tokenizer=None, max_batch_size=8)
-    assert _packed(model) == [] and model._weight_layout() == "arena"
+    assert _packed(model) == [] and _held[model].kind == "arena"
     ids = torch.randint(0, 98, (native.MAX_FP32_ROWS, 5))
     generate(model, ids, max_new_tokens=2, eos_token_id=None)
-    assert _packed(model) == [] and model._weight_layout() == "arena"
+    assert _packed(model) == [] and _held[model].kind == "arena"
     # packed copies made for a larger batch stay, but small batches still take the kernel
     generate(model, torch.randint(0, 98, (native.MAX_FP32_ROWS + 1, 5)), max_new_tokens=2)
-    assert len(_packed(model)) > 0
+    assert len(_packed(model)) > 0 and _held[model].kind == "arena"
     calls = []
     real = native.gemv
     monkeypatch.setattr(native, "gemv", lambda *a: calls.append(a[0].shape) or real(*a))
     out = generate(model, ids[:8], max_new_tokens=3, eos_token_id=None)
     assert (8, 1, model.config.n_embd) in calls  # decoding steps of 8 rows
-    twin = copy.deepcopy(model)  # (no kernel, no packed copies: plain products)
-    twin.native_decode = twin.pack_decode_weights = False
-    assert torch.equal(generate(twin, ids[:8], max_new_tokens=3, eos_token_id=None), out)
+    with decode.disabled():  # (no kernel, no packed copies: plain products)
+        assert torch.equal(generate(model, ids[:8], max_new_tokens=3, eos_token_id=None), out)
 
 
 # -- bf16 on CPUs without bf16 units ----------------------------------------------------------

@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..decode import cpu_decoder
 from ..models.cache import KVCache
 from ..models.outputs import ModelOutput
 from .compiled import select_decoder
@@ -562,16 +563,17 @@ def generate(
             "streamer supports batch 1 without beam search; drop streamer= or num_beams"
         )
 
-    if hasattr(model, "use_decode_layout"):
-        model.use_decode_layout(ids.shape[0])  # weight layout fastest for this many rows
-    # cache_implementation="static": a fixed-shape, compiled step stands in for the model.
+    # cache_implementation="static": a fixed-shape, compiled step stands in for the model;
+    # else on CPU, the decoder of `gpt2kit.decode` (native kernels, packed weights).
     decoder = select_decoder(model, cfg, ids.shape[0], T + max_new, beams, extra_kwargs)
+    if decoder is model:
+        decoder = cpu_decoder(model, ids.shape[0]) or model
     # no_grad, not inference_mode: the returned ids must stay usable as ordinary tensors
     # (e.g. as training inputs, where inference tensors cannot be saved for backward).
     with torch.no_grad():
         if beams:
             seqs = _beam_search(
-                model,
+                decoder,
                 ids,
                 mask,
                 cfg,

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..decode import cpu_decoder
 from .compiled import select_decoder
 from .processors import build_processors
 from .search import _as_list, _plan, decode_steps, resolve_config
@@ -245,10 +246,11 @@ def stream_generate(
         sent = max(sent, end)
         return piece, found
 
-    if hasattr(model, "use_decode_layout"):
-        model.use_decode_layout(1)
-    # cache_implementation="static": the same compiled step as `generate` uses
+    # cache_implementation="static": the same compiled step as `generate` uses; else on
+    # CPU the decoder of `gpt2kit.decode`
     step_model = select_decoder(model, cfg, 1, T + max_new, False, {})
+    if step_model is model:
+        step_model = cpu_decoder(model, 1) or model
     steps = decode_steps(
         step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {}
     )

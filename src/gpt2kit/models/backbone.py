@@ -16,10 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .. import native
 from ..config import GPT2Config
-from . import native_blocks
-from . import packed as packed_ops
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
 from .outputs import BaseModelOutput
@@ -72,78 +69,32 @@ def _cpu_has_bf16_units() -> bool:
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` that multiplies the way the CPU is fastest at for the input's shape.
+    """`nn.Linear` whose CPU product takes the faster of two forms of the same math for
+    the input's shape (plain PyTorch, no state; decoding's kernels and packed weights are
+    `gpt2kit.decode`'s, which stands in for these products while it decodes):
 
-    - fp32, a handful of rows (decoding, small batches): oneDNN/MKL compute `x @ W.T`
-      1.3-2.4x slower on this project's CPUs than the same product as `(W @ x.T).T`
-      (measured: the 50257-wide LM head at 8 rows, 97 ms vs 40 ms; a 768->2304
-      projection, 4.3 ms vs 2.0 ms), and slower still than through weights packed once
-      for oneDNN, which batched decoding keeps (`models/packed.py`). Same math, different
-      summation order (fp32 results agree to ~1e-6).
+    - fp32, 2 to `FEW_ROWS` rows: oneDNN/MKL compute `x @ W.T` 1.3-2.4x slower on this
+      project's CPUs than the same product as `(W @ x.T).T` (measured: the 50257-wide LM
+      head at 8 rows, 97 ms vs 40 ms; a 768->2304 projection, 4.3 ms vs 2.0 ms). Same
+      math, different summation order (fp32 results agree to ~1e-6).
     - bf16 on a CPU without bf16 units (no AVX512-BF16/AMX): PyTorch emulates bf16
       products row by row, so from `UPCAST_ROWS` rows on the product runs in fp32 on
       upcast copies and is rounded back to bf16: measured (2-core EPYC, 768->3072) 118.9
-      vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024. Fewer rows go through the native
-      kernel when it is built (one pass over the weights for all rows; a 16-row prompt's
-      768->2304 product 3.8 ms row by row), else stay bf16 (the weight's conversion
-      would dominate an upcast).
-    - One row (batch-1 decoding), fp32 or bf16, once the model's `use_decode_layout` has
-      built the native kernel (`gpt2kit/native`) and set `native_kernel`: streams the
-      weights near the memory bandwidth (BLAS reaches 50-70% of it). Also fp32 inputs of
-      up to `native.MAX_FP32_ROWS` rows (a short prompt's prefill, a small batch's
-      step), packed weights or not: one pass over the weights for all rows. GPT-2
-      small's first token after a 4 / 8 / 16 / 24 / 32-token prompt: 40 / 42 / 68 / 86 /
-      95 ms against 60 / 71 / 88 / 118 / 120 ms through BLAS (even at 40); top-k
-      sampling at batch 8 / 16 / 32: 1.45x / 1.20x / 1.03x oneDNN's packed weights.
-    Other devices, dtypes and larger inputs take the ordinary path.
+      vs 44.0 ms at 256 rows, 485.7 vs 114.5 ms at 1024.
     """
 
     FEW_ROWS = 256
     UPCAST_ROWS = 32
-    native_kernel = False  # the built `gpt2kit.native` kernel may run this layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (parameters are read once: each `self.weight` is an nn.Module.__getattr__ call,
-        # and this runs ~50 times per decoded token)
         weight, bias = self.weight, self.bias
-        rows = x.numel() // x.shape[-1] if x.numel() else 0
-        if x.device.type != "cpu" or rows == 0:
+        if x.device.type != "cpu" or x.numel() == 0:
             return F.linear(x, weight, bias)
-        emulated_bf16 = x.dtype == torch.bfloat16 and not _cpu_has_bf16_units()
-        if emulated_bf16 and rows >= self.UPCAST_ROWS:
+        rows = x.numel() // x.shape[-1]
+        if x.dtype == torch.bfloat16 and rows >= self.UPCAST_ROWS and not _cpu_has_bf16_units():
             up_bias = bias.float() if bias is not None else None
             return F.linear(x.float(), weight.float(), up_bias).to(x.dtype)
-        if (
-            (rows == 1 or emulated_bf16)
-            and self.native_kernel  # set by the model's `use_decode_layout`
-            and not torch.is_grad_enabled()
-            and native.supports(x, weight)
-        ):
-            if not torch.compiler.is_compiling():
-                return native.gemv(x, weight, bias)
-            if native.gemv_op is not None:  # (a compiled decode step)
-                return native.gemv_op(x, weight, bias)
-        if x.dtype != torch.float32 or rows > self.FEW_ROWS:  # (bf16: as is)
-            return F.linear(x, weight, bias)
-        if (
-            rows <= native.MAX_FP32_ROWS  # (a short fp32 prompt or a small batch)
-            and self.native_kernel
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and native.supports(x, weight)
-        ):
-            return native.gemv(x, weight, bias)
-        packed = self.__dict__.get("packed_weight")  # batched CPU decoding, see models/packed.py
-        if (
-            packed is not None
-            and not torch.compiler.is_compiling()  # (opaque oneDNN tensors do not trace)
-            and not torch.is_grad_enabled()
-            and packed.valid_for(weight)
-        ):
-            y = packed_ops.linear(x.reshape(rows, x.shape[-1]), packed, bias)
-            return y.view(*x.shape[:-1], self.out_features)
-        if rows == 1 or not weight.is_contiguous():
-            # (a column-major weight, see `use_decode_layout`, is fastest as `x @ W.T`)
+        if x.dtype != torch.float32 or not 1 < rows <= self.FEW_ROWS or not weight.is_contiguous():
             return F.linear(x, weight, bias)
         x2d = x.reshape(rows, x.shape[-1])
         if bias is None:
@@ -203,16 +154,6 @@ class GPT2Attention(nn.Module):
             causal = False
         else:
             qkv = self.c_attn(x)
-            if self._native_step(qkv, mask, cache, output_attentions):
-                B, d = x.shape[0], x.shape[-1]
-                pos = cache.length  # type: ignore[union-attr]
-                keys, values = cache.reserve(
-                    self.layer_idx, pos + 1, B, self.n_head, d // self.n_head, qkv
-                )  # type: ignore[union-attr]
-                # (a cache built from a user's legacy tuple may hold another dtype)
-                if keys.dtype == values.dtype == qkv.dtype and keys.is_contiguous():
-                    y = native.attend_one(qkv, keys, values, pos, self.n_head, self.scale)
-                    return self.resid_dropout(self.c_proj(y)), None
             q, k, v = (self._heads(t) for t in qkv.split(x.shape[-1], dim=2))
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)
@@ -230,22 +171,6 @@ class GPT2Attention(nn.Module):
             )
         y = y.transpose(1, 2).reshape(x.shape)  # (B, T, d)
         return self.resid_dropout(self.c_proj(y)), weights
-
-    def _native_step(self, qkv, mask, cache, output_attentions) -> bool:
-        """Whether this decoding step's attention can run in the native kernel: one new
-        token per row, no padding mask, a growing `KVCache` (not the static one), no
-        autograd or compiler, and the model turned the kernel on (`use_decode_layout`)."""
-        return (
-            self.c_attn.native_kernel
-            and qkv.shape[1] == 1
-            and mask is None
-            and type(cache) is KVCache
-            and not output_attentions
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and qkv.device.type == "cpu"
-            and qkv.dtype in (torch.float32, torch.bfloat16)
-        )
 
     def _eager(self, q, k, v, mask, causal):
         # Explicit softmax(q k^T) v, in fp32 (what `reorder_and_upcast_attn` asks for under
@@ -457,16 +382,7 @@ class GPT2Model(GPT2PreTrainedModel):
                 enc_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
 
         hidden, attentions, cross = [], [], []
-        native_step = (
-            T == 1
-            and B == 1
-            and mask is None
-            and type(cache) is KVCache
-            and encoder_hidden_states is None
-            and not (output_attentions or output_hidden_states)
-            and self._run_native_blocks(x, cache)
-        )
-        for block in () if native_step else self.h:
+        for block in self.h:
             if output_hidden_states:
                 hidden.append(x)
             args = (x, mask, cache, encoder_hidden_states, enc_mask, output_attentions)
@@ -490,13 +406,6 @@ class GPT2Model(GPT2PreTrainedModel):
             if output_attentions and encoder_hidden_states is not None
             else None,
         )
-
-    def _run_native_blocks(self, x: torch.Tensor, cache: KVCache) -> bool:
-        """Every block of a batch-1 decoding step in one native call, in place on `x [1, 1,
-        d]`; False where that does not apply (see `models/native_blocks.py`)."""
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return False
-        return native_blocks.run(self, x, cache)
 
     @staticmethod
     def _self_attention_mask(attention_mask, B, T, past, device) -> torch.Tensor | None:

@@ -13,9 +13,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .. import native
 from ..config import GPT2Config
-from . import packed
 
 M = TypeVar("M", bound="GPT2PreTrainedModel")
 
@@ -31,17 +29,13 @@ class GPT2PreTrainedModel(nn.Module):
             `transformers` and vLLM pick the right class).
         task: the pipeline task name this head serves (used by `AutoModel.for_task`).
 
-    Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding of more
-    than `native.MAX_FP32_ROWS` rows (or without the native kernel) keep a oneDNN-packed
-    copy of the projection weights (`use_decode_layout`); `native_decode` (default True)
-    lets CPU decoding of fewer rows use the compiled kernel (`gpt2kit/native`).
+    A plain PyTorch module: CPU decoding's kernels, weight copies and packed weights belong
+    to `gpt2kit.decode`, which `generate` and the server build around the model.
     """
 
     base_model_prefix = "transformer"
     hf_architecture: str | None = None
     task: str | None = None
-    pack_decode_weights = True
-    native_decode = True
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -104,122 +98,6 @@ class GPT2PreTrainedModel(nn.Module):
             emb = self.get_input_embeddings().weight.numel() + self.backbone.wpe.weight.numel()
             n -= emb
         return n
-
-    # -- weight layout for decoding ----------------------------------------------------------
-    def use_decode_layout(self, rows: int) -> None:
-        """Store the projection weights in the memory layout fastest for `rows`-row products.
-
-        Only the layout changes (values, shapes and `Parameter` objects stay), so any
-        layout computes the same function; speed differs. `generate` calls this with its
-        batch size on CPU in eval mode:
-
-        - Up to `native.MAX_FP32_ROWS` (32) rows, fp32 or bf16, where the native kernel
-          builds (`gpt2kit/native`, unless `native_decode = False`): every projection
-          weight and the LM head move into one buffer in the order a step reads them (the
-          "decode arena"), one mapping on 2 MiB pages where Linux allows
-          (`native.huge_page_empty`: ~1.045x tokens/s at batch 1). The kernel multiplies
-          these rows faster than oneDNN's packed weights (top-k sampling, 124M: 1.45x at
-          batch 8, 1.20x at 16, even at 32), without their second copy of the weights
-          (`backbone.Linear` prefers it over packed copies made for a larger batch).
-        - 1 row, fp32, no native kernel: widening weights (`c_attn`, `c_fc`, the LM head)
-          stored column-major, which BLAS multiplies fastest as `x @ W.T` (measured on a
-          2-core EPYC: 0.54 vs 0.67 ms for `c_attn`, 9.7 vs 14.2 ms for the LM head).
-        - Other fp32 batches up to 256 rows: the weights are also packed for oneDNN
-          (`models/packed.py`: a second copy, ~2.5x faster few-row products than BLAS;
-          off with `pack_decode_weights = False`). The arena, row-major already, stays.
-
-        `train()` restores one contiguous tensor per weight and drops the packed copies,
-        so the optimizer, DDP and checkpoints see ordinary parameters. Switching copies
-        each matrix once (about 0.2-0.5 s for 124M), then stays until another layout is
-        asked for.
-        """
-        cpu_eval = self.device.type == "cpu" and not self.training
-        fp32 = self.dtype == torch.float32
-        kernel = (
-            cpu_eval
-            and self.dtype in (torch.float32, torch.bfloat16)
-            and self.native_decode
-            and native.load() is not None  # (builds it on first use; bf16 uses it for few rows)
-        )
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.native_kernel = kernel  # read by `backbone.Linear`
-        native_rows = kernel and rows <= native.MAX_FP32_ROWS
-        if native_rows:
-            layout = "arena"
-        elif rows == 1 and cpu_eval and fp32:  # (bf16 products of that layout are 10x slower)
-            layout = "column"
-        else:
-            layout = "row"
-        current = self._weight_layout()
-        if layout != current and not (layout == "row" and current == "arena"):
-            if layout != "row":  # packed copies of the row-major weights would go stale
-                packed.release_linears(self)
-            self._set_weight_layout(layout)
-        if rows > 1 and not native_rows and cpu_eval and fp32 and self.pack_decode_weights:
-            packed.pack_linears(self, rows)
-
-    def release_decode_weights(self) -> None:
-        """Free the oneDNN-packed weight copies batched CPU decoding keeps (`models/packed.py`)."""
-        packed.release_linears(self)
-
-    def _projection_weights(self) -> list[nn.Parameter]:
-        """Every `nn.Linear` weight once (the tied LM head is the token embedding), in
-        module order, which is the order a decoding step reads them."""
-        seen: dict[int, nn.Parameter] = {}
-        for module in self.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(module, nn.Linear) and type(weight) is nn.Parameter:
-                seen.setdefault(id(weight), weight)  # sharded (DTensor) weights stay as they are
-        return list(seen.values())
-
-    def _weight_layout(self) -> str:
-        arena = self.__dict__.get("_decode_arena")
-        if arena is not None:
-            ptr = arena.untyped_storage().data_ptr()
-            if all(w.untyped_storage().data_ptr() == ptr for w in self._projection_weights()):
-                return "arena"
-            self.__dict__.pop("_decode_arena")  # `.to()`, `load_state_dict(assign=True)`, ...
-        return "column" if self.__dict__.get("_column_major") else "row"
-
-    def _set_weight_layout(self, layout: str) -> None:
-        weights = self._projection_weights()
-        # Normal tensors even when called under `torch.inference_mode()`: parameters
-        # holding inference tensors could not be updated by an optimizer later.
-        with torch.inference_mode(False), torch.no_grad():
-            if layout == "arena":
-                total = sum(w.numel() for w in weights)
-                arena = (  # (2 MiB pages: the step streams it; see `huge_page_empty`)
-                    native.huge_page_empty(total, self.dtype)
-                    if self.device.type == "cpu"
-                    else torch.empty(total, dtype=self.dtype, device=self.device)
-                )
-                offset = 0
-                for w in weights:
-                    view = arena[offset : offset + w.numel()].view(w.shape)
-                    view.copy_(w.data)
-                    w.data = view
-                    offset += w.numel()
-                self.__dict__["_decode_arena"] = arena  # (not a buffer: not in state_dict)
-            else:
-                self.__dict__.pop("_decode_arena", None)
-                for w in weights:
-                    if layout == "column" and w.shape[0] > w.shape[1]:
-                        # a widening projection; a narrowing one (`mlp.c_proj`, 3072 -> 768)
-                        # multiplies faster row-major (0.66 vs 0.91 ms) and stays so
-                        w.data = w.data.t().contiguous().t()
-                    elif not w.is_contiguous() or w.untyped_storage().nbytes() != (
-                        w.numel() * w.element_size()
-                    ):
-                        w.data = w.data.clone(memory_format=torch.contiguous_format)
-        self.__dict__["_column_major"] = layout == "column"
-
-    def train(self: M, mode: bool = True) -> M:
-        if mode and self._weight_layout() != "row":
-            self._set_weight_layout("row")
-        if mode:
-            packed.release_linears(self)
-        return super().train(mode)
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute block activations in the backward pass: less memory, ~30% more compute."""

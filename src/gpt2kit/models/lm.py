@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GPT2Config
-from . import native_blocks
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
-from .cache import KVCache
 from .losses import lm_head_outputs
 from .outputs import CausalLMOutput
 
@@ -75,25 +73,6 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         logits_to_keep: int = 0,
         return_logits: bool | None = None,
     ) -> CausalLMOutput:
-        if (  # a plain batch-1 decoding step: maybe one native call (`native_blocks.lm_step`)
-            type(past_key_values) is KVCache
-            and labels is None
-            and return_logits is not False
-            and not (output_attentions or output_hidden_states)
-            and all(
-                v is None
-                for v in (
-                    attention_mask,
-                    token_type_ids,
-                    position_ids,
-                    inputs_embeds,
-                    encoder_hidden_states,
-                )
-            )
-        ):
-            logits = native_blocks.lm_step(self, input_ids, past_key_values)
-            if logits is not None:
-                return CausalLMOutput(logits=logits, past_key_values=past_key_values)
         out = self.transformer(
             input_ids,
             past_key_values=past_key_values,

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..decode import cpu_decoder
 from ..generation import GenerationConfig, IncrementalDecoder, build_processors
 from ..generation.processors import apply_processors
 from ..models.cache import KVCache
@@ -151,11 +152,11 @@ class Batcher:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model
-        if max_batch_size > 1 and hasattr(model, "use_decode_layout") and not model.training:
-            # The batch size changes every step: keep a layout every size up to the largest
-            # multiplies fast with (CPU: the native kernel's arena up to 32 rows, else
-            # row-major with oneDNN-packed fp32 weights; a no-op elsewhere).
-            model.use_decode_layout(max_batch_size)
+        # What runs the prefills and steps: on CPU the decoder of `gpt2kit.decode`, built
+        # for the largest batch (the batch size changes every step; up to 32 rows the
+        # native kernel on its weight arena, more with oneDNN-packed fp32 weights), else
+        # the model itself.
+        self._forward = cpu_decoder(model, max_batch_size) or model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.queue_size = queue_size
@@ -333,7 +334,7 @@ class Batcher:
             mask[i, T - r.n_prompt :] = True
             self.prompt_tokens += r.n_prompt
         fresh = KVCache(self.model.config.n_layer, capacity=T)
-        out = self.model(
+        out = self._forward(
             input_ids=ids,
             attention_mask=None if bool(mask.all()) else mask,
             past_key_values=fresh,
@@ -376,7 +377,7 @@ class Batcher:
         ids = torch.tensor([[r.tokens[-1]] for r in self._rows])
         pos = torch.tensor([[r.pos] for r in self._rows])
         self._mask = torch.cat([self._mask, torch.ones(S, 1, dtype=torch.bool)], dim=1)
-        out = self.model(
+        out = self._forward(
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=pos,

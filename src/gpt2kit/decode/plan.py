@@ -1,21 +1,16 @@
-"""A batch-1 CPU decoding step in one native call, and the checks that decide when that
-is the same computation as the modules'. Two entry points:
+"""A batch-1 CPU decoding step of a GPT-2 LM in one native call (`native.run_step`:
+embedding, every block, final norm, LM head), and the checks that decide when that is
+the same computation as the modules'. `CPUDecoder` (decode/decoder.py) calls `lm_step`
+for each plain batch-1 step; anything else runs the model's modules.
 
-- `lm_step`, from `GPT2LMHeadModel.forward` (and its subclasses): the whole step, token
-  id in, logits out (`native.run_step`: embedding, every block, final norm, LM head);
-- `run`, from `GPT2Model.forward` where the whole step does not apply (the backbone
-  called alone, other heads, a dropout on before the blocks): the blocks only
-  (`native.run_blocks`, in place on the embedded hidden state).
-
-Why: once the products stream the weights near the memory bandwidth (`gpt2kit/native`),
+Why: once the products stream the weights near the memory bandwidth (`decode/native`),
 the ~15 PyTorch ops per block between them (layer norms, activation, residual adds,
 module calls) are a fifth of a GPT-2 small fp32 step on a 2-core CPU; in one call they
 take microseconds. The whole step also saves the embedding, final norm and LM-head calls
 and the Python of two model forwards (~1 ms of a ~33 ms step: 1.02-1.04x fp32, 1.07x
 bf16 tokens/s over the blocks call; measured interleaved, `benchmarks/README.md`).
 
-When: the model turned the kernels on (`use_decode_layout`), no autograd, compiler or
-training, and: CPU, fp32 or bf16 throughout, an activation the kernel computes, no
+When: the kernels are built, no autograd, compiler or training, and: CPU, fp32 or bf16 throughout, an activation the kernel computes, no
 cross-attention, the stock module types (an adapter, a parametrization or a subclass may
 change the math), every dropout the kernel skips switched off, and no forward hooks on
 the modules it stands in for (they would not run). Anything else takes the module path,
@@ -26,23 +21,24 @@ The checked weights and their pointer table are kept in a `_Plan` with what they
 checked on: the module tree (which child sits under which name), the parameter objects
 and their data pointers, the attentions' `scale`, the norms' `eps`, the MLPs' `act`, and
 the modules' hook dicts. A step re-reads those (~80-300 us for 12 blocks, where the full
-checks take ~1 ms); a change to any of them (replacing a module or a parameter, `.to()`,
-a layout change) builds a new plan.
+checks take ~1 ms); a change to any of them (replacing a module or a parameter, `.to()`)
+builds a new plan. The projection weights in the table are the decoder's copies where it
+keeps them (`DecodeWeights`: one arena on 2 MiB pages), else the parameters themselves.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .. import native
-from .cache import KVCache
+from ..models.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
+from ..models.cache import KVCache
+from . import native
 
-if TYPE_CHECKING:
-    from .backbone import GPT2Model
+# the projection types the kernel stands in for (same math: `F.linear`)
+LINEAR_TYPES = (nn.Linear, Linear)
 
 # per block: (parent, child) names of the modules the kernel replaces, in order
 _TREE = (("", "ln_1"), ("", "attn"), ("attn", "c_attn"), ("attn", "c_proj"))
@@ -56,8 +52,11 @@ class _Plan:
     also the `head` tensors `native.run_step` reads), whether the kernel computes them
     (`ok`), and what that was checked on."""
 
-    def __init__(self, model: GPT2Model, lm: nn.Module | None = None) -> None:
+    def __init__(
+        self, model: GPT2Model, lm: nn.Module | None, copies: dict[int, torch.Tensor]
+    ) -> None:
         config = model.config
+        self.copies = copies  # id(parameter) -> the decoder's copy of it, read instead
         self.parents: list[dict] = []  # child `names[i]` of `parents[i]` (a `_modules`) ...
         self.names: list[str] = []
         self.child_ids: list[int] = []  # ... is this module (or None) ...
@@ -73,7 +72,6 @@ class _Plan:
         self.head: list[torch.Tensor | None] = []  # a whole step's ends (`native.HEAD_WEIGHTS`)
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
         self.activation = config.activation_function
-        self.switch = None  # the first block's c_attn: `native_kernel` turns the kernel on
         self._edge(model._modules, "h", model.h)
         self.n_blocks = len(model.h)  # (a block appended to `h` leaves the others' edges)
         blocks = [self._block(model, i, block) for i, block in enumerate(model.h)]
@@ -118,8 +116,6 @@ class _Plan:
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
         """Record block `index`'s modules and parameters; None if the kernel cannot run it."""
-        from .backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, Linear
-
         self._edge(model.h._modules, str(index), block)
         found = {"": block}
         for parent, name in _TREE:
@@ -130,14 +126,14 @@ class _Plan:
             found[f"{parent}.{name}" if parent else name] = child
         for module in found.values():  # (registering a hook adds to these dicts)
             self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
-        self.switch = self.switch or found["attn.c_attn"]
         for name in _WEIGHTED:
             self.tensors += (self._param(found[name], "weight"), self._param(found[name], "bias"))
         types = {"": GPT2Block, "ln_1": nn.LayerNorm, "attn": GPT2Attention}
-        types |= {"attn.c_attn": Linear, "attn.c_proj": Linear, "ln_2": nn.LayerNorm}
-        types |= {"mlp": GPT2MLP, "mlp.c_fc": Linear, "mlp.c_proj": Linear}
+        types |= {"ln_2": nn.LayerNorm, "mlp": GPT2MLP}
+        linears = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
         if (
             any(type(found[name]) is not t for name, t in types.items())
+            or any(type(found[name]) not in LINEAR_TYPES for name in linears)
             or found["mlp"].act is not ACT_FNS.get(model.config.activation_function)
             or found["ln_1"].weight is None
             or found["ln_2"].weight is None
@@ -151,16 +147,16 @@ class _Plan:
     def _head(self, model: GPT2Model, lm: nn.Module) -> bool:
         """Record the ends of a whole step (`native.run_step`) of the LM-head model `lm`
         around `model`: embeddings, final norm, LM head; whether the kernel computes them."""
-        from .backbone import Linear
-
         self._edge(lm._modules, "transformer", model)
         found = {name: model._modules.get(name) for name in ("wte", "wpe", "drop", "ln_f")}
         found["lm_head"] = lm._modules.get("lm_head")
         for name, module in found.items():
             self._edge((lm if name == "lm_head" else model)._modules, name, module)
         types = {"wte": nn.Embedding, "wpe": nn.Embedding, "drop": nn.Dropout}
-        types |= {"ln_f": nn.LayerNorm, "lm_head": Linear}
-        if any(type(found[name]) is not t for name, t in types.items()):
+        types |= {"ln_f": nn.LayerNorm}
+        if any(type(found[name]) is not t for name, t in types.items()) or (
+            type(found["lm_head"]) not in LINEAR_TYPES
+        ):
             return False
         for module in (model, *found.values()):
             self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
@@ -193,15 +189,8 @@ class _Plan:
             return None
         self.present.append(p)
         self.pointers.append(p.data_ptr())
-        return p.detach()
-
-    # A copy or a pickle of the model gets no plan (raw pointers into this model's memory);
-    # its first step builds its own.
-    def __deepcopy__(self, memo: dict) -> None:
-        return None
-
-    def __reduce__(self) -> tuple:
-        return (type(None), ())
+        copy = self.copies.get(id(p))
+        return copy if copy is not None else p.detach()
 
     def _edge(self, parent: dict, name: str, child: nn.Module | None) -> None:
         self.parents.append(parent)
@@ -238,26 +227,19 @@ _ACT = operator.attrgetter("act")
 _TRAINING = operator.attrgetter("training")
 
 
-def run(model: GPT2Model, x: torch.Tensor, cache: KVCache) -> bool:
-    """Run `model`'s blocks on `x [1, 1, d]` in place, writing this token's keys and values
-    into `cache`; False, with nothing changed but the cache's capacity, where the module
-    path must run instead."""
-    plan = _checked_plan(model.__dict__, "_native_blocks_plan", model, None)
-    if x.dtype != plan.dtype or x.device.type != "cpu":
-        return False
-    caches = _reserve(plan, cache)
-    if caches is None:
-        return False
-    native.run_blocks(x, plan.blocks, caches, cache.length)  # type: ignore[arg-type]
-    return True
-
-
-def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> torch.Tensor | None:
+def lm_step(
+    lm: nn.Module,
+    input_ids: torch.Tensor | None,
+    cache: KVCache,
+    home: dict,
+    copies: dict[int, torch.Tensor],
+) -> torch.Tensor | None:
     """The logits `[1, 1, vocab]` of one batch-1 decoding step of the LM-head model `lm`
     (its backbone at `lm.transformer`, its head at `lm.lm_head`) on the token
     `input_ids [1, 1]` after the `cache`d ones, in one native call (`native.run_step`),
     the cache advanced; None, with nothing changed but the cache's capacity, where the
     module path must run (the caller checks that no other forward argument is set).
+    The plan is kept in `home`, reading the decoder's weight `copies` where given.
 
     Why: after the blocks went native, the embedding, final norm, LM head and the Python
     of the two forwards around them were ~1 ms of a ~33 ms GPT-2 small step."""
@@ -271,7 +253,7 @@ def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> to
         or torch.compiler.is_compiling()
     ):
         return None
-    plan = _checked_plan(lm.__dict__, "_native_step_plan", lm.transformer, lm)
+    plan = _checked_plan(home, lm.transformer, lm, copies)
     if not plan.ok:
         return None
     token, pos = int(input_ids), cache.length
@@ -287,11 +269,19 @@ def lm_step(lm: nn.Module, input_ids: torch.Tensor | None, cache: KVCache) -> to
     return logits.view(1, 1, -1)
 
 
-def _checked_plan(home: dict, key: str, model: GPT2Model, lm: nn.Module | None) -> _Plan:
-    """The plan kept in `home[key]`, rebuilt when what it was checked on changed."""
-    plan: _Plan | None = home.get(key)
-    if plan is None or plan.n_blocks != len(model.h) or not plan.current():
-        plan = home[key] = _Plan(model, lm)
+def _checked_plan(
+    home: dict, model: GPT2Model, lm: nn.Module, copies: dict[int, torch.Tensor]
+) -> _Plan:
+    """The plan kept in `home["plan"]`, rebuilt when what it was checked on changed (or
+    the decoder's copies did)."""
+    plan: _Plan | None = home.get("plan")
+    if (
+        plan is None
+        or plan.copies is not copies
+        or plan.n_blocks != len(model.h)
+        or not plan.current()
+    ):
+        plan = home["plan"] = _Plan(model, lm, copies)
     return plan
 
 
@@ -300,7 +290,6 @@ def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
     kernel may run the plan now (else None)."""
     if (
         plan.blocks is None
-        or not plan.switch.native_kernel  # type: ignore[union-attr]
         or plan.hooked()
         or any(map(_TRAINING, plan.dropouts))  # (one switched on: e.g. Monte Carlo dropout)
         or type(cache) is not KVCache

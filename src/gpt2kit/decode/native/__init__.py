@@ -11,8 +11,8 @@ too. Up to `MAX_FP32_ROWS` rows of x (a short prompt, a small batch or beam; bf1
 where PyTorch multiplies bf16 one row at a time) share one pass over the weights. The step's
 attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,
 and at batch 1 so are all the blocks (`run_blocks`) or a language model's whole step,
-embedding to logits (`run_step`), driven by `models/native_blocks.py`. The decode arena
-(`models/base.py`) sits on 2 MiB pages (`huge_page_empty`).
+embedding to logits (`run_step`), driven by `decode/plan.py`. The decoder's weight
+arena (`decode/weights.py`) sits on 2 MiB pages (`huge_page_empty`).
 Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,
@@ -24,8 +24,8 @@ to the copy PyTorch already loaded, so both share one thread pool.
 
 Where there is no compiler, the system is not Linux, `GPT2KIT_NATIVE=0` is set, or the
 build fails, `load()` returns None (a failed build is logged once, as a warning) and the
-ordinary PyTorch products run: same results up to summation order, only slower. A model
-opts out with `model.native_decode = False`.
+ordinary PyTorch products run: same results up to summation order, only slower. One
+call opts out with `gpt2kit.decode.disabled()`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ logger = logging.getLogger("gpt2kit")
 SOURCE = Path(__file__).with_name("kernels.c")
 # fp32 inputs of up to this many rows multiply faster through `gemv` (one pass over the
 # weights for all rows) than through BLAS or oneDNN's packed weights on GPT-2 small's
-# projections (measured on a 2-core EPYC; see `backbone.Linear` and `use_decode_layout`).
+# projections (measured on a 2-core EPYC; see `decode/decoder.py`).
 MAX_FP32_ROWS = 32
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 
@@ -273,7 +273,7 @@ def pointer_table(tensors: list[torch.Tensor | None]) -> ctypes.Array:
 @dataclass(frozen=True)
 class Blocks:
     """What `run_blocks` and `run_step` read of a model's transformer blocks, built once per
-    model (`models/native_blocks.py` keeps it with the checks it rests on).
+    model (`decode/plan.py` keeps it with the checks it rests on).
 
     `table`: `WEIGHTS_PER_BLOCK` pointers per block (`pointer_table`), to tensors of one
     dtype (`dtype`, fp32 or bf16), contiguous, on CPU: ln_1 weight, bias; attn c_attn weight

@@ -9,14 +9,12 @@ measured on this project's 2-core EPYC, GPT-2 small at 8 rows, 6-7 GB/s through
 batch-8 top-k sampling with 124M went from 1.92x to 2.06x-2.44x `transformers`.
 
 Cost. The packed copy sits beside the weights (about +0.45 GB for 124M in fp32), so it
-is made only for batched decoding on CPU in fp32 eval mode (`use_decode_layout(rows)`
-with `rows > 1`, and the server's batcher), kept across calls, checked against the
-weight's address and version at every use (a changed or moved weight is never read
-stale), and dropped by `train()`, by a batch-1 `generate` that moves the weights (into
-the decode arena, or column-major without the native kernels) or by
-`release_decode_weights()`. Once the weights sit in the arena (row-major, what packing
-reads), batch-1 and batched calls alternate with no relayout or repacking.
-`model.pack_decode_weights = False` turns it off.
+is made only for batched decoding on CPU in fp32 of more than `native.MAX_FP32_ROWS`
+rows (or without the native kernel): `DecodeWeights.prepare` (a `generate` call, the
+server's batcher) packs, the copies are kept with the decoder's other weight copies
+(never on the model) until `gpt2kit.decode.release(model)` or the model is collected,
+and each is checked against its weight's address and version at every use (a changed or
+moved weight is never read stale, it is repacked at the next call).
 
 The two ops are PyTorch-internal (the oneDNN bindings inductor uses); where they are
 missing or fail, nothing is packed and the ordinary products run.
@@ -24,12 +22,7 @@ missing or fail, nothing is packed and the ordinary products run.
 
 from __future__ import annotations
 
-import logging
-
 import torch
-from torch import nn
-
-logger = logging.getLogger("gpt2kit")
 
 _available: bool | None = None
 
@@ -74,29 +67,7 @@ def linear(x2d: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None) -
     return torch.ops.mkldnn._linear_pointwise(x2d.contiguous(), packed.tensor, bias, "none", [], "")
 
 
-def pack_linears(model: nn.Module, rows: int) -> None:
-    """Pack every fp32 `nn.Linear` weight of `model` on CPU for `rows`-row products
-    (kept where still valid)."""
+def mark_unavailable() -> None:
+    """Record that this build's oneDNN ops refused to pack (plain products from now on)."""
     global _available
-    if not packing_available():
-        return
-    try:
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if not isinstance(module, nn.Linear) or type(weight) is not nn.Parameter:
-                continue  # sharded (DTensor) weights stay as they are
-            if weight.device.type != "cpu" or weight.dtype != torch.float32:
-                continue
-            current = module.__dict__.get("packed_weight")
-            if current is None or not current.valid_for(weight):
-                module.packed_weight = PackedWeight(weight, rows)
-    except RuntimeError as err:  # a build whose oneDNN ops refuse: plain products
-        logger.warning("oneDNN weight packing unavailable (%s); using plain products", err)
-        _available = False
-        release_linears(model)
-
-
-def release_linears(model: nn.Module) -> None:
-    """Drop every packed weight of `model`."""
-    for module in model.modules():
-        module.__dict__.pop("packed_weight", None)
+    _available = False
