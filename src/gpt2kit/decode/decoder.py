@@ -169,6 +169,7 @@ class CPUDecoder:
                     self._install()
                 except BaseException:
                     held.users -= 1
+                    _uninstall(held)
                     raise
         try:
             yield
@@ -176,26 +177,28 @@ class CPUDecoder:
             with held.lock:
                 held.users -= 1
                 if held.users == 0:
-                    for module in held.installed:
-                        module.__dict__.pop("forward", None)
-                    held.installed = []
+                    _uninstall(held)
 
     def _install(self) -> None:
         held = self.weights
-        held.sync(projection_weights(self.model))
-        installed = []
-        for module in self.model.modules():
+        installed, weights, seen = [], [], set()
+        for module in self.model.modules():  # (one walk: this runs every call)
             kind = type(module)
-            if "forward" in module.__dict__:
-                continue  # (the instance's own forward: leave it)
             if kind in LINEAR_TYPES:
-                module.__dict__["forward"] = functools.partial(self._linear, module)
+                weight = module.weight
+                if type(weight) is nn.Parameter and weight.dim() == 2 and id(weight) not in seen:
+                    seen.add(id(weight))
+                    weights.append(weight)
+                forward = self._linear
             elif kind is GPT2Attention and not module.is_cross_attention and self.kernel:
-                module.__dict__["forward"] = functools.partial(self._attention, module)
+                forward = self._attention
             else:
                 continue
-            installed.append(module)
+            if "forward" not in module.__dict__:  # (an instance's own forward: leave it)
+                module.__dict__["forward"] = functools.partial(forward, module)
+                installed.append(module)
         held.installed = installed
+        held.sync(weights)
 
     def _linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         """`module(x)`: the native kernel for a few rows, packed weights for more (fp32)."""
@@ -272,6 +275,12 @@ class CPUDecoder:
         return type(module).forward(
             module, x, mask, cache, encoder_hidden_states, output_attentions, **kwargs
         )
+
+
+def _uninstall(held: DecodeWeights) -> None:
+    for module in held.installed:
+        module.__dict__.pop("forward", None)
+    held.installed = []
 
 
 # the step's flags that may be passed as False / 0 (their defaults)
