@@ -66,7 +66,6 @@ def _tolerance(dtype: torch.dtype, reference: torch.Tensor) -> float:
 
 
 @needs_kernel
-@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_step_at_gpt2_small_shapes_and_the_last_position(dtype, fused_calls):
     model = _gpt2_small_shapes(dtype)
