@@ -25,7 +25,7 @@ consecutive `generate` calls do not copy the weights each time; `release(model)`
 them.
 
 A new CPU decode path goes here: a branch in `CPUDecoder.__call__` for a whole step, or
-in `DecodeWeights.linear` / `attention` for one product or one attention, with its test
+in `CPUDecoder._linear` / `_attention` for one product or one attention, with its test
 against the module path (tests/test_native*.py, tests/test_decode.py).
 """
 
