@@ -173,6 +173,8 @@ class GPT2Attention(nn.Module):
             self.c_attn = Linear(d, 3 * d)
         self.c_proj = Linear(d, d)
         self.attn_pdrop = config.attn_pdrop
+        # `attn_implementation="eager"` (`GPT2PreTrainedModel.set_attn_implementation`)
+        self.eager_attention = config.get("_attn_implementation") == "eager"
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +221,7 @@ class GPT2Attention(nn.Module):
             causal = mask is None and q.shape[2] > 1
 
         weights = None
-        if output_attentions or (self.upcast and q.dtype != torch.float32):
+        if output_attentions or self.eager_attention or (self.upcast and q.dtype != torch.float32):
             y, weights = self._eager(q, k, v, mask, causal)
         elif getattr(cache, "single_query", False):
             y = _single_query_attention(q, k, v, mask, self.scale)

@@ -29,7 +29,7 @@ class GPT2PreTrainedModel(nn.Module):
         hf_architecture: the name written to `config.json`'s `architectures`; defaults to
             the class name (aliases such as `GPT2ForCausalLM` write `GPT2LMHeadModel` so
             `transformers` and vLLM pick the right class).
-        task: the pipeline task name this head serves (used by `AutoModel.for_task`).
+        task: the pipeline task name this head serves (used by `AutoModelForArchitecture.for_task`).
 
     Instance setting: `pack_decode_weights` (default True) lets batched CPU decoding of more
     than `native.MAX_FP32_ROWS` rows (or without the native kernel) keep a oneDNN-packed
@@ -245,15 +245,56 @@ class GPT2PreTrainedModel(nn.Module):
         self.tie_weights()
         return new
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload model",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "5GB",
+        tokenizer: Any = None,
+    ) -> Any:
+        """Save to a scratch folder and upload it to the Hub repository `repo_id` (created
+        if needed) through `huggingface_hub`; returns its commit info."""
+        import tempfile
+
+        from ..hub import push_folder
+
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = self.save_pretrained(
+                Path(scratch) / "model", max_shard_size=max_shard_size, tokenizer=tokenizer
+            )
+            return push_folder(
+                folder,
+                repo_id,
+                commit_message=commit_message,
+                private=private,
+                token=token,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
     # -- checkpoints --------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls: type[M],
-        name_or_path: str | os.PathLike,
-        *,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
         config: GPT2Config | None = None,
         dtype: torch.dtype | str | None = None,
-        device: torch.device | str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        device: torch.device | str | int | None = None,
+        device_map: Any = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
         ignore_mismatched_sizes: bool = False,
         ignore_unexpected_keys: bool = False,
         output_loading_info: bool = False,
@@ -262,32 +303,91 @@ class GPT2PreTrainedModel(nn.Module):
         """Load a Hugging Face GPT-2 checkpoint: a local folder or a Hub id.
 
         Args:
-            name_or_path: folder with `config.json` and weights (`model.safetensors`,
-                sharded safetensors with index, or `pytorch_model.bin`), or a Hub id.
+            pretrained_model_name_or_path: folder with `config.json` and weights
+                (`model.safetensors`, sharded safetensors with index, or `pytorch_model.bin`),
+                or a Hub id.
             config: use this config instead of the folder's `config.json`.
-            dtype: e.g. `torch.bfloat16`; `"auto"` keeps the checkpoint's dtype; default fp32.
+            dtype: e.g. `torch.bfloat16` or `"bfloat16"`; `"auto"` keeps the checkpoint's
+                dtype; default fp32. `torch_dtype` is the older name of the same argument.
             device: where the weights go (they are read straight there).
+            device_map: `transformers`' name for one device: a device, `{"": device}`, or
+                `"auto"` (the GPU if there is one, else the CPU). Spreading layers over
+                several devices is not supported (an error).
+            attn_implementation: `"sdpa"` (default) or `"eager"` (explicit softmax).
+            trust_remote_code: accepted for `transformers` scripts; no remote code ever runs.
+            revision, token, cache_dir, local_files_only, force_download: how a Hub id is
+                fetched (`gpt2kit.hub`); unused for a local folder.
             ignore_mismatched_sizes: re-initialize weights whose shapes differ instead of failing.
             ignore_unexpected_keys: drop unknown backbone keys instead of failing.
             output_loading_info: also return a `LoadReport` (missing/unexpected/new keys).
-            **config_overrides: changed config fields, e.g. `num_labels=3`.
+            **config_overrides: changed config fields, e.g. `num_labels=3`; any other
+                keyword is an error naming it.
 
         Example:
             >>> model = GPT2LMHeadModel.from_pretrained("path/to/gpt2")  # doctest: +SKIP
         """
         from ..checkpoint import load_model
+        from ..hub import HubOptions
 
+        if model_args:
+            raise UnsupportedArgumentError(
+                f"{cls.__name__}.from_pretrained takes the path and keywords only; got "
+                f"{len(model_args)} extra positional argument(s). Pass config=... by name"
+            )
+        check_config_overrides(cls, config_overrides)
+        impl = check_attn_implementation(attn_implementation)
         model, report = load_model(
             cls,
-            name_or_path,
+            pretrained_model_name_or_path,
             config=config,
-            dtype=dtype,
-            device=device,
+            dtype=resolve_dtype_argument(dtype, torch_dtype),
+            device=resolve_device_argument(device, device_map),
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             ignore_unexpected_keys=ignore_unexpected_keys,
             config_overrides=config_overrides,
+            hub_options=HubOptions(revision, token, cache_dir, local_files_only, force_download),
         )
+        if impl is not None:
+            model.set_attn_implementation(impl)
         return (model, report) if output_loading_info else model  # type: ignore[return-value]
+
+    @classmethod
+    def from_config(
+        cls: type[M],
+        config: GPT2Config,
+        *,
+        dtype: torch.dtype | str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> M:
+        """A randomly initialized model for `config` (as `transformers`' `_from_config`)."""
+        resolved = resolve_dtype_argument(dtype, torch_dtype)
+        if resolved == "auto":
+            resolved = None
+        model = cls(config)
+        if resolved is not None:
+            model.to(_as_torch_dtype(resolved))
+        impl = check_attn_implementation(attn_implementation)
+        if impl is not None:
+            model.set_attn_implementation(impl)
+        return model
+
+    @property
+    def attn_implementation(self) -> str:
+        """`"sdpa"` or `"eager"`: how every attention layer computes softmax(q k^T) v."""
+        return self.__dict__.get("_attn_implementation", "sdpa")
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch every attention layer to `"sdpa"` (fused kernel) or `"eager"` (explicit
+        softmax, fp32 scores, the path `output_attentions` takes)."""
+        name = check_attn_implementation(name) or "sdpa"
+        for module in self.modules():
+            if hasattr(module, "eager_attention"):
+                module.eager_attention = name == "eager"
+        self.__dict__["_attn_implementation"] = name
+        # (read by `transformers`-style code as `model.config._attn_implementation`)
+        self.config.__dict__["_attn_implementation"] = name
 
     def complete_loading(self, report: Any) -> None:
         """Called by the checkpoint loader after the weights are in, before it logs `report`
@@ -311,3 +411,102 @@ class GPT2PreTrainedModel(nn.Module):
         return save_model(
             self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype
         )
+
+
+class UnsupportedArgumentError(TypeError, ValueError):
+    """A keyword gpt2kit does not take; the message names it and what to use instead."""
+
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+# `transformers` keywords a script may pass that gpt2kit does not take, and what to do.
+_KNOWN_UNSUPPORTED = {
+    "low_cpu_mem_usage": "gpt2kit always builds on the meta device and reads weights once; drop it",
+    "use_safetensors": "gpt2kit reads safetensors when present, else pytorch_model.bin; drop it",
+    "subfolder": "pass the subfolder's path (or download it) instead",
+    "variant": "gpt2kit reads model.safetensors / pytorch_model.bin only",
+    "quantization_config": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
+    "load_in_8bit": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
+    "load_in_4bit": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
+    "output_attentions": "pass output_attentions=True to the forward call",
+    "output_hidden_states": "pass output_hidden_states=True to the forward call",
+    "return_dict": "pass return_dict=False to the forward call",
+    "from_tf": "gpt2kit reads PyTorch checkpoints only",
+    "from_flax": "gpt2kit reads PyTorch checkpoints only",
+    "max_memory": "device_map over several devices is not supported; load onto one device",
+    "offload_folder": "offloading is not supported; load onto one device",
+    "proxies": "configure proxies through huggingface_hub (HTTPS_PROXY)",
+}
+
+
+def check_config_overrides(cls: type, overrides: dict[str, Any]) -> None:
+    """Raise naming the first keyword that is neither a config field nor an option of `cls`."""
+    from dataclasses import fields
+
+    from ..config import ALIASES
+
+    allowed = {f.name for f in fields(GPT2Config)} - {"extra"}
+    allowed |= set(ALIASES) | {"num_labels", "label2id"} | set(getattr(cls, "config_options", ()))
+    for key in overrides:
+        if key not in allowed:
+            hint = _KNOWN_UNSUPPORTED.get(
+                key,
+                "from_pretrained takes config fields (e.g. num_labels=3, n_positions=512) and "
+                "the loading keywords documented on it",
+            )
+            raise UnsupportedArgumentError(
+                f"{cls.__name__}.from_pretrained got an unsupported keyword {key!r}: {hint}"
+            )
+
+
+def check_attn_implementation(name: str | None) -> str | None:
+    if name is None or name in ATTN_IMPLEMENTATIONS:
+        return name
+    raise UnsupportedArgumentError(
+        f"attn_implementation={name!r} is not supported; use 'sdpa' (default) or 'eager'"
+    )
+
+
+def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype {dtype!r} is not a torch dtype (try 'float32' or 'bfloat16')")
+    return resolved
+
+
+def resolve_dtype_argument(
+    dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str | None
+) -> torch.dtype | str | None:
+    """One dtype from `dtype` and its older name `torch_dtype` ("auto" kept as is)."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ValueError(
+            f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one (dtype)"
+        )
+    value = dtype if dtype is not None else torch_dtype
+    if value is None or value == "auto":
+        return value
+    return _as_torch_dtype(value)
+
+
+def resolve_device_argument(device: Any, device_map: Any) -> torch.device | None:
+    """One device from gpt2kit's `device` and `transformers`' `device_map`."""
+    if isinstance(device_map, dict):
+        if set(device_map) != {""}:
+            raise UnsupportedArgumentError(
+                "device_map placing modules on different devices is not supported; gpt2kit "
+                "loads onto one device: pass device_map='auto', a device, or {'': device}"
+            )
+        device_map = device_map[""]
+    if device_map == "auto":
+        device_map = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device_map in ("balanced", "balanced_low_0", "sequential"):
+        raise UnsupportedArgumentError(
+            f"device_map={device_map!r} spreads layers over devices, which gpt2kit does not; "
+            "pass device_map='auto' or one device"
+        )
+    resolved = [torch.device(d) for d in (device, device_map) if d is not None]
+    if len(resolved) == 2 and resolved[0] != resolved[1]:
+        raise ValueError(f"device={device!r} and device_map={device_map!r} disagree; pass one")
+    return resolved[0] if resolved else None

@@ -80,6 +80,13 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
     """
 
     task = "document-classification"
+    config_options = (
+        "window_size",
+        "stride",
+        "doc_aggregation",
+        "window_pooling",
+        "window_batch_size",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)

@@ -45,6 +45,10 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
     """
 
     task = "multiple-choice"
+    config_options = (
+        "classifier_dropout",
+        "hidden_dropout",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)

@@ -45,6 +45,11 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
     """
 
     task = "text-classification"
+    config_options = (
+        "max_text_length",
+        "pack_length",
+        "text_pooling",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)

@@ -38,6 +38,10 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     """
 
     task = "token-classification"
+    config_options = (
+        "classifier_dropout",
+        "hidden_dropout",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
