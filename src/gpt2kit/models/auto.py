@@ -182,9 +182,13 @@ class _AutoTaskModel:
 
 
 class AutoModel(_AutoTaskModel):
-    """`GPT2Model`, the bare backbone (as `transformers.AutoModel`)."""
+    """`GPT2Model`, the bare backbone (as `transformers.AutoModel`).
+
+    `for_task` (not in `transformers`) is `AutoModelForArchitecture.for_task`.
+    """
 
     class_name = "GPT2Model"
+    for_task = staticmethod(AutoModelForArchitecture.for_task)
 
 
 class AutoModelForCausalLM(_AutoTaskModel):

@@ -221,29 +221,87 @@ class GPT2PreTrainedModel(nn.Module):
             packed.release_linears(self)
         return super().train(mode)
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute block activations in the backward pass: less memory, ~30% more compute."""
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Recompute block activations in the backward pass: less memory, ~30% more compute.
+
+        `gradient_checkpointing_kwargs` (`transformers`' argument) may only repeat the
+        setting used here, `{"use_reentrant": False}`.
+        """
+        extra = {k: v for k, v in (gradient_checkpointing_kwargs or {}).items()}
+        if extra.pop("use_reentrant", False) or extra:
+            raise UnsupportedArgumentError(
+                f"gradient_checkpointing_kwargs={gradient_checkpointing_kwargs!r}: gpt2kit "
+                "checkpoints with use_reentrant=False only; pass None or that"
+            )
         self.backbone.gradient_checkpointing = True
 
     def gradient_checkpointing_disable(self) -> None:
         self.backbone.gradient_checkpointing = False
 
-    def resize_token_embeddings(self, new_size: int) -> nn.Embedding:
-        """Grow or shrink the vocabulary (new rows initialized), keeping a tied head tied."""
-        old = self.get_input_embeddings()
-        if new_size == old.num_embeddings:
-            return old
-        new = nn.Embedding(
-            new_size, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
-        )
-        self._init_module(new)
-        n = min(new_size, old.num_embeddings)
-        with torch.no_grad():
-            new.weight[:n] = old.weight[:n]
-        self.backbone.wte = new
-        self.config.vocab_size = new_size
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(self.backbone.gradient_checkpointing)
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        self.backbone.wte = embedding
         self.tie_weights()
-        return new
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The LM head (`lm_head`), or None for a model without one (as `transformers`)."""
+        head = getattr(self, "lm_head", None)
+        return head if isinstance(head, nn.Linear) else None
+
+    def set_output_embeddings(self, head: nn.Linear) -> None:
+        self.lm_head = head
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether the class has `generate` (an LM head)."""
+        return callable(getattr(cls, "generate", None))
+
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Embedding:
+        """Grow or shrink the vocabulary of the token embedding and of an LM head (tied or
+        not), as `transformers` does: the size rounds up to `pad_to_multiple_of`; new rows
+        are drawn around the mean of the old ones (`mean_resizing`, a normal with 1e-9 of
+        their covariance; the mean itself where that is degenerate), else initialized as
+        at construction. Returns the (same) embedding module, resized in place."""
+        embedding = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embedding
+        n = embedding.num_embeddings if new_num_tokens is None else int(new_num_tokens)
+        if pad_to_multiple_of is not None:
+            if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+                raise ValueError(
+                    f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}"
+                )
+            n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
+        if n < 1:
+            raise ValueError(f"new_num_tokens must be >= 1, got {n}")
+        if n == embedding.num_embeddings:
+            return embedding
+        embedding.weight = nn.Parameter(_resized_rows(embedding.weight, n, mean_resizing, self))
+        embedding.num_embeddings = n
+        head = self.get_output_embeddings()
+        if head is not None:
+            if self.config.tie_word_embeddings:
+                head.weight = embedding.weight
+            else:
+                head.weight = nn.Parameter(_resized_rows(head.weight, n, mean_resizing, self))
+                if head.bias is not None:
+                    bias = head.bias.new_zeros(n)
+                    bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
+                    head.bias = nn.Parameter(bias)
+            head.out_features = n
+            head.__dict__.pop("packed_weight", None)  # (a packed copy of the old shape)
+        self.config.vocab_size = n
+        return embedding
 
     def push_to_hub(
         self,
@@ -510,3 +568,29 @@ def resolve_device_argument(device: Any, device_map: Any) -> torch.device | None
     if len(resolved) == 2 and resolved[0] != resolved[1]:
         raise ValueError(f"device={device!r} and device_map={device_map!r} disagree; pass one")
     return resolved[0] if resolved else None
+
+
+def _resized_rows(
+    weight: torch.Tensor, n: int, mean_resizing: bool, model: GPT2PreTrainedModel
+) -> torch.Tensor:
+    """`weight [V, d]` cut or extended to `[n, d]` (see `resize_token_embeddings`)."""
+    old = weight.detach()
+    keep = min(n, old.shape[0])
+    new = old.new_empty(n, old.shape[1])
+    new[:keep] = old[:keep]
+    added = n - keep
+    if added:
+        if mean_resizing:
+            rows = old.float()
+            mean = rows.mean(0)
+            centered = rows - mean
+            covariance = centered.T @ centered / rows.shape[0]
+            covariance = 1e-9 * covariance
+            if bool(torch.distributions.constraints.positive_definite.check(covariance).all()):
+                dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance)
+                new[keep:] = dist.sample((added,)).to(new.dtype)
+            else:  # (fewer rows than dimensions, ...: the mean itself)
+                new[keep:] = mean.to(new.dtype)
+        else:
+            nn.init.normal_(new[keep:], mean=0.0, std=model.config.initializer_range)
+    return new

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from ..config import GPT2Config
 from . import native_blocks
+from .arguments import BackboneArgs, Unpack, head_forward
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
-from .losses import lm_head_outputs
+from .losses import keep_positions, lm_head_outputs, wants_logits
 from .outputs import CausalLMOutput
 
 
@@ -32,6 +33,27 @@ class GenerationMixin:
 
         return generate(self, input_ids, **kwargs)
 
+    @property
+    def generation_config(self) -> Any:
+        """`generate`'s defaults: the checkpoint's `generation_config.json` when it has one,
+        else built from the model config's special tokens (always present, as in
+        `transformers`; written by `save_pretrained`)."""
+        config = self.__dict__.get("_generation_config")
+        if config is None:
+            from ..generation.config import GenerationConfig
+
+            config = GenerationConfig.from_model_config(self.config)  # type: ignore[attr-defined]
+            self.__dict__["_generation_config"] = config
+        return config
+
+    @generation_config.setter
+    def generation_config(self, value: Any) -> None:
+        self.__dict__["_generation_config"] = value
+
+    @generation_config.deleter
+    def generation_config(self) -> None:  # (back to the one built from the model config)
+        self.__dict__.pop("_generation_config", None)
+
 
 class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     """GPT-2 with the language-model head (`lm_head`, tied to `transformer.wte`).
@@ -39,8 +61,10 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     `forward(input_ids [B, T], ..., labels [B, T])` returns `CausalLMOutput` with
     `logits [B, T, V]` and, given labels, the shifted cross-entropy (`-100` ignored).
     `logits_to_keep=k` computes logits for the last k positions only (generation needs 1).
-    Training with labels (train mode, grad enabled) computes the loss chunk by chunk without
-    the `[B, T, V]` logits and returns `logits=None`; `return_logits=True` keeps them.
+    As in `transformers`, the logits are always returned, in training too. Opt-in
+    `return_logits=False` (or Liger's `skip_logits=True`) computes the loss chunk by chunk
+    without ever building the `[B, T, V]` logits (`logits=None`): gpt2kit's Trainer does so
+    for its training steps.
 
     Example:
         >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100))
@@ -58,59 +82,46 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        *,
         labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         return_logits: bool | None = None,
+        skip_logits: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **backbone: Unpack[BackboneArgs],
     ) -> CausalLMOutput:
+        """`labels [B, T]` unshifted (`-100` ignored); `logits_to_keep` the last k positions
+        (or a tensor of positions); `return_logits=False` / `skip_logits=True`: the loss
+        without the `[B, T, V]` logits (chunked); `num_items_in_batch`: divide the summed
+        loss by it (`transformers.Trainer` passes it); the rest is `BackboneArgs`."""
+        past_key_values = backbone.get("past_key_values")
         if (  # a plain batch-1 decoding step: maybe one native call (`native_blocks.lm_step`)
             type(past_key_values) is KVCache
             and labels is None
             and return_logits is not False
-            and not (output_attentions or output_hidden_states)
+            and not (backbone.get("output_attentions") or backbone.get("output_hidden_states"))
             and all(
-                v is None
-                for v in (
-                    attention_mask,
-                    token_type_ids,
-                    position_ids,
-                    inputs_embeds,
-                    encoder_hidden_states,
+                backbone.get(k) is None
+                for k in (
+                    "attention_mask",
+                    "token_type_ids",
+                    "position_ids",
+                    "inputs_embeds",
+                    "encoder_hidden_states",
                 )
             )
         ):
             logits = native_blocks.lm_step(self, input_ids, past_key_values)
             if logits is not None:
                 return CausalLMOutput(logits=logits, past_key_values=past_key_values)
-        out = self.transformer(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, return_logits)
+        out = self.transformer(input_ids, **backbone)
+        hidden = keep_positions(out.last_hidden_state, logits_to_keep)
+        want = wants_logits(return_logits, skip_logits)
+        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, want, num_items_in_batch)
         return CausalLMOutput(
             loss=loss,
             logits=logits,
