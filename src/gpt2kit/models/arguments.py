@@ -26,7 +26,7 @@ from typing import Any, TypedDict, TypeVar
 import torch
 from typing_extensions import Unpack  # (typing.Unpack from Python 3.11; torch depends on this)
 
-__all__ = ["BACKBONE_ARGS", "BackboneArgs", "Unpack", "head_forward"]
+__all__ = ["BACKBONE_ARGS", "BackboneArgs", "Unpack", "fold_choices", "head_forward"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,3 +83,31 @@ def head_forward(forward: F) -> F:
 
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+# Backbone arguments that come one per token row, with their rank without a choice axis.
+PER_ROW = {"input_ids": 2, "attention_mask": 2, "token_type_ids": 2, "position_ids": 2}
+PER_ROW["inputs_embeds"] = 3
+
+
+def fold_choices(args: dict[str, Any], choices: bool = True) -> tuple[dict[str, Any], tuple]:
+    """`(args, lead)`: the per-row arguments of `args` from `[B, C, T, ...]` to
+    `[B * C, T, ...]` (every choice one backbone row), and `lead = (B, C)`; with
+    `choices=False` the arguments as they are and `lead = (B,)`."""
+    out, lead = dict(args), ()
+    for name, rank in PER_ROW.items():
+        if args.get(name) is None:
+            continue
+        t = out[name] = torch.as_tensor(args[name])
+        if not choices:
+            lead = t.shape[:1]
+            continue
+        if t.dim() != rank + 1:
+            raise ValueError(
+                f"{name} must be [batch, choices, tokens{', d' if rank == 3 else ''}] for a "
+                f"multiple-choice model; got shape {tuple(t.shape)}. Stack each example's "
+                "choices (gpt2kit.tasks.multiple_choice.MultipleChoiceCollator does), or use "
+                "GPT2ForSequenceClassification for one sequence per example"
+            )
+        out[name], lead = t.reshape(-1, *t.shape[2:]), t.shape[:2]
+    return out, tuple(lead)

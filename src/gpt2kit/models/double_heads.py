@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import GPT2Config
-from .arguments import BackboneArgs, Unpack, head_forward
+from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
 from .backbone import GPT2Model, Linear, as_token_ids
 from .base import GPT2PreTrainedModel
 from .lm import GenerationMixin
@@ -57,15 +57,15 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         **backbone: Unpack[BackboneArgs],
     ) -> DoubleHeadsModelOutput:
         input_ids = as_token_ids(input_ids, self.device) if input_ids is not None else None
-        ref = input_ids if input_ids is not None else backbone.get("inputs_embeds")
-        if ref is None:
+        embeds = backbone.get("inputs_embeds")
+        if (input_ids is None) == (embeds is None):
             raise ValueError(
                 "pass input_ids ([batch, choices, tokens] or [batch, tokens]) or inputs_embeds"
             )
-        lead = ref.shape[:-1] if input_ids is not None else ref.shape[:-2]  # (B, C) or (B,)
-        T = ref.shape[len(lead)]
-        flat = {k: _flat(v, len(lead)) if k in PER_ROW else v for k, v in backbone.items()}
-        out = self.transformer(_flat(input_ids, len(lead)), **flat)
+        per_choice = (input_ids.dim() if input_ids is not None else embeds.dim() - 1) == 3
+        args, lead = fold_choices({**backbone, "input_ids": input_ids}, choices=per_choice)
+        out = self.transformer(**args)
+        T = out.last_hidden_state.shape[1]
         hidden = out.last_hidden_state.view(*lead, T, -1)  # (B, C, T, d)
         want = wants_logits(return_logits, skip_logits)
         logits, loss = lm_head_outputs(
@@ -87,11 +87,3 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         return DoubleHeadsModelOutput(
             loss, mc_loss, logits, mc_logits, out.past_key_values, out.hidden_states, out.attentions
         )
-
-
-PER_ROW = ("attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
-
-
-def _flat(t: torch.Tensor | None, lead: int) -> torch.Tensor | None:
-    """`[B, C, T, ...]` -> `[B * C, T, ...]` (`lead` = 2; `[B, T, ...]` stays)."""
-    return None if t is None else t.reshape(-1, *t.shape[lead:])

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from ..config import GPT2Config
-from .arguments import BackboneArgs, Unpack, head_forward
+from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
 from .outputs import MultipleChoiceModelOutput
 from .pooling import gather_index, pool_last
 from .token_classification import classifier_dropout
-
-# Backbone arguments that come per choice, and their rank with the choice axis.
-FOLDED = {"attention_mask": 3, "token_type_ids": 3, "position_ids": 3, "inputs_embeds": 4}
-
-
-def fold_choices(t: Any, name: str, dims: int = 3) -> Any:
-    """`[B, C, T, ...]` -> `[B * C, T, ...]`: every choice runs as one backbone row.
-    Arguments not per choice (`dims=0`), and None, pass as they are."""
-    if t is None or not dims:
-        return t
-    t = torch.as_tensor(t)
-    if t.dim() != dims:
-        raise ValueError(
-            f"{name} must be [batch, choices, tokens{', d' if dims == 4 else ''}] for a "
-            f"multiple-choice model; got shape {tuple(t.shape)}. Stack each example's choices "
-            "(gpt2kit.tasks.multiple_choice.MultipleChoiceCollator does), or use "
-            "GPT2ForSequenceClassification for one sequence per example"
-        )
-    return t.reshape(-1, *t.shape[2:])
 
 
 class GPT2ForMultipleChoice(GPT2PreTrainedModel):
@@ -53,10 +32,7 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
     """
 
     task = "multiple-choice"
-    config_options = (
-        "classifier_dropout",
-        "hidden_dropout",
-    )  # extra config keys from_pretrained accepts
+    config_options = ("classifier_dropout", "hidden_dropout")  # (from_pretrained accepts them)
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
@@ -76,13 +52,9 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
     ) -> MultipleChoiceModelOutput:
         """`input_ids`/`attention_mask [B, C, T]` (or `inputs_embeds [B, C, T, d]`),
         `mc_token_ids [B, C]` (default: last real token), `labels [B]`."""
-        ref = input_ids if input_ids is not None else backbone.get("inputs_embeds")
-        if ref is None:
-            raise ValueError("pass input_ids [batch, choices, tokens] or inputs_embeds")
-        folded = {k: fold_choices(v, k, FOLDED.get(k, 0)) for k, v in backbone.items()}
-        out = self.transformer(fold_choices(input_ids, "input_ids"), **folded)
-        last = out.last_hidden_state
-        hidden = last.view(len(ref), -1, *last.shape[1:])  # (B, C, T, d)
+        args, lead = fold_choices({**backbone, "input_ids": input_ids})
+        out = self.transformer(**args)
+        hidden = out.last_hidden_state.view(*lead, *out.last_hidden_state.shape[1:])  # (B, C, T, d)
         if mc_token_ids is not None:
             pooled = gather_index(hidden, mc_token_ids.to(hidden.device))  # (B, C, d)
         else:

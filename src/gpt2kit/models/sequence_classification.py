@@ -11,27 +11,7 @@ from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import SequenceClassifierOutput
-from .pooling import last_token_index
-
-
-def last_token_without_mask(
-    config: GPT2Config, input_ids: torch.Tensor | None, batch: int, T: int
-) -> torch.Tensor:
-    """`transformers`' rule when no attention_mask is given: the rightmost non-pad id.
-
-    Without `pad_token_id` (or with `inputs_embeds`) only the last position is safe, and
-    only for a batch of one, since a batch of several may be padded.
-    """
-    if config.pad_token_id is None:
-        if batch != 1:
-            raise ValueError(
-                "cannot find the last token of each row: pass attention_mask (1 = real token), "
-                "or set config.pad_token_id, for a batch of more than one sequence"
-            )
-        return torch.full((batch,), T - 1, dtype=torch.long)
-    if input_ids is None:
-        return torch.full((batch,), T - 1, dtype=torch.long)
-    return last_token_index(input_ids != config.pad_token_id)
+from .pooling import last_token_index, last_token_without_mask
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):
