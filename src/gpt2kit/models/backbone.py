@@ -372,10 +372,13 @@ def positions_from_mask(attention_mask: torch.Tensor, past_length: int, t: int) 
     """Position of each of the last `t` tokens: the count of real tokens before it.
 
     `attention_mask [B, past + t]`; left-padded rows get the positions of the same text
-    unpadded. Pad slots get 0 (their outputs are never used).
+    unpadded. Pad slots get their index, as in `transformers` (their outputs are not
+    meant to be used; this way they equal `transformers`' on right-padded batches).
     """
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.clamp_(min=0)[:, past_length : past_length + t]
+    mask = attention_mask.bool()
+    pos = mask.long().cumsum(-1) - 1
+    index = torch.arange(mask.shape[-1], device=mask.device).expand_as(pos)
+    return torch.where(mask, pos, index)[:, past_length : past_length + t]
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -596,9 +599,11 @@ class GPT2Model(GPT2PreTrainedModel):
         mask = (torch.arange(S, device=device)[None, :] <= q_pos)[None, None]  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask[:, None, None, :]
-            # A pad query may have no visible key at all; let it see itself so softmax stays
-            # finite. Its output is never used.
-            mask = mask | (torch.arange(S, device=device)[None, :] == q_pos)[None, None]
+            # A pad query may have no visible key at all (left padding); let it see itself
+            # so softmax stays finite. Its output is not meant to be used; others see what
+            # `transformers`' pad queries see.
+            blind = ~mask.any(-1, keepdim=True)
+            mask = mask | (blind & (torch.arange(S, device=device)[None, :] == q_pos)[None, None])
         return mask.expand(B, 1, T, S) if mask.shape[0] == 1 else mask
 
     def get_input_embeddings(self) -> nn.Embedding:
