@@ -58,7 +58,7 @@ def test_device_map_over_several_devices_is_an_error(folder, device_map):
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"low_cpu_mem_usage": True}, "low_cpu_mem_usage"),
+        ({"use_safetensors": False}, "use_safetensors"),
         ({"output_hidden_states": True}, "output_hidden_states"),
         ({"not_a_thing": 3}, "not_a_thing"),
         ({"attn_implementation": "flash_attention_2"}, "flash_attention_2"),
@@ -73,7 +73,7 @@ def test_unknown_keyword_is_an_error_naming_it(folder, kwargs, name):
 
 def test_config_overrides_and_task_options_still_work(folder):
     model = gpt2kit.GPT2ForSequenceClassification.from_pretrained(
-        folder, num_labels=3, pad_token_id=0, trust_remote_code=True
+        folder, num_labels=3, pad_token_id=0, trust_remote_code=True, low_cpu_mem_usage=True
     )
     assert model.score.out_features == 3 and model.config.pad_token_id == 0
     texts = gpt2kit.GPT2ForTextClassification.from_pretrained(folder, max_text_length=16)

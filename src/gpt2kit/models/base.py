@@ -348,6 +348,7 @@ class GPT2PreTrainedModel(nn.Module):
         device_map: Any = None,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
+        low_cpu_mem_usage: bool | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
@@ -373,6 +374,8 @@ class GPT2PreTrainedModel(nn.Module):
                 several devices is not supported (an error).
             attn_implementation: `"sdpa"` (default) or `"eager"` (explicit softmax).
             trust_remote_code: accepted for `transformers` scripts; no remote code ever runs.
+            low_cpu_mem_usage: accepted and ignored, as `transformers` 5 does: the model is
+                always built on the meta device and each weight read once.
             revision, token, cache_dir, local_files_only, force_download: how a Hub id is
                 fetched (`gpt2kit.hub`); unused for a local folder.
             ignore_mismatched_sizes: re-initialize weights whose shapes differ instead of failing.
@@ -479,7 +482,6 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 # `transformers` keywords a script may pass that gpt2kit does not take, and what to do.
 _KNOWN_UNSUPPORTED = {
-    "low_cpu_mem_usage": "gpt2kit always builds on the meta device and reads weights once; drop it",
     "use_safetensors": "gpt2kit reads safetensors when present, else pytorch_model.bin; drop it",
     "subfolder": "pass the subfolder's path (or download it) instead",
     "variant": "gpt2kit reads model.safetensors / pytorch_model.bin only",

@@ -53,7 +53,6 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         logits_to_keep: int | torch.Tensor = 0,
         return_logits: bool | None = None,
         skip_logits: bool | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
         **backbone: Unpack[BackboneArgs],
     ) -> DoubleHeadsModelOutput:
         input_ids = as_token_ids(input_ids, self.device) if input_ids is not None else None
@@ -69,7 +68,7 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         hidden = out.last_hidden_state.view(*lead, T, -1)  # (B, C, T, d)
         want = wants_logits(return_logits, skip_logits)
         logits, loss = lm_head_outputs(
-            self.lm_head, keep_positions(hidden, logits_to_keep), labels, want, num_items_in_batch
+            self.lm_head, keep_positions(hidden, logits_to_keep), labels, want
         )
         # The choice score needs the whole row; during cached decoding (a mask longer than
         # the new tokens) there is none, so mc_logits is None there.
