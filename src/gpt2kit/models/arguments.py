@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict, TypeVar
 
 import torch
 from typing_extensions import Unpack  # (typing.Unpack from Python 3.11; torch depends on this)
 
-__all__ = ["BACKBONE_ARGS", "BackboneArgs", "Unpack", "fold_choices", "head_forward"]
+__all__ = [
+    "BACKBONE_ARGS",
+    "BackboneArgs",
+    "Unpack",
+    "fold_choices",
+    "head_forward",
+    "pad_token_lists",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,3 +118,17 @@ def fold_choices(args: dict[str, Any], choices: bool = True) -> tuple[dict[str, 
             )
         out[name], lead = t.reshape(-1, *t.shape[2:]), t.shape[:2]
     return out, tuple(lead)
+
+
+def pad_token_lists(
+    rows: Sequence[Sequence[int]], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids [N, T]` (pad id 0, masked out) and `attention_mask [N, T]`
+    for token-id lists (the heads that take lists: scoring, texts, document windows)."""
+    T = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), T, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)

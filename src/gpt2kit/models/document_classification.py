@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
+from .arguments import pad_token_lists
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import classification_loss
@@ -175,14 +176,7 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
         )
         out = []
         for start in range(0, len(pieces), size):
-            chunk = pieces[start : start + size]
-            T = max(len(p) for p in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for r, p in enumerate(chunk):
-                ids[r, : len(p)] = torch.tensor(p)
-                mask[r, : len(p)] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
+            ids, mask = pad_token_lists(pieces[start : start + size], self.device)
             if recompute:
                 out.append(checkpoint(self._pool_window_batch, ids, mask, use_reentrant=False))
             else:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..config import GPT2Config
 from . import native_blocks
-from .arguments import BackboneArgs, Unpack, head_forward
+from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
@@ -209,12 +209,7 @@ class GPT2ForCausalLM(GPT2LMHeadModel):
         token_logprobs: list[torch.Tensor] = []
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for r, s in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
+            ids, mask = pad_token_lists(chunk, self.device)
             logits = self(ids, attention_mask=mask).logits.float()
             logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
             token_logprobs += [logp[r, : len(s) - 1].cpu() for r, s in enumerate(chunk)]

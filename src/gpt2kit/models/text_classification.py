@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import GPT2Config
 from ..tasks.packing import PackedBatch, pack_texts, pool_spans
+from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import classification_loss
@@ -86,65 +86,44 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         return pack_texts(texts, self.pack_length, pad_token_id=pad, device=self.device)
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        text_spans: torch.Tensor | None = None,
+        *,
         texts: Sequence[Sequence[int]] | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        text_spans: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        past_key_values: Any = None,
-        use_cache: bool | None = None,
+        **backbone: Unpack[BackboneArgs],
     ) -> TextClassifierOutput:
-        if past_key_values is not None or use_cache:
+        if backbone.get("past_key_values") is not None or backbone.get("use_cache"):
             raise ValueError(
                 "text classification does not use a KV cache; drop past_key_values/use_cache"
             )
-        hidden_states = attentions = None
+        mask = backbone.get("attention_mask")
+        out = None
         if texts is not None:
-            if input_ids is not None or inputs_embeds is not None:
+            if input_ids is not None or backbone.get("inputs_embeds") is not None:
                 raise ValueError("pass either texts or input_ids/inputs_embeds, not both")
             pooled = self._pool_texts(texts)
         elif text_spans is not None:
-            if attention_mask is None or attention_mask.dim() != 4 or position_ids is None:
+            if mask is None or mask.dim() != 4 or backbone.get("position_ids") is None:
                 raise ValueError(
                     "packed input (text_spans) needs the 4-D attention_mask and position_ids of the "
                     "packing; build all four with gpt2kit.tasks.packing.pack_texts"
                 )
-            out = self.transformer(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
+            out = self.transformer(input_ids, **backbone)
             pooled = pool_spans(out.last_hidden_state, text_spans, self.text_pooling)
-            hidden_states, attentions = out.hidden_states, out.attentions
         else:
-            out = self.transformer(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
-            mask = (
-                attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-            )
-            pooled = POOLERS[self.text_pooling](out.last_hidden_state, mask)
-            hidden_states, attentions = out.hidden_states, out.attentions
+            out = self.transformer(input_ids, **backbone)
+            rows = mask if mask is not None and mask.dim() == 2 else None
+            pooled = POOLERS[self.text_pooling](out.last_hidden_state, rows)
         logits = self.score(pooled)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        return TextClassifierOutput(loss, logits, pooled, hidden_states, attentions)
+        hidden, attentions = (
+            (out.hidden_states, out.attentions) if out is not None else (None, None)
+        )
+        return TextClassifierOutput(loss, logits, pooled, hidden, attentions)
 
     def _pool_texts(self, texts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Pooled vector `[N, d]` per text: short ones packed, long ones padded, input order kept."""
@@ -171,12 +150,7 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
             order += short
         if long:
             # Too long to be worth packing: ordinary right-padded rows.
-            T = max(lengths[i] for i in long)
-            ids = torch.zeros(len(long), T, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(long):
-                ids[r, : lengths[i]] = torch.as_tensor(list(texts[i]))
-                mask[r, : lengths[i]] = 1
+            ids, mask = pad_token_lists([texts[i] for i in long], self.device)
             hidden = self.transformer(ids, attention_mask=mask).last_hidden_state
             parts.append(POOLERS[self.text_pooling](hidden, mask))
             order += long
