@@ -20,6 +20,32 @@ from . import packed
 M = TypeVar("M", bound="GPT2PreTrainedModel")
 
 
+class ConfigOption:
+    """A task option kept in the config (so it survives save/load), read as an attribute.
+
+    `default` is a value or a function of the model; `choices` are checked when the model
+    is built. Declaring one adds its key to the class's `config_options`, the extra config
+    keys `from_pretrained` accepts.
+    """
+
+    def __init__(self, key: str, default: Any, kind: type = str, choices: tuple = ()) -> None:
+        self.key, self.default, self.kind, self.choices = key, default, kind, choices
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        owner.config_options = (*owner.config_options, self.key)  # type: ignore[attr-defined]
+
+    def __get__(self, model: Any, owner: type | None = None) -> Any:
+        if model is None:
+            return self
+        default = self.default(model) if callable(self.default) else self.default
+        value = self.kind(model.config.get(self.key, default))
+        if self.choices and value not in self.choices:
+            raise ValueError(
+                f"{self.key} {value!r} is unknown; set it to one of {', '.join(map(repr, self.choices))}"
+            )
+        return value
+
+
 class GPT2PreTrainedModel(nn.Module):
     """Base of every gpt2kit model.
 
@@ -38,6 +64,7 @@ class GPT2PreTrainedModel(nn.Module):
     """
 
     base_model_prefix = "transformer"
+    config_options: tuple[str, ...] = ()  # extra config keys from_pretrained accepts
     hf_architecture: str | None = None
     task: str | None = None
     pack_decode_weights = True
@@ -51,6 +78,9 @@ class GPT2PreTrainedModel(nn.Module):
                 "build one with GPT2Config(...) or GPT2Config.from_pretrained(path)"
             )
         self.config = config
+        for name, value in vars(type(self)).items():  # check task options on construction
+            if isinstance(value, ConfigOption):
+                getattr(self, name)
 
     # -- initialization -----------------------------------------------------------------------
     def _init_module(self, module: nn.Module) -> None:

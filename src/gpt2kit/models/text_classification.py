@@ -11,7 +11,7 @@ from ..config import GPT2Config
 from ..tasks.packing import PackedBatch, pack_texts, pool_spans
 from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel
+from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import TextClassifierOutput
 from .pooling import POOLERS
@@ -45,18 +45,15 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
     """
 
     task = "text-classification"
-    config_options = (
-        "max_text_length",
-        "pack_length",
-        "text_pooling",
-    )  # extra config keys from_pretrained accepts
+    # Task options live in the config, so they survive save/load.
+    max_text_length = ConfigOption("max_text_length", lambda m: min(128, m.config.n_positions), int)
+    pack_length = ConfigOption(
+        "pack_length", lambda m: min(m.config.n_positions, 2 * m.max_text_length), int
+    )
+    text_pooling = ConfigOption("text_pooling", "last", choices=("last", "mean"))
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
-        if self.text_pooling not in ("last", "mean"):
-            raise ValueError(
-                f"text_pooling {self.text_pooling!r} is unknown; set it to 'last' or 'mean'"
-            )
         if not 1 <= self.max_text_length <= self.pack_length <= config.n_positions:
             raise ValueError(
                 f"need 1 <= max_text_length ({self.max_text_length}) <= pack_length ({self.pack_length}) "
@@ -65,21 +62,6 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
         self.transformer = GPT2Model(config)
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.init_weights()
-
-    # Task options live in the config, so they survive save/load.
-    @property
-    def max_text_length(self) -> int:
-        return int(self.config.get("max_text_length", min(128, self.config.n_positions)))
-
-    @property
-    def pack_length(self) -> int:
-        return int(
-            self.config.get("pack_length", min(self.config.n_positions, 2 * self.max_text_length))
-        )
-
-    @property
-    def text_pooling(self) -> str:
-        return self.config.get("text_pooling", "last")
 
     def pack(self, texts: Sequence[Sequence[int]]) -> PackedBatch:
         """Pack texts of at most `max_text_length` tokens into rows of `pack_length`."""
