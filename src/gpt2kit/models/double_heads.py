@@ -8,7 +8,7 @@ from ..config import GPT2Config
 from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
 from .backbone import GPT2Model, Linear, as_token_ids
 from .base import GPT2PreTrainedModel
-from .lm import GenerationMixin
+from .generation_mixin import GenerationMixin
 from .losses import class_cross_entropy, keep_positions, lm_head_outputs, wants_logits
 from .outputs import DoubleHeadsModelOutput
 from .pooling import SequenceSummary

@@ -14,45 +14,9 @@ from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
 from .cache import KVCache
+from .generation_mixin import GenerationMixin
 from .losses import keep_positions, lm_head_outputs, wants_logits
 from .outputs import CausalLMOutput
-
-
-class GenerationMixin:
-    """`generate` for models with an LM head; the decoding loop lives in `gpt2kit.generation`."""
-
-    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
-        """Continue `input_ids [B, T]` (see `gpt2kit.generation.generate` for every option).
-
-        Example:
-            >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-            >>> model.generate(torch.tensor([[1, 2]]), max_new_tokens=3).shape
-            torch.Size([1, 5])
-        """
-        from ..generation import generate
-
-        return generate(self, input_ids, **kwargs)
-
-    @property
-    def generation_config(self) -> Any:
-        """`generate`'s defaults: the checkpoint's `generation_config.json` when it has one,
-        else built from the model config's special tokens (always present, as in
-        `transformers`; written by `save_pretrained`)."""
-        config = self.__dict__.get("_generation_config")
-        if config is None:
-            from ..generation.config import GenerationConfig
-
-            config = GenerationConfig.from_model_config(self.config)  # type: ignore[attr-defined]
-            self.__dict__["_generation_config"] = config
-        return config
-
-    @generation_config.setter
-    def generation_config(self, value: Any) -> None:
-        self.__dict__["_generation_config"] = value
-
-    @generation_config.deleter
-    def generation_config(self) -> None:  # (back to the one built from the model config)
-        self.__dict__.pop("_generation_config", None)
 
 
 class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
