@@ -11,7 +11,7 @@ import torch
 from gpt2kit.models.auto import (
     MODEL_CLASSES,
     TASKS,
-    AutoModel,
+    AutoModelForArchitecture,
     architecture_class,
     model_class,
     task_class,
@@ -39,12 +39,12 @@ MINE = [
 @pytest.mark.parametrize("cls", MINE, ids=lambda c: c.__name__)
 def test_from_pretrained_picks_saved_class(cls, tmp_path):
     cls(tiny_config()).save_pretrained(tmp_path)
-    assert type(AutoModel.from_pretrained(tmp_path)) is cls
+    assert type(AutoModelForArchitecture.from_pretrained(tmp_path)) is cls
 
 
 def test_causal_lm_alias_and_transformers_names(hf_twin):
     _, folder = hf_twin(tiny_config(), "GPT2ForTokenClassification")
-    assert type(AutoModel.from_pretrained(folder)) is GPT2ForTokenClassification
+    assert type(AutoModelForArchitecture.from_pretrained(folder)) is GPT2ForTokenClassification
     assert model_class("GPT2ForCausalLM") is GPT2ForCausalLM
     assert (
         task_class("causal-lm") is GPT2ForCausalLM
@@ -57,11 +57,13 @@ def test_missing_or_unknown_architectures(tmp_path):
     data = json.loads((tmp_path / "config.json").read_text())
     del data["architectures"]
     (tmp_path / "config.json").write_text(json.dumps(data))
-    assert type(AutoModel.from_pretrained(tmp_path)) is GPT2LMHeadModel  # documented default
+    assert (
+        type(AutoModelForArchitecture.from_pretrained(tmp_path)) is GPT2LMHeadModel
+    )  # documented default
     data["architectures"] = ["GPT2SomethingElse"]
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="GPT2SomethingElse.*for_task"):
-        AutoModel.from_pretrained(tmp_path)
+        AutoModelForArchitecture.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -82,12 +84,14 @@ def test_for_task_keeps_backbone_new_head_and_labels_persist(tmp_path, caplog):
     lm.save_pretrained(tmp_path / "lm")
     id2label = {0: "O", 1: "B-PER", 2: "I-PER"}
     with caplog.at_level(logging.WARNING, logger="gpt2kit"):
-        model = AutoModel.for_task("token-classification", tmp_path / "lm", id2label=id2label)
+        model = AutoModelForArchitecture.for_task(
+            "token-classification", tmp_path / "lm", id2label=id2label
+        )
     assert type(model) is GPT2ForTokenClassification and model.classifier.out_features == 3
     assert any("classifier.weight" in r.getMessage() for r in caplog.records)
     torch.testing.assert_close(model.transformer.wte.weight, lm.transformer.wte.weight)
     model.save_pretrained(tmp_path / "tagger")
-    again = AutoModel.from_pretrained(tmp_path / "tagger")
+    again = AutoModelForArchitecture.from_pretrained(tmp_path / "tagger")
     assert type(again) is GPT2ForTokenClassification
     assert again.config.id2label == id2label and again.config.label2id == {
         "O": 0,
@@ -98,8 +102,9 @@ def test_for_task_keeps_backbone_new_head_and_labels_persist(tmp_path, caplog):
 
 def test_from_config():
     cfg = tiny_config(architectures=["GPT2ForQuestionAnswering"])
-    assert type(AutoModel.from_config(cfg)) is GPT2ForQuestionAnswering
+    assert type(AutoModelForArchitecture.from_config(cfg)) is GPT2ForQuestionAnswering
     assert (
-        type(AutoModel.from_config(tiny_config(), task="multiple-choice")) is GPT2ForMultipleChoice
+        type(AutoModelForArchitecture.from_config(tiny_config(), task="multiple-choice"))
+        is GPT2ForMultipleChoice
     )
     assert architecture_class(tiny_config()) is GPT2LMHeadModel

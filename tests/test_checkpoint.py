@@ -260,7 +260,13 @@ def test_resave_keeps_other_files_and_drops_stale_shards(tmp_path):
     (tmp_path / "logs" / "train.jsonl").write_text("{}")
     model.save_pretrained(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["README.md", "config.json", "logs", "model.safetensors"]
+    assert names == [
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "logs",
+        "model.safetensors",
+    ]
     assert (tmp_path / "logs" / "train.jsonl").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.parent.iterdir()) == [tmp_path.name]
     loaded = GPT2LMHeadModel.from_pretrained(tmp_path)

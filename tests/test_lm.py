@@ -192,23 +192,25 @@ def test_training_loss_skips_logits_and_matches_the_full_path(model_cls):
     batch = lm_batch(config, seed=1, seq=10)
     labels = batch["labels"].clone()
     labels[1, :3] = -100
-    fused = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
-    assert fused.logits is None  # training with labels: no [B, T, V] tensor
-    fused.loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    full = model(
+    fused = model(
         batch["input_ids"],
         attention_mask=batch["attention_mask"],
         labels=labels,
-        return_logits=True,
+        return_logits=False,
     )
-    assert full.logits is not None
+    assert fused.logits is None  # opt-in chunked loss: no [B, T, V] tensor
+    fused.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    assert full.logits is not None  # as transformers: logits in training too
     full.loss.backward()
     torch.testing.assert_close(fused.loss, full.loss, atol=1e-6, rtol=1e-5)
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5, msg=n)
-    # eval mode, or no labels: logits as always
+    skipped = model(batch["input_ids"], labels=labels, skip_logits=True)  # (Liger's name)
+    assert skipped.logits is None
+    torch.testing.assert_close(skipped.loss, model(batch["input_ids"], labels=labels).loss)
     assert model.eval()(batch["input_ids"], labels=labels).logits is not None
     with pytest.raises(ValueError, match="needs labels"):
         model(batch["input_ids"], return_logits=False)
@@ -246,13 +248,13 @@ def test_double_heads_training_lm_loss_matches_the_full_path():
     ids = torch.randint(0, 99, (2, 3, 8))  # [B, C, T]
     mc = torch.tensor([0, 2])
     torch.manual_seed(1)  # the same dropout masks (the choice head's summary dropout)
-    fused = model(ids, labels=ids, mc_labels=mc)
+    fused = model(ids, labels=ids, mc_labels=mc, return_logits=False)
     assert fused.logits is None and fused.mc_logits is not None
     (fused.loss + fused.mc_loss).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     torch.manual_seed(1)
-    full = model(ids, labels=ids, mc_labels=mc, return_logits=True)
+    full = model(ids, labels=ids, mc_labels=mc)
     (full.loss + full.mc_loss).backward()
     torch.testing.assert_close(fused.loss, full.loss, atol=1e-6, rtol=1e-5)
     for n, p in model.named_parameters():

@@ -407,11 +407,11 @@ def test_continuous_batching_matches_single_requests(lm, tok):
     ],
 )
 def test_task_endpoints_follow_the_model(task, path, body, n, has, tok):
-    from gpt2kit.models.auto import AutoModel
+    from gpt2kit.models.auto import AutoModelForArchitecture
 
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=128, num_labels=3)
-    model = AutoModel.from_config(config, task=task).eval()
+    model = AutoModelForArchitecture.from_config(config, task=task).eval()
     with (
         BackgroundServer(create_app(model, tok)) as url,
         httpx.Client(base_url=url, timeout=60) as c,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from .config import GPT2Config
+from .hub import HubError, HubOptions, resolve_folder
 
 logger = logging.getLogger("gpt2kit")
 
@@ -65,34 +66,14 @@ class LoadReport:
 
 
 # -- locating files ------------------------------------------------------------------------------
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
-
-
-def resolve_checkpoint_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as is; otherwise a Hub id downloaded (and cached) by `huggingface_hub`."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise CheckpointError(f"{name!r} is not a folder; pass a folder that holds {CONFIG}")
+def resolve_checkpoint_dir(
+    name_or_path: str | os.PathLike, hub_options: HubOptions | None = None
+) -> Path:
+    """A local folder as is; otherwise a Hub id downloaded (and cached) through `gpt2kit.hub`."""
     try:
-        from huggingface_hub import snapshot_download
-
-        try:  # the cache first: works offline for anything downloaded before
-            folder = snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True)
-        except Exception:
-            folder = snapshot_download(name, allow_patterns=_HUB_PATTERNS)
-        folder = Path(folder)
-        if not any(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(name, allow_patterns=["pytorch_model*.bin*"]))
-        return folder
-    except Exception as err:
-        raise CheckpointError(
-            f"could not get {name!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
-            f"Without network access, pass a local folder that holds {CONFIG} and the weights "
-            f"(e.g. one written by save_pretrained)"
-        ) from err
+        return resolve_folder(name_or_path, hub_options)
+    except HubError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def _read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -220,9 +201,10 @@ def load_model(
     ignore_mismatched_sizes: bool = False,
     ignore_unexpected_keys: bool = False,
     config_overrides: dict[str, Any] | None = None,
+    hub_options: HubOptions | None = None,
 ) -> tuple[torch.nn.Module, LoadReport]:
     """Build `cls` from the checkpoint at `name_or_path`; see `GPT2PreTrainedModel.from_pretrained`."""
-    folder = resolve_checkpoint_dir(name_or_path)
+    folder = resolve_checkpoint_dir(name_or_path, hub_options)
     if config is None:
         if not (folder / CONFIG).is_file():
             raise CheckpointError(

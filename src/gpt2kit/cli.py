@@ -518,7 +518,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import parse_size
-    from .models.auto import AutoModel
+    from .models.auto import AutoModelForArchitecture
     from .pipelines.base import load_tokenizer
 
     try:
@@ -527,7 +527,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-shard-size: {err}") from err
     if Path(args.destination).resolve() == Path(args.source).resolve():
         raise CLIError("destination must differ from source")
-    model = AutoModel.from_pretrained(args.source, dtype="auto")
+    model = AutoModelForArchitecture.from_pretrained(args.source, dtype="auto")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     tokenizer = load_tokenizer(None, args.source)
     out = model.save_pretrained(

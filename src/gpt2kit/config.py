@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .hub import HubError, HubOptions, resolve_folder
 
 # Activations GPT-2 checkpoints use (`transformers.activations.ACT2FN` names).
 ACTIVATIONS = (
@@ -232,17 +233,33 @@ class GPT2Config:
         return cls.from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides: Any) -> GPT2Config:
-        """Read `config.json` from a folder or Hub id, or build a preset by name."""
-        path = Path(name_or_path)
-        if path.is_dir():
-            cfg = cls.from_json_file(path / "config.json")
-        elif path.is_file():
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        trust_remote_code: bool = False,
+        **overrides: Any,
+    ) -> GPT2Config:
+        """Read `config.json` from a folder, a file or a Hub id (fetched through `gpt2kit.hub`
+        with `revision`, `token`, `cache_dir`, `local_files_only`, `force_download`);
+        `overrides` change fields. `trust_remote_code` is accepted; no code ever runs."""
+        path = Path(pretrained_model_name_or_path)
+        if path.is_file():
             cfg = cls.from_json_file(path)
         else:
-            from .checkpoint import resolve_checkpoint_dir
-
-            cfg = cls.from_json_file(resolve_checkpoint_dir(str(name_or_path)) / "config.json")
+            options = HubOptions(revision, token, cache_dir, local_files_only, force_download)
+            try:
+                folder = resolve_folder(
+                    path if path.is_dir() else str(path), options, need_weights=False
+                )
+            except HubError as err:
+                raise ConfigError(str(err)) from err
+            cfg = cls.from_json_file(folder / "config.json")
         for key, value in overrides.items():
             cfg.update(**{key: value})
         return cfg

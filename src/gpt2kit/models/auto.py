@@ -1,4 +1,9 @@
-"""`AutoModel`: the right gpt2kit class for a checkpoint or a task, and the task registry.
+"""Auto classes: `transformers`' names (`AutoModel`, `AutoModelForCausalLM`, ...), the class
+chosen from `config.json` (`AutoModelForArchitecture`), and the task registry.
+
+`transformers`' Auto classes pick the class from the *task* (`AutoModelForCausalLM` is
+`GPT2LMHeadModel` whatever `architectures` says; `AutoModel` is the bare `GPT2Model`), and
+so do ours. Picking the class a checkpoint was saved as is `AutoModelForArchitecture`.
 
 Two tables, both plain dicts so pipelines and the CLI read them too:
 
@@ -8,7 +13,7 @@ Two tables, both plain dicts so pipelines and the CLI read them too:
   not installed (or not written yet) costs nothing until used.
 - `TASKS`: task name -> class name (`text-generation`, `question-answering`, ...).
 
-Rules of `AutoModel.from_pretrained`: the first name in `architectures` that we know picks
+Rules of `AutoModelForArchitecture.from_pretrained`: the first name in `architectures` that we know picks
 the class; a checkpoint without `architectures` loads as `GPT2LMHeadModel` (any GPT-2
 checkpoint has the embedding the LM head is tied to, so nothing is newly initialized);
 a name we do not know is an error that lists the known ones.
@@ -103,29 +108,32 @@ def architecture_class(config: GPT2Config) -> type:
     raise ValueError(
         f"config.json names architectures {names}, none of which gpt2kit knows; known: "
         f"{', '.join(MODEL_CLASSES)}. Load with a class directly (e.g. GPT2LMHeadModel."
-        "from_pretrained) or with AutoModel.for_task(task, path)"
+        "from_pretrained) or with AutoModelForArchitecture.for_task(task, path)"
     )
 
 
-class AutoModel:
-    """Pick and load the right gpt2kit model class.
+class AutoModelForArchitecture:
+    """Load the gpt2kit class a checkpoint's `config.json` names (`architectures`).
 
     Example:
         >>> import tempfile
         >>> from gpt2kit.models.question_answering import GPT2ForQuestionAnswering
         >>> folder = tempfile.mkdtemp()
         >>> _ = GPT2ForQuestionAnswering(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(folder)
-        >>> type(AutoModel.from_pretrained(folder)).__name__
+        >>> type(AutoModelForArchitecture.from_pretrained(folder)).__name__
         'GPT2ForQuestionAnswering'
-        >>> type(AutoModel.for_task("token-classification", folder, num_labels=3)).__name__
+        >>> type(AutoModelForArchitecture.for_task("token-classification", folder, num_labels=3)).__name__
         'GPT2ForTokenClassification'
     """
 
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
         """Load the class `config.json`'s `architectures` names; `kwargs` as the class's
-        `from_pretrained` (dtype, device, config overrides such as `num_labels`)."""
-        config = kwargs.get("config") or GPT2Config.from_pretrained(name_or_path)
+        `from_pretrained` (dtype, device, Hub options, config overrides such as `num_labels`)."""
+        config = kwargs.get("config")
+        if config is None:
+            hub = {k: kwargs[k] for k in _HUB_KEYWORDS if k in kwargs}
+            config = GPT2Config.from_pretrained(name_or_path, **hub)
         return architecture_class(config).from_pretrained(name_or_path, **kwargs)
 
     @staticmethod
@@ -136,7 +144,110 @@ class AutoModel:
         return task_class(task).from_pretrained(name_or_path, **overrides)
 
     @staticmethod
-    def from_config(config: GPT2Config, task: str | None = None) -> Any:
+    def from_config(config: GPT2Config, task: str | None = None, **kwargs: Any) -> Any:
         """A randomly initialized model for `task`, or for `config.architectures` when no task."""
         cls = task_class(task) if task is not None else architecture_class(config)
-        return cls(config)
+        return cls.from_config(config, **kwargs)
+
+
+_HUB_KEYWORDS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
+class _AutoTaskModel:
+    """`transformers`' Auto class for one task: always the same gpt2kit class."""
+
+    class_name = ""
+
+    def __init__(self) -> None:
+        raise OSError(
+            f"{type(self).__name__} is not built directly; use "
+            f"{type(self).__name__}.from_pretrained(path) or .from_config(config)"
+        )
+
+    @classmethod
+    def model_class(cls) -> type:
+        return model_class(cls.class_name)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> Any:
+        """As `transformers`: `<class>.from_pretrained(path, **kwargs)`, e.g. `num_labels=3`."""
+        return cls.model_class().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: GPT2Config, **kwargs: Any) -> Any:
+        """A randomly initialized model (kwargs: `dtype`/`torch_dtype`, `attn_implementation`)."""
+        return cls.model_class().from_config(config, **kwargs)
+
+
+class AutoModel(_AutoTaskModel):
+    """`GPT2Model`, the bare backbone (as `transformers.AutoModel`).
+
+    `for_task` (not in `transformers`) is `AutoModelForArchitecture.for_task`.
+    """
+
+    class_name = "GPT2Model"
+    for_task = staticmethod(AutoModelForArchitecture.for_task)
+
+
+class AutoModelForCausalLM(_AutoTaskModel):
+    """`GPT2LMHeadModel`."""
+
+    class_name = "GPT2LMHeadModel"
+
+
+class AutoModelForSequenceClassification(_AutoTaskModel):
+    """`GPT2ForSequenceClassification`."""
+
+    class_name = "GPT2ForSequenceClassification"
+
+
+class AutoModelForTokenClassification(_AutoTaskModel):
+    """`GPT2ForTokenClassification`."""
+
+    class_name = "GPT2ForTokenClassification"
+
+
+class AutoModelForQuestionAnswering(_AutoTaskModel):
+    """`GPT2ForQuestionAnswering`."""
+
+    class_name = "GPT2ForQuestionAnswering"
+
+
+class AutoModelForMultipleChoice(_AutoTaskModel):
+    """`GPT2ForMultipleChoice` (`transformers` has no GPT-2 multiple-choice class)."""
+
+    class_name = "GPT2ForMultipleChoice"
+
+
+class AutoModelForSeq2SeqLM(_AutoTaskModel):
+    """`GPT2ForConditionalGeneration`: a GPT-2 encoder and decoder (`EncoderDecoderModel`)."""
+
+    class_name = "GPT2ForConditionalGeneration"
+
+
+class AutoConfig:
+    """`GPT2Config` under `transformers`' name.
+
+    Example:
+        >>> AutoConfig.for_model("gpt2", n_layer=2).n_layer
+        2
+    """
+
+    def __init__(self) -> None:
+        raise OSError("AutoConfig is not built directly; use AutoConfig.from_pretrained(path)")
+
+    @staticmethod
+    def from_pretrained(
+        pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> GPT2Config:
+        """`config.json` of a folder or Hub id; keywords as `GPT2Config.from_pretrained`."""
+        return GPT2Config.from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def for_model(model_type: str, **kwargs: Any) -> GPT2Config:
+        """A config for `model_type` (`"gpt2"` only) with `kwargs` as fields."""
+        if model_type != "gpt2":
+            raise ValueError(f"gpt2kit builds GPT-2 models only; got model_type {model_type!r}")
+        return GPT2Config(**kwargs)

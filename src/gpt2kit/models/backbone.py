@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
 from .base import GPT2PreTrainedModel
-from .cache import KVCache
+from .cache import ForeignCache, KVCache
 from .outputs import BaseModelOutput
 
 
@@ -124,6 +124,8 @@ class GPT2Attention(nn.Module):
             self.c_attn = Linear(d, 3 * d)
         self.c_proj = Linear(d, d)
         self.attn_pdrop = config.attn_pdrop
+        # `attn_implementation="eager"` (`GPT2PreTrainedModel.set_attn_implementation`)
+        self.eager_attention = config.get("_attn_implementation") == "eager"
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +162,7 @@ class GPT2Attention(nn.Module):
             causal = mask is None and q.shape[2] > 1
 
         weights = None
-        if output_attentions or (self.upcast and q.dtype != torch.float32):
+        if output_attentions or self.eager_attention or (self.upcast and q.dtype != torch.float32):
             y, weights = self._eager(q, k, v, mask, causal)
         elif getattr(cache, "single_query", False):
             y = _single_query_attention(q, k, v, mask, self.scale)
@@ -179,8 +181,10 @@ class GPT2Attention(nn.Module):
         if causal:
             T, S = att.shape[-2:]
             mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+        elif mask is not None:  # additive (a float 4-D mask)
+            att = att + mask.to(att.dtype)
         att = F.dropout(att.softmax(-1).to(v.dtype), self.attn_pdrop, self.training)
         return torch.matmul(att, v), att
 
@@ -242,25 +246,78 @@ class GPT2Block(nn.Module):
         return x, attn, cross
 
 
+def as_token_ids(input_ids: object, device: torch.device) -> torch.Tensor | None:
+    """`input_ids` as a tensor: Python lists (`[[1, 2], [3, 4]]`, or one list for one row)
+    are converted; ragged lists are an error that says to pad them."""
+    if input_ids is None or isinstance(input_ids, torch.Tensor):
+        return input_ids
+    if isinstance(input_ids, (list, tuple)):
+        rows = list(input_ids)
+        if rows and not isinstance(rows[0], (list, tuple)):
+            rows = [rows]
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError(
+                f"input_ids rows have different lengths {sorted({len(r) for r in rows})}; pad "
+                "them (tokenizer(..., padding=True, return_tensors='pt')) and pass attention_mask"
+            )
+        try:
+            return torch.tensor(rows, dtype=torch.long, device=device)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"input_ids must be lists of integer token ids ({err})") from err
+    raise ValueError(
+        f"input_ids must be a tensor [batch, tokens] (or lists of ints); got {type(input_ids).__name__}"
+    )
+
+
+def check_cache_position(cache_position: torch.Tensor, past: int, t: int) -> None:
+    """`cache_position` must name the positions after the cached ones: `past .. past + t - 1`
+    (the cache appends; it cannot write elsewhere)."""
+    flat = cache_position.reshape(-1)
+    if flat.numel() != t or (t and (int(flat[0]) != past or int(flat[-1]) != past + t - 1)):
+        raise ValueError(
+            f"cache_position must be [{past}, ..., {past + t - 1}] (the {t} positions after the "
+            f"{past} cached ones); got {flat[:8].tolist()}. Crop the cache to rewrite positions"
+        )
+
+
+def full_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A 4-D `[B, 1, T, S]` mask as the attention reads it: bool (True = may attend) for
+    bool or integer masks, additive in `dtype` for float masks (0 = attend, large negative
+    = blocked), as `transformers` reads them."""
+    if mask.dim() != 4:
+        raise ValueError(
+            f"a full attention mask is [batch, 1, tokens, keys]; got {tuple(mask.shape)}"
+        )
+    if mask.is_floating_point():
+        return mask.to(dtype)
+    return mask.bool()
+
+
 def positions_from_mask(attention_mask: torch.Tensor, past_length: int, t: int) -> torch.Tensor:
     """Position of each of the last `t` tokens: the count of real tokens before it.
 
     `attention_mask [B, past + t]`; left-padded rows get the positions of the same text
-    unpadded. Pad slots get 0 (their outputs are never used).
+    unpadded. Pad slots get their index, as in `transformers` (their outputs are not
+    meant to be used; this way they equal `transformers`' on right-padded batches).
     """
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.clamp_(min=0)[:, past_length : past_length + t]
+    mask = attention_mask.bool()
+    pos = mask.long().cumsum(-1) - 1
+    index = torch.arange(mask.shape[-1], device=mask.device).expand_as(pos)
+    return torch.where(mask, pos, index)[:, past_length : past_length + t]
 
 
 class GPT2Model(GPT2PreTrainedModel):
     """The GPT-2 transformer: token + position embeddings, `n_layer` blocks, final norm.
 
     Args of `forward` (shapes): `input_ids [B, T]` or `inputs_embeds [B, T, d]`;
-    `attention_mask [B, past + T]` (1 = real token, left or right padding) or a full bool
-    mask `[B, 1, T, past + T]` (True = may attend, e.g. block-diagonal for packed texts;
-    needs `position_ids`); `position_ids
-    [B, T]` (derived from the mask when absent); `token_type_ids [B, T]` (embedded with
-    `wte`, as GPT-2 does); `past_key_values` a `KVCache` or the legacy tuple;
+    `attention_mask [B, past + T]` (1 = real token, 0 = pad; left or right padding) or a
+    full mask `[B, 1, T, past + T]`: bool (True = may attend, e.g. block-diagonal for packed
+    texts) or float additive (0 = attend, as `transformers`); `position_ids [B, T]`
+    (derived from a 2-D mask when absent, so left padding does not shift positions; `0..T-1`
+    after the cache with a 4-D mask); `token_type_ids [B, T]` (embedded with
+    `wte`, as GPT-2 does); `past_key_values` (or `cache`) a `KVCache`, a `transformers` cache such as `DynamicCache`
+    (written in place) or the legacy tuple; `cache_position` (checked, the cache appends);
+    `return_dict=False` gives the output as a tuple;
     `encoder_hidden_states [B, S, d]` and `encoder_attention_mask [B, S]` for cross-attention.
 
     Example:
@@ -295,7 +352,16 @@ class GPT2Model(GPT2PreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-    ) -> BaseModelOutput:
+        return_dict: bool | None = None,
+        cache: KVCache | tuple | None = None,
+        cache_position: torch.Tensor | None = None,
+    ) -> BaseModelOutput | tuple:
+        """The arguments are `BackboneArgs` (see `models/arguments.py`), in `transformers`' order."""
+        if cache is not None:  # (transformers 5.x's name)
+            if past_key_values is not None:
+                raise ValueError("pass the cache as past_key_values or as cache, not both")
+            past_key_values = cache
+        input_ids = as_token_ids(input_ids, self.device)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
@@ -321,10 +387,24 @@ class GPT2Model(GPT2PreTrainedModel):
                     "model disagree on the vocabulary (resize the embeddings or fix the ids)"
                 )
             inputs_embeds = self.wte(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
+            raise ValueError(
+                f"inputs_embeds must be [batch, tokens, n_embd={self.config.n_embd}]; got shape "
+                f"{tuple(inputs_embeds.shape)}"
+            )
         B, T, _ = inputs_embeds.shape
 
+        foreign = None
         if isinstance(past_key_values, tuple):
             past_key_values = KVCache.from_legacy(past_key_values)
+        elif past_key_values is not None and not isinstance(past_key_values, KVCache):
+            if not ForeignCache.accepts(past_key_values):
+                raise ValueError(
+                    f"past_key_values is a {type(past_key_values).__name__}; pass a KVCache, a "
+                    "transformers Cache (e.g. DynamicCache) or the legacy tuple of (key, value)"
+                )
+            foreign = past_key_values
+            past_key_values = ForeignCache(foreign, self.config.n_layer)
         # Unlike `transformers`, a plain forward builds no cache unless asked: copying every
         # key and value costs time and memory that only incremental decoding needs.
         use_cache = bool(use_cache) or past_key_values is not None
@@ -337,14 +417,16 @@ class GPT2Model(GPT2PreTrainedModel):
                 f"sequence of {past + T} tokens ({past} cached + {T} new) exceeds the model's "
                 f"{self.config.n_positions} positions (n_positions); shorten or window the input"
             )
+        if cache_position is not None:
+            check_cache_position(cache_position, past, T)
 
         if attention_mask is not None and attention_mask.dim() == 4:
-            # A full [B, 1, T, past + T] bool mask (True = may attend), e.g. the block-diagonal
-            # mask of packed texts; the caller owns its semantics and passes position_ids.
-            if position_ids is None:
-                raise ValueError("a 4-D attention_mask needs explicit position_ids")
-            mask4d = attention_mask.bool()
+            # A full [B, 1, T, past + T] mask, e.g. the block-diagonal mask of packed texts:
+            # bool/integer True = may attend; float additive (0 = attend, as `transformers`).
+            mask4d = full_attention_mask(attention_mask, inputs_embeds.dtype)
             attention_mask = None
+            if position_ids is None:  # (as `transformers`: the caller owns the mask's meaning)
+                position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
         else:
             mask4d = None
         if attention_mask is not None:
@@ -352,6 +434,12 @@ class GPT2Model(GPT2PreTrainedModel):
                 raise ValueError(
                     f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
                     f"[batch, cached + new tokens] = [{B}, {past + T}]"
+                )
+            if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+                raise ValueError(
+                    "attention_mask must hold 0 (padding) and 1 (real token) only; got values "
+                    f"{attention_mask.unique()[:6].tolist()}. For an additive float mask pass "
+                    "the full 4-D [batch, 1, tokens, cached + tokens] mask"
                 )
             attention_mask = attention_mask.bool()
             if bool(attention_mask.all()):
@@ -397,15 +485,16 @@ class GPT2Model(GPT2PreTrainedModel):
             hidden.append(x)
         if cache is not None:
             cache.advance(T)
-        return BaseModelOutput(
+        out = BaseModelOutput(
             last_hidden_state=x,
-            past_key_values=cache if use_cache else None,
+            past_key_values=(foreign if foreign is not None else cache) if use_cache else None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
             cross_attentions=tuple(cross)
             if output_attentions and encoder_hidden_states is not None
             else None,
         )
+        return out if return_dict is not False else out.to_tuple()
 
     @staticmethod
     def _self_attention_mask(attention_mask, B, T, past, device) -> torch.Tensor | None:
@@ -419,9 +508,11 @@ class GPT2Model(GPT2PreTrainedModel):
         mask = (torch.arange(S, device=device)[None, :] <= q_pos)[None, None]  # (1, 1, T, S)
         if attention_mask is not None:
             mask = mask & attention_mask[:, None, None, :]
-            # A pad query may have no visible key at all; let it see itself so softmax stays
-            # finite. Its output is never used.
-            mask = mask | (torch.arange(S, device=device)[None, :] == q_pos)[None, None]
+            # A pad query may have no visible key at all (left padding); let it see itself
+            # so softmax stays finite. Its output is not meant to be used; others see what
+            # `transformers`' pad queries see.
+            blind = ~mask.any(-1, keepdim=True)
+            mask = mask | (blind & (torch.arange(S, device=device)[None, :] == q_pos)[None, None])
         return mask.expand(B, 1, T, S) if mask.shape[0] == 1 else mask
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -115,6 +115,10 @@ class KVCache:
         cache.length = legacy[0][0].shape[2] if legacy else 0
         return cache
 
+    def to_legacy_cache(self) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """`transformers`' name of `to_legacy`."""
+        return self.to_legacy()
+
     def to_legacy(self) -> tuple[tuple[torch.Tensor, ...], ...]:
         out = []
         for i in range(self.n_layer):
@@ -231,3 +235,37 @@ class _PositionedCache:
         self, layer: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cache.write(layer, key, value, self.cache_position)
+
+
+class ForeignCache:
+    """Another library's cache object (`transformers.DynamicCache`, ...) seen as a `KVCache`.
+
+    Why: code written for `transformers` builds a `DynamicCache()` and passes the same
+    object to every call, expecting the model to write into it. The attention layers call
+    `update(layer, key, value)` as on a `KVCache`; it goes to the object's own
+    `update(key, value, layer)`, which returns every cached key/value of that layer.
+    """
+
+    def __init__(self, cache: object, n_layer: int) -> None:
+        self.cache = cache
+        self.n_layer = n_layer
+        self.length = int(cache.get_seq_length())  # type: ignore[attr-defined]
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    @staticmethod
+    def accepts(cache: object) -> bool:
+        """Whether `cache` looks like a `transformers` cache (has `update` and `get_seq_length`)."""
+        return callable(getattr(cache, "update", None)) and callable(
+            getattr(cache, "get_seq_length", None)
+        )
+
+    def update(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.update(key, value, layer)  # type: ignore[attr-defined]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+    def get_seq_length(self) -> int:
+        return self.length

@@ -57,6 +57,11 @@ class GPT2ForConditionalGeneration(GPT2PreTrainedModel):
     """
 
     task = "text2text-generation"
+    config_options = (
+        "share_encoder_decoder",
+        "encoder_hidden_size",
+        "decoder_start_token_id",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         config.add_cross_attention = True

@@ -9,8 +9,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
+from .arguments import pad_token_lists
 from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel
+from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import DocumentClassifierOutput
 from .pooling import POOLERS, AttentionPooling, pool_max, pool_mean
@@ -80,6 +81,12 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
     """
 
     task = "document-classification"
+    # Task options live in the config, so they survive save/load.
+    window_size = ConfigOption("window_size", lambda m: m.config.n_positions, int)
+    stride = ConfigOption("stride", lambda m: m.window_size // 2, int)
+    aggregation = ConfigOption("doc_aggregation", "mean", choices=AGGREGATIONS)
+    window_pooling = ConfigOption("window_pooling", "last", choices=("last", "mean"))
+    window_batch_size = ConfigOption("window_batch_size", 16, int)
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
@@ -88,36 +95,11 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
                 f"window_size {self.window_size} must be in [1, n_positions={config.n_positions}]"
             )
         document_windows(1, self.window_size, self.stride)  # validates stride
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"doc_aggregation {self.aggregation!r} is unknown; use one of {', '.join(AGGREGATIONS)}"
-            )
-        if self.window_pooling not in ("last", "mean"):
-            raise ValueError(
-                f"window_pooling {self.window_pooling!r} is unknown; use 'last' or 'mean'"
-            )
         self.transformer = GPT2Model(config)
         if self.aggregation == "attention":
             self.aggregator = AttentionPooling(config.n_embd)
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.init_weights()
-
-    # Task options live in the config, so they survive save/load.
-    @property
-    def window_size(self) -> int:
-        return int(self.config.get("window_size", self.config.n_positions))
-
-    @property
-    def stride(self) -> int:
-        return int(self.config.get("stride", self.window_size // 2))
-
-    @property
-    def aggregation(self) -> str:
-        return self.config.get("doc_aggregation", "mean")
-
-    @property
-    def window_pooling(self) -> str:
-        return self.config.get("window_pooling", "last")
 
     def forward(
         self,
@@ -161,21 +143,14 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
             pieces += [
                 doc[s:e] for s, e in document_windows(len(doc), self.window_size, self.stride)
             ]
-        size = int(window_batch_size or self.config.get("window_batch_size", 16))
+        size = int(window_batch_size or self.window_batch_size)
         # Keep only pooled vectors across micro-batches when gradients flow (recompute the rest).
         recompute = torch.is_grad_enabled() and any(
             p.requires_grad for p in self.transformer.parameters()
         )
         out = []
         for start in range(0, len(pieces), size):
-            chunk = pieces[start : start + size]
-            T = max(len(p) for p in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for r, p in enumerate(chunk):
-                ids[r, : len(p)] = torch.tensor(p)
-                mask[r, : len(p)] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
+            ids, mask = pad_token_lists(pieces[start : start + size], self.device)
             if recompute:
                 out.append(checkpoint(self._pool_window_batch, ids, mask, use_reentrant=False))
             else:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..config import GPT2Config
-from .backbone import GPT2Model, Linear
+from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
+from .backbone import GPT2Model, Linear, as_token_ids
 from .base import GPT2PreTrainedModel
-from .lm import GenerationMixin
-from .losses import class_cross_entropy, lm_head_outputs
+from .generation_mixin import GenerationMixin
+from .losses import class_cross_entropy, keep_positions, lm_head_outputs, wants_logits
 from .outputs import DoubleHeadsModelOutput
 from .pooling import SequenceSummary
 
@@ -43,57 +42,40 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         self.multiple_choice_head = SequenceSummary(config)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *,
         mc_token_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         mc_labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         return_logits: bool | None = None,
+        skip_logits: bool | None = None,
+        **backbone: Unpack[BackboneArgs],
     ) -> DoubleHeadsModelOutput:
-        ref = input_ids if input_ids is not None else inputs_embeds
-        if ref is None:
+        input_ids = as_token_ids(input_ids, self.device) if input_ids is not None else None
+        embeds = backbone.get("inputs_embeds")
+        if (input_ids is None) == (embeds is None):
             raise ValueError(
                 "pass input_ids ([batch, choices, tokens] or [batch, tokens]) or inputs_embeds"
             )
-        lead = ref.shape[:-1] if input_ids is not None else ref.shape[:-2]  # (B, C) or (B,)
-        T = ref.shape[len(lead)]
-
-        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.reshape(-1, *t.shape[len(lead) :])
-
-        out = self.transformer(
-            flat(input_ids),
-            past_key_values=past_key_values,
-            attention_mask=flat(attention_mask),
-            token_type_ids=flat(token_type_ids),
-            position_ids=flat(position_ids),
-            inputs_embeds=flat(inputs_embeds),
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        per_choice = (input_ids.dim() if input_ids is not None else embeds.dim() - 1) == 3
+        args, lead = fold_choices({**backbone, "input_ids": input_ids}, choices=per_choice)
+        out = self.transformer(**args)
+        T = out.last_hidden_state.shape[1]
         hidden = out.last_hidden_state.view(*lead, T, -1)  # (B, C, T, d)
+        want = wants_logits(return_logits, skip_logits)
         logits, loss = lm_head_outputs(
-            self.lm_head,
-            hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden,
-            labels,
-            return_logits,
+            self.lm_head, keep_positions(hidden, logits_to_keep), labels, want
         )
         # The choice score needs the whole row; during cached decoding (a mask longer than
         # the new tokens) there is none, so mc_logits is None there.
+        mask = backbone.get("attention_mask")
         mc_logits = None
-        if attention_mask is None or attention_mask.shape[-1] == T:
-            mc_logits = self.multiple_choice_head(hidden, mc_token_ids, attention_mask).squeeze(-1)
+        if mask is None or mask.shape[-1] == T:
+            mc_logits = self.multiple_choice_head(hidden, mc_token_ids, mask).squeeze(-1)
         mc_loss = None
         if mc_labels is not None:
             if mc_logits is None or mc_logits.dim() < 2:

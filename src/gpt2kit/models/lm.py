@@ -9,26 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GPT2Config
+from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model, Linear
 from .base import GPT2PreTrainedModel
-from .losses import lm_head_outputs
+from .generation_mixin import GenerationMixin
+from .losses import keep_positions, lm_head_outputs, wants_logits
 from .outputs import CausalLMOutput
-
-
-class GenerationMixin:
-    """`generate` for models with an LM head; the decoding loop lives in `gpt2kit.generation`."""
-
-    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
-        """Continue `input_ids [B, T]` (see `gpt2kit.generation.generate` for every option).
-
-        Example:
-            >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-            >>> model.generate(torch.tensor([[1, 2]]), max_new_tokens=3).shape
-            torch.Size([1, 5])
-        """
-        from ..generation import generate
-
-        return generate(self, input_ids, **kwargs)
 
 
 class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
@@ -37,8 +23,10 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     `forward(input_ids [B, T], ..., labels [B, T])` returns `CausalLMOutput` with
     `logits [B, T, V]` and, given labels, the shifted cross-entropy (`-100` ignored).
     `logits_to_keep=k` computes logits for the last k positions only (generation needs 1).
-    Training with labels (train mode, grad enabled) computes the loss chunk by chunk without
-    the `[B, T, V]` logits and returns `logits=None`; `return_logits=True` keeps them.
+    As in `transformers`, the logits are always returned, in training too. Opt-in
+    `return_logits=False` (or Liger's `skip_logits=True`) computes the loss chunk by chunk
+    without ever building the `[B, T, V]` logits (`logits=None`): gpt2kit's Trainer does so
+    for its training steps.
 
     Example:
         >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100))
@@ -56,40 +44,26 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        *,
         labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         return_logits: bool | None = None,
+        skip_logits: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **backbone: Unpack[BackboneArgs],
     ) -> CausalLMOutput:
-        out = self.transformer(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, return_logits)
+        """`labels [B, T]` unshifted (`-100` ignored); `logits_to_keep` the last k positions
+        (or a tensor of positions); `return_logits=False` / `skip_logits=True`: the loss
+        without the `[B, T, V]` logits (chunked); `num_items_in_batch`: divide the summed
+        loss by it (`transformers.Trainer` passes it); the rest is `BackboneArgs`."""
+        out = self.transformer(input_ids, **backbone)
+        hidden = keep_positions(out.last_hidden_state, logits_to_keep)
+        want = wants_logits(return_logits, skip_logits)
+        logits, loss = lm_head_outputs(self.lm_head, hidden, labels, want, num_items_in_batch)
         return CausalLMOutput(
             loss=loss,
             logits=logits,
@@ -177,12 +151,7 @@ class GPT2ForCausalLM(GPT2LMHeadModel):
         token_logprobs: list[torch.Tensor] = []
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for r, s in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
+            ids, mask = pad_token_lists(chunk, self.device)
             logits = self(ids, attention_mask=mask).logits.float()
             logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
             token_logprobs += [logp[r, : len(s) - 1].cpu() for r, s in enumerate(chunk)]

@@ -145,24 +145,46 @@ def shifted_lm_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.T
     return shifted
 
 
+def wants_logits(return_logits: bool | None, skip_logits: bool | None) -> bool:
+    """Whether an LM head computes its logits: yes unless `return_logits=False` or Liger's
+    `skip_logits=True` asks for the chunked loss alone."""
+    if return_logits is not None and skip_logits is not None and return_logits == skip_logits:
+        raise ValueError(
+            f"return_logits={return_logits} and skip_logits={skip_logits} disagree; pass one"
+        )
+    if skip_logits is not None:
+        return not skip_logits
+    return return_logits is not False
+
+
+def keep_positions(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """`hidden [..., T, d]` at the last `logits_to_keep` positions (0 = all), or at the
+    positions a 1-D index tensor names (`transformers`' two forms)."""
+    if isinstance(logits_to_keep, torch.Tensor):
+        return hidden[..., logits_to_keep.to(hidden.device), :]
+    return hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden
+
+
 def lm_head_outputs(
     lm_head: torch.nn.Linear,
     hidden: torch.Tensor,
     labels: torch.Tensor | None,
-    return_logits: bool | None,
+    return_logits: bool | None = True,
+    num_items_in_batch: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """`(logits, loss)` of an LM head over `hidden [..., T, d]` with unshifted `labels`.
 
-    `return_logits=None` (auto) skips the logits when they are not needed: with labels,
-    grad enabled and the head in training mode, the loss comes from the chunked
-    `linear_cross_entropy` (no `[B, T, V]` tensor, ~1.4x faster LM-head step on CPU) and
-    the logits are None. `True` always computes them (and the ordinary loss).
+    `return_logits` (default, also `None`): the logits and the ordinary loss. `False`: the
+    loss from the chunked `linear_cross_entropy` (no `[B, T, V]` tensor, ~1.4x faster
+    LM-head step on CPU) and no logits. `num_items_in_batch`: the loss is the sum over
+    scored tokens divided by it (`transformers.Trainer`'s gradient-accumulation-exact
+    normalization), else their mean.
     """
-    if return_logits is None:
-        return_logits = labels is None or not (lm_head.training and torch.is_grad_enabled())
-    if return_logits:
+    if return_logits is not False:
         logits = lm_head(hidden)
-        return logits, causal_lm_loss(logits, labels) if labels is not None else None
+        if labels is None:
+            return logits, None
+        return logits, _renormalize(causal_lm_loss(logits, labels), labels, num_items_in_batch)
     if labels is None:
         raise ValueError("return_logits=False needs labels (there is nothing else to return)")
     if labels.shape != hidden.shape[:-1]:
@@ -175,7 +197,18 @@ def lm_head_outputs(
         )
     targets = shifted_lm_labels(labels).reshape(-1)
     loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), lm_head.weight, targets)
-    return None, loss
+    return None, _renormalize(loss, labels, num_items_in_batch)
+
+
+def _renormalize(
+    mean_loss: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None
+) -> torch.Tensor:
+    """A mean over the scored (shifted, non -100) tokens as their sum / `num_items_in_batch`."""
+    if num_items_in_batch is None:
+        return mean_loss
+    scored = (labels[..., 1:] != -100).sum().to(mean_loss.device)
+    items = torch.as_tensor(num_items_in_batch, device=mean_loss.device)
+    return mean_loss * scored / items
 
 
 def infer_problem_type(config: GPT2Config, labels: torch.Tensor) -> str:

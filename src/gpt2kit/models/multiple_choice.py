@@ -6,26 +6,13 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
 from .outputs import MultipleChoiceModelOutput
 from .pooling import gather_index, pool_last
 from .token_classification import classifier_dropout
-
-
-def fold_choices(t: torch.Tensor | None, name: str, dims: int = 3) -> torch.Tensor | None:
-    """`[B, C, T, ...]` -> `[B * C, T, ...]`: every choice runs as one backbone row."""
-    if t is None:
-        return None
-    if t.dim() != dims:
-        raise ValueError(
-            f"{name} must be [batch, choices, tokens{', d' if dims == 4 else ''}] for a "
-            f"multiple-choice model; got shape {tuple(t.shape)}. Stack each example's choices "
-            "(gpt2kit.tasks.multiple_choice.MultipleChoiceCollator does), or use "
-            "GPT2ForSequenceClassification for one sequence per example"
-        )
-    return t.reshape(-1, *t.shape[2:])
 
 
 class GPT2ForMultipleChoice(GPT2PreTrainedModel):
@@ -45,6 +32,7 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
     """
 
     task = "multiple-choice"
+    config_options = ("classifier_dropout", "hidden_dropout")  # (from_pretrained accepts them)
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
@@ -53,44 +41,28 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
         self.choice_head = nn.Linear(config.n_embd, 1)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *,
         mc_token_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        **backbone: Unpack[BackboneArgs],
     ) -> MultipleChoiceModelOutput:
         """`input_ids`/`attention_mask [B, C, T]` (or `inputs_embeds [B, C, T, d]`),
         `mc_token_ids [B, C]` (default: last real token), `labels [B]`."""
-        ref = input_ids if input_ids is not None else inputs_embeds
-        if ref is None:
-            raise ValueError("pass input_ids [batch, choices, tokens] or inputs_embeds")
-        out = self.transformer(
-            fold_choices(input_ids, "input_ids"),
-            attention_mask=fold_choices(attention_mask, "attention_mask"),
-            token_type_ids=fold_choices(token_type_ids, "token_type_ids"),
-            position_ids=fold_choices(position_ids, "position_ids"),
-            inputs_embeds=fold_choices(inputs_embeds, "inputs_embeds", dims=4),
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        B, C = ref.shape[:2]
-        hidden = out.last_hidden_state.view(B, C, *out.last_hidden_state.shape[1:])  # (B, C, T, d)
+        args, lead = fold_choices({**backbone, "input_ids": input_ids})
+        out = self.transformer(**args)
+        hidden = out.last_hidden_state.view(*lead, *out.last_hidden_state.shape[1:])  # (B, C, T, d)
         if mc_token_ids is not None:
-            pooled = gather_index(hidden, mc_token_ids.to(hidden.device))
+            pooled = gather_index(hidden, mc_token_ids.to(hidden.device))  # (B, C, d)
         else:
-            pooled = pool_last(hidden, attention_mask)
+            pooled = pool_last(hidden, backbone.get("attention_mask"))
         logits = self.choice_head(self.dropout(pooled)).squeeze(-1)  # (B, C)
-        loss = (
-            class_cross_entropy(logits, labels.reshape(-1), "labels (the right choice)")
-            if labels is not None
-            else None
-        )
+        loss = None
+        if labels is not None:
+            loss = class_cross_entropy(logits, labels.reshape(-1), "labels (the right choice)")
         return MultipleChoiceModelOutput(
-            loss, logits, logits.softmax(-1), out.hidden_states, out.attentions
+            loss, logits, out.hidden_states, out.attentions, logits.softmax(-1)
         )

@@ -1,12 +1,16 @@
 """Typed outputs of every model, with the field names `transformers` uses.
 
-Each output is a dataclass; like `transformers.ModelOutput` it also indexes as a tuple of
-its non-None fields (`out[0]` is the loss when there is one, else the logits), so code
-written against `transformers` keeps working.
+Each output is a dataclass that is also an ordered dict of its non-None fields, as
+`transformers.ModelOutput` is: `out.logits`, `out["logits"]`, `"logits" in out`,
+`out.keys()`, `out.items()`, and `out[0]`, `out[1:]`, `out.to_tuple()` over the non-None
+fields in field order (`out[0]` is the loss when there is one, else the logits). Code that
+branches on `isinstance(out, dict)` (transformers' Trainer does) sees a dict. `cache` is
+`transformers` 5.x's name for `past_key_values` and reads the same field.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -16,20 +20,63 @@ from .cache import KVCache
 
 Tensors = tuple[torch.Tensor, ...]
 
+_ALIASES = {"cache": "past_key_values"}
 
-class ModelOutput:
-    """Dataclass base: attribute access, `out["logits"]`, and `out[0]` over non-None fields."""
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)  # type: ignore[arg-type]
+class ModelOutput(OrderedDict):
+    """Dataclass base: attributes, and a dict of the fields that are not None."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = self.__dict__.get(f.name)
+            if value is not None:
+                super().__setitem__(f.name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        name = _ALIASES.get(name, name)
+        if name in self.__dataclass_fields__ and value is not None:  # type: ignore[attr-defined]
+            super().__setitem__(name, value)
+        super().__setattr__(name, value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        key = _ALIASES.get(key, key)
+        super().__setitem__(key, value)
+        super().__setattr__(key, value)
 
     def __getitem__(self, key: int | slice | str) -> Any:
         if isinstance(key, str):
-            return getattr(self, key)
+            return super().__getitem__(_ALIASES.get(key, key))
         return self.to_tuple()[key]
 
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]  # type: ignore[arg-type]
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(_ALIASES.get(key, key) if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(_ALIASES.get(key, key), default)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The non-None fields in field order (what `return_dict=False` returns)."""
+        return tuple(self.values())
+
+    @property
+    def cache(self) -> Any:
+        """`transformers` 5.x's name of `past_key_values`."""
+        return self.__dict__.get("past_key_values")
+
+    def __reduce__(self) -> Any:  # (pickle and copy rebuild the dataclass, not an empty dict)
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))  # type: ignore[arg-type]
+
+    def __delitem__(self, key: Any) -> None:
+        raise TypeError(f"{type(self).__name__} fields cannot be deleted; set them to None")
+
+    def pop(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} fields cannot be popped")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"{type(self).__name__} fields are set one by one (out.name = value)")
+
+    def setdefault(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} fields are set one by one (out.name = value)")
 
 
 @dataclass
@@ -93,9 +140,9 @@ class MultipleChoiceModelOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    probabilities: torch.Tensor | None = None
     hidden_states: Tensors | None = None
     attentions: Tensors | None = None
+    probabilities: torch.Tensor | None = None  # (not in transformers: last, so tuples agree)
 
 
 @dataclass

@@ -6,6 +6,8 @@ equal to EOS, or left padding, cannot fool it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +17,26 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     T = attention_mask.shape[-1]
     positions = torch.arange(T, device=attention_mask.device)
     return (positions * attention_mask.bool()).argmax(-1)
+
+
+def last_token_without_mask(
+    config: Any, input_ids: torch.Tensor | None, batch: int, T: int
+) -> torch.Tensor:
+    """`transformers`' rule when no attention_mask is given: the rightmost non-pad id.
+
+    Without `pad_token_id` (or with `inputs_embeds`) only the last position is safe, and
+    only for a batch of one, since a batch of several may be padded.
+    """
+    if config.pad_token_id is None:
+        if batch != 1:
+            raise ValueError(
+                "cannot find the last token of each row: pass attention_mask (1 = real token), "
+                "or set config.pad_token_id, for a batch of more than one sequence"
+            )
+        return torch.full((batch,), T - 1, dtype=torch.long)
+    if input_ids is None:
+        return torch.full((batch,), T - 1, dtype=torch.long)
+    return last_token_index(input_ids != config.pad_token_id)
 
 
 def gather_index(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

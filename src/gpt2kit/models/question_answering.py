@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from .arguments import BackboneArgs, Unpack, head_forward
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
@@ -47,28 +48,17 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
         self.qa_outputs = nn.Linear(config.n_embd, 2)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        **backbone: Unpack[BackboneArgs],
     ) -> QuestionAnsweringModelOutput:
         """`start_positions`, `end_positions [B]`: token indices of the answer (inclusive)."""
-        out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        out = self.transformer(input_ids, **backbone)
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:

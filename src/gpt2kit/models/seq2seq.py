@@ -38,6 +38,7 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
     """
 
     task = "text2text-generation"
+    config_options = ("sep_token_id",)  # extra config keys from_pretrained accepts
 
     @property
     def eos_token_id(self) -> int:

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from ..config import GPT2Config
+from .arguments import BackboneArgs, Unpack, head_forward
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import SequenceClassifierOutput
-from .pooling import last_token_index
-
-
-def last_token_without_mask(
-    config: GPT2Config, input_ids: torch.Tensor | None, batch: int, T: int
-) -> torch.Tensor:
-    """`transformers`' rule when no attention_mask is given: the rightmost non-pad id.
-
-    Without `pad_token_id` (or with `inputs_embeds`) only the last position is safe, and
-    only for a batch of one, since a batch of several may be padded.
-    """
-    if config.pad_token_id is None:
-        if batch != 1:
-            raise ValueError(
-                "cannot find the last token of each row: pass attention_mask (1 = real token), "
-                "or set config.pad_token_id, for a batch of more than one sequence"
-            )
-        return torch.full((batch,), T - 1, dtype=torch.long)
-    if input_ids is None:
-        return torch.full((batch,), T - 1, dtype=torch.long)
-    return last_token_index(input_ids != config.pad_token_id)
+from .pooling import last_token_index, last_token_without_mask
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):
@@ -60,35 +39,21 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *,
         labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        **backbone: Unpack[BackboneArgs],
     ) -> SequenceClassifierOutput:
-        out = self.transformer(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        out = self.transformer(input_ids, **backbone)
         hidden = out.last_hidden_state  # (B, T, d)
         B, T = hidden.shape[:2]
-        if attention_mask is not None:
+        mask = backbone.get("attention_mask")
+        if mask is not None and mask.dim() == 2:
             # With a cache the mask covers past + new tokens; the new ones are its last T.
-            last = last_token_index(attention_mask[:, -T:])
+            last = last_token_index(mask[:, -T:])
         else:
             last = last_token_without_mask(self.config, input_ids, B, T)
         logits = self.score(hidden[torch.arange(B, device=hidden.device), last.to(hidden.device)])

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import GPT2Config
 from ..tasks.packing import PackedBatch, pack_texts, pool_spans
+from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
 from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel
+from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import TextClassifierOutput
 from .pooling import POOLERS
@@ -45,13 +45,15 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
     """
 
     task = "text-classification"
+    # Task options live in the config, so they survive save/load.
+    max_text_length = ConfigOption("max_text_length", lambda m: min(128, m.config.n_positions), int)
+    pack_length = ConfigOption(
+        "pack_length", lambda m: min(m.config.n_positions, 2 * m.max_text_length), int
+    )
+    text_pooling = ConfigOption("text_pooling", "last", choices=("last", "mean"))
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
-        if self.text_pooling not in ("last", "mean"):
-            raise ValueError(
-                f"text_pooling {self.text_pooling!r} is unknown; set it to 'last' or 'mean'"
-            )
         if not 1 <= self.max_text_length <= self.pack_length <= config.n_positions:
             raise ValueError(
                 f"need 1 <= max_text_length ({self.max_text_length}) <= pack_length ({self.pack_length}) "
@@ -61,85 +63,49 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.init_weights()
 
-    # Task options live in the config, so they survive save/load.
-    @property
-    def max_text_length(self) -> int:
-        return int(self.config.get("max_text_length", min(128, self.config.n_positions)))
-
-    @property
-    def pack_length(self) -> int:
-        return int(
-            self.config.get("pack_length", min(self.config.n_positions, 2 * self.max_text_length))
-        )
-
-    @property
-    def text_pooling(self) -> str:
-        return self.config.get("text_pooling", "last")
-
     def pack(self, texts: Sequence[Sequence[int]]) -> PackedBatch:
         """Pack texts of at most `max_text_length` tokens into rows of `pack_length`."""
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         return pack_texts(texts, self.pack_length, pad_token_id=pad, device=self.device)
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        text_spans: torch.Tensor | None = None,
+        *,
         texts: Sequence[Sequence[int]] | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        text_spans: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        past_key_values: Any = None,
-        use_cache: bool | None = None,
+        **backbone: Unpack[BackboneArgs],
     ) -> TextClassifierOutput:
-        if past_key_values is not None or use_cache:
+        if backbone.get("past_key_values") is not None or backbone.get("use_cache"):
             raise ValueError(
                 "text classification does not use a KV cache; drop past_key_values/use_cache"
             )
-        hidden_states = attentions = None
+        mask = backbone.get("attention_mask")
+        out = None
         if texts is not None:
-            if input_ids is not None or inputs_embeds is not None:
+            if input_ids is not None or backbone.get("inputs_embeds") is not None:
                 raise ValueError("pass either texts or input_ids/inputs_embeds, not both")
             pooled = self._pool_texts(texts)
         elif text_spans is not None:
-            if attention_mask is None or attention_mask.dim() != 4 or position_ids is None:
+            if mask is None or mask.dim() != 4 or backbone.get("position_ids") is None:
                 raise ValueError(
                     "packed input (text_spans) needs the 4-D attention_mask and position_ids of the "
                     "packing; build all four with gpt2kit.tasks.packing.pack_texts"
                 )
-            out = self.transformer(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
+            out = self.transformer(input_ids, **backbone)
             pooled = pool_spans(out.last_hidden_state, text_spans, self.text_pooling)
-            hidden_states, attentions = out.hidden_states, out.attentions
         else:
-            out = self.transformer(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
-            mask = (
-                attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-            )
-            pooled = POOLERS[self.text_pooling](out.last_hidden_state, mask)
-            hidden_states, attentions = out.hidden_states, out.attentions
+            out = self.transformer(input_ids, **backbone)
+            rows = mask if mask is not None and mask.dim() == 2 else None
+            pooled = POOLERS[self.text_pooling](out.last_hidden_state, rows)
         logits = self.score(pooled)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        return TextClassifierOutput(loss, logits, pooled, hidden_states, attentions)
+        hidden, attentions = (
+            (out.hidden_states, out.attentions) if out is not None else (None, None)
+        )
+        return TextClassifierOutput(loss, logits, pooled, hidden, attentions)
 
     def _pool_texts(self, texts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Pooled vector `[N, d]` per text: short ones packed, long ones padded, input order kept."""
@@ -166,12 +132,7 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
             order += short
         if long:
             # Too long to be worth packing: ordinary right-padded rows.
-            T = max(lengths[i] for i in long)
-            ids = torch.zeros(len(long), T, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(long):
-                ids[r, : lengths[i]] = torch.as_tensor(list(texts[i]))
-                mask[r, : lengths[i]] = 1
+            ids, mask = pad_token_lists([texts[i] for i in long], self.device)
             hidden = self.transformer(ids, attention_mask=mask).last_hidden_state
             parts.append(POOLERS[self.text_pooling](hidden, mask))
             order += long

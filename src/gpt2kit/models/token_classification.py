@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from ..config import GPT2Config
+from .arguments import BackboneArgs, Unpack, head_forward
 from .backbone import GPT2Model
 from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
@@ -38,6 +37,10 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     """
 
     task = "token-classification"
+    config_options = (
+        "classifier_dropout",
+        "hidden_dropout",
+    )  # extra config keys from_pretrained accepts
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
@@ -46,30 +49,15 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         self.classifier = nn.Linear(config.n_embd, config.num_labels)
         self.init_weights()
 
+    @head_forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *,
         labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        **backbone: Unpack[BackboneArgs],
     ) -> TokenClassifierOutput:
-        out = self.transformer(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        out = self.transformer(input_ids, **backbone)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = class_cross_entropy(logits, labels, "labels") if labels is not None else None
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)

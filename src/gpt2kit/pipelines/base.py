@@ -156,7 +156,7 @@ class Pipeline:
         return WrongModelError(
             f"the {self.task!r} pipeline needs a {' or '.join(self.model_classes)} model; "
             f"{what} is a {cls_name}. Fine-tune one for this task (gpt2kit train --task ...) or "
-            "load the checkpoint for it with AutoModel.for_task"
+            "load the checkpoint for it with AutoModelForArchitecture.for_task"
         )
 
     def _load_model(self, model: Any, device: Any, dtype: Any) -> nn.Module:

@@ -216,11 +216,11 @@ def load_model(
             )
         model = str(DEFAULT_MODEL_DIR)
     if isinstance(model, (str, os.PathLike)):
-        from ..models.auto import AutoModel
+        from ..models.auto import AutoModelForArchitecture
 
         name = os.fspath(model)
         kwargs = {"device": device} if device else {}
-        obj = AutoModel.from_pretrained(name, **kwargs)
+        obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
         if tokenizer is None:
             try:
                 tokenizer = GPT2Tokenizer.from_pretrained(name)

@@ -342,7 +342,7 @@ def _load_data(
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run `gpt2kit train`; returns the exit status."""
-    from ..models.auto import AutoModel
+    from ..models.auto import AutoModelForArchitecture
     from .arguments import TrainingArguments
     from .trainer import Trainer
 
@@ -390,9 +390,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = _label_overrides(info)
     if args.from_scratch:
-        model = AutoModel.from_config(config.copy(**overrides), task=task)
+        model = AutoModelForArchitecture.from_config(config.copy(**overrides), task=task)
     else:
-        model = AutoModel.for_task(task, args.model, **overrides)
+        model = AutoModelForArchitecture.for_task(task, args.model, **overrides)
     lr = (
         args.lr
         if args.lr is not None
@@ -473,7 +473,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `gpt2kit evaluate`; returns the exit status."""
     from ..config import GPT2Config
-    from ..models.auto import AutoModel, task_class
+    from ..models.auto import AutoModelForArchitecture, task_class
     from .arguments import TrainingArguments
     from .trainer import Trainer
 
@@ -495,7 +495,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = (
         task_class(task).from_pretrained(args.model)
         if task
-        else AutoModel.from_pretrained(args.model)
+        else AutoModelForArchitecture.from_pretrained(args.model)
     )
     with tempfile.TemporaryDirectory() as scratch:
         trainer_args = TrainingArguments(

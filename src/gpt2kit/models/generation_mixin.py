@@ -1,0 +1,45 @@
+"""`GenerationMixin`: what a model with an LM head adds for decoding (`generate`,
+`generation_config`); the decoding loop itself lives in `gpt2kit.generation`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GenerationMixin:
+    """`generate` for models with an LM head; the decoding loop lives in `gpt2kit.generation`."""
+
+    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
+        """Continue `input_ids [B, T]` (see `gpt2kit.generation.generate` for every option).
+
+        Example:
+            >>> import torch
+            >>> from gpt2kit import GPT2Config, GPT2LMHeadModel
+            >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+            >>> model.generate(torch.tensor([[1, 2]]), max_new_tokens=3).shape
+            torch.Size([1, 5])
+        """
+        from ..generation import generate
+
+        return generate(self, input_ids, **kwargs)
+
+    @property
+    def generation_config(self) -> Any:
+        """`generate`'s defaults: the checkpoint's `generation_config.json` when it has one,
+        else built from the model config's special tokens (always present, as in
+        `transformers`; written by `save_pretrained`)."""
+        config = self.__dict__.get("_generation_config")
+        if config is None:
+            from ..generation.config import GenerationConfig
+
+            config = GenerationConfig.from_model_config(self.config)  # type: ignore[attr-defined]
+            self.__dict__["_generation_config"] = config
+        return config
+
+    @generation_config.setter
+    def generation_config(self, value: Any) -> None:
+        self.__dict__["_generation_config"] = value
+
+    @generation_config.deleter
+    def generation_config(self) -> None:  # (back to the one built from the model config)
+        self.__dict__.pop("_generation_config", None)
