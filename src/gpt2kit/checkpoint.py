@@ -251,6 +251,123 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     )
 
 
+def _file_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """Meta tensors with the shapes and dtypes stored in one weights file (no data read)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        out = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118
+                sl = f.get_slice(key)
+                dtype = _ST_DTYPE.get(sl.get_dtype(), torch.float32)
+                out[key] = torch.empty(list(sl.get_shape()), dtype=dtype, device="meta")
+        return out
+    state = torch.load(str(path), map_location="meta", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+_ST_DTYPE = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def verify_checkpoint(folder: str | os.PathLike, config: GPT2Config | None = None) -> list[str]:
+    """What is wrong with the checkpoint in `folder`, one sentence per problem (empty: it
+    loads). Reads file headers only: missing or unreadable shards, keys the index names but
+    no shard holds, duplicate keys, missing backbone weights, shapes that disagree with the
+    config, integer tensors where weights are floats. `gpt2kit info` prints these."""
+    folder = Path(folder)
+    damage: list[str] = []
+    if config is None:
+        try:
+            config = GPT2Config.from_json_file(folder / CONFIG)
+        except (OSError, ValueError) as err:
+            return [f"{CONFIG}: {err}"]
+    stored: dict[str, torch.Tensor] = {}
+    index = next((folder / n for n in (SAFE_INDEX, BIN_INDEX) if (folder / n).is_file()), None)
+    if index is not None:
+        try:
+            shards = read_index(index)
+        except CheckpointError as err:
+            return [str(err)]
+        owner = {key: shard for shard, keys in shards.items() for key in keys}
+        for shard, keys in shards.items():
+            try:
+                held = _file_shapes(shard)
+            except Exception as err:  # noqa: BLE001 - every unreadable file is one finding
+                damage.append(f"{shard.name} cannot be read ({str(err).splitlines()[0][:160]})")
+                continue
+            lost = [k for k in keys if k not in held]
+            if lost:
+                damage.append(
+                    f"{shard.name} lacks {len(lost)} tensor(s) {index.name} assigns to it: "
+                    f"{', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"
+                )
+            twice = [k for k in held if k in owner and owner[k] != shard]
+            if twice:
+                damage.append(
+                    f"{shard.name} also holds {', '.join(twice[:5])}, assigned to another shard"
+                )
+            stored.update({k: v for k, v in held.items() if k in keys})
+    else:
+        files = [folder / n for n in (SAFE_WEIGHTS, BIN_WEIGHTS) if (folder / n).is_file()]
+        if not files:
+            return [
+                f"no weights: expected {SAFE_WEIGHTS}, {SAFE_INDEX}, {BIN_WEIGHTS} or {BIN_INDEX}"
+            ]
+        try:
+            stored = _file_shapes(files[0])
+        except Exception as err:  # noqa: BLE001
+            return [f"{files[0].name} cannot be read ({str(err).splitlines()[0][:160]})"]
+    if damage:
+        return damage
+    from .models.auto import architecture_class
+
+    try:
+        cls = architecture_class(config)
+        with torch.device("meta"):
+            model = cls(config)
+    except Exception as err:  # noqa: BLE001
+        return [f"{CONFIG} does not describe a model gpt2kit can build ({err})"]
+    prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else ""
+    state = from_hf_state_dict(stored, prefix)
+    expected = model.state_dict()
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    missing = [
+        k
+        for k in expected
+        if k not in state and k not in tied and k.startswith(prefix) and not _CROSS_KEY.search(k)
+    ]
+    if missing:
+        damage.append(
+            f"missing {len(missing)} backbone weight(s): {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}"
+        )
+    for key, tensor in state.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            damage.append(
+                f"{key}: stored {tuple(tensor.shape)}, config.json implies "
+                f"{tuple(expected[key].shape)}"
+            )
+        elif (
+            key in expected and expected[key].is_floating_point() and not tensor.is_floating_point()
+        ):
+            damage.append(f"{key}: stored as {tensor.dtype}, the model holds floats")
+    return damage
+
+
 # -- key mapping ---------------------------------------------------------------------------------
 def from_hf_state_dict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """File keys/layout -> our module keys/layout, for a model whose backbone sits at `prefix`."""
