@@ -130,9 +130,7 @@ def check_fields(cfg: Any) -> None:
     if not isinstance(cfg.activation_function, str):
         raise _error(f"activation_function must be a string, got {cfg.activation_function!r}")
     if not isinstance(cfg.summary_type, str) or cfg.summary_type not in SUMMARY_TYPES:
-        raise _error(
-            f"summary_type {cfg.summary_type!r} is not one of {', '.join(SUMMARY_TYPES)}"
-        )
+        raise _error(f"summary_type {cfg.summary_type!r} is not one of {', '.join(SUMMARY_TYPES)}")
     if cfg.summary_activation is not None and not isinstance(cfg.summary_activation, str):
         raise _error(f"summary_activation must be a string or null, got {cfg.summary_activation!r}")
     if cfg.problem_type is not None and not isinstance(cfg.problem_type, str):
@@ -144,7 +142,9 @@ def check_fields(cfg: Any) -> None:
             if token is None and len(ids) == 1:
                 continue
             if not _is_int(token):
-                kind = "an integer or a list of integers" if name == "eos_token_id" else "an integer"
+                kind = (
+                    "an integer or a list of integers" if name == "eos_token_id" else "an integer"
+                )
                 raise _error(f"{name} must be {kind} (or null), got {value!r}")
             if not 0 <= token < cfg.vocab_size and not (
                 token == GPT2_EOS and name != "pad_token_id"
@@ -202,15 +202,8 @@ def check_allocation(
     the memory the weights would need against what the device has.
     """
     dev = torch.device(device) if device is not None else torch.get_default_device()
-    limit = memory_limit(dev)
-    if limit is None:
-        return
     dtype = dtype or torch.get_default_dtype()
     element = torch.empty((), dtype=dtype, device="meta").element_size()
-    parts = parameter_count(cfg)
-    need = sum(parts.values()) * element
-    if need <= limit:
-        return
     sizes = {
         "vocab_size": cfg.vocab_size,
         "n_positions": cfg.n_positions,
@@ -219,6 +212,18 @@ def check_allocation(
         "n_inner": cfg.n_inner if cfg.n_inner is not None else 4 * cfg.n_embd,
     }
     field = max(sizes, key=lambda k: sizes[k] / _XL[k])
+    d = cfg.n_embd
+    limit = memory_limit(dev)
+    parts = parameter_count(cfg)
+    need = sum(parts.values()) * element
+    if limit is None or need <= limit:
+        largest = max(cfg.vocab_size * d, cfg.n_positions * d, 3 * d * d, d * sizes["n_inner"])
+        if largest * element >= 2**63:  # torch cannot even describe it (not on meta either)
+            raise _error(
+                f"{field}={sizes[field]} makes one tensor of {largest:,} elements, more than "
+                f"any tensor can hold; lower {field} (GPT-2 XL has {_XL[field]})"
+            )
+        return
     raise _error(
         f"{field}={sizes[field]} makes the weights need {_fmt_bytes(need)} "
         f"({sum(parts.values()):,} parameters in {dtype}), more than the "
