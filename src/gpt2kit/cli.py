@@ -584,13 +584,18 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
 
     folder = Path(resolve_checkpoint_dir(name_or_path))
     config = GPT2Config.from_pretrained(folder)
+    from .checkpoint import verify_checkpoint
+
+    damage = verify_checkpoint(folder, config)  # a missing shard or key, an unreadable file
     shapes: dict[str, tuple[list[int], str]] = {}
     for f in sorted(folder.glob("*.safetensors")):
+        if damage:
+            break  # a damaged file's header may not read; the damage is the report
         with safe_open(str(f), framework="pt") as st:
             for key in st.keys():  # noqa: SIM118 - safe_open is not iterable
                 sl = st.get_slice(key)
                 shapes[key] = (list(sl.get_shape()), _ST_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
-    if not shapes and (folder / "pytorch_model.bin").is_file():
+    if not shapes and not damage and (folder / "pytorch_model.bin").is_file():
         import torch
 
         state = torch.load(folder / "pytorch_model.bin", map_location="meta", weights_only=True)
@@ -618,6 +623,7 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
         else None,
         "problem_type": config.problem_type,
         "files": {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()},
+        "damage": damage,
     }
     if (folder / "generation_config.json").is_file():
         info["generation_config"] = json.loads((folder / "generation_config.json").read_text())
@@ -640,7 +646,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = checkpoint_info(args.model)
     if args.json:
         _emit(info)
-        return 0
+        return 1 if info["damage"] else 0
+    if info["damage"]:  # a damaged folder is reported as such, never as a parameter count
+        print(f"{info['path']}: the checkpoint is damaged and will not load:", file=sys.stderr)
+        for problem in info["damage"]:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
     print(f"{info['architecture']}  ({info['path']})")
     print(
         f"  parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M, stored; tied lm_head not counted twice)"

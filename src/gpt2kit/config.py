@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config_checks import (
+    check_fields,
+    normalize_architectures,
+    normalize_id2label,
+    normalize_label2id,
+)
 from .hub import HubError, HubOptions, resolve_folder
 
 # Activations GPT-2 checkpoints use (`transformers.activations.ACT2FN` names).
@@ -126,10 +132,15 @@ class GPT2Config:
         for key in ("transformers_version", "gpt2kit_version", "model_type", "_name_or_path"):
             extra.pop(key, None)
         self.extra = extra
-        if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        elif label2id:
+        self.architectures = normalize_architectures(self.architectures)
+        self.id2label = normalize_id2label(self.id2label)
+        label2id = normalize_label2id(label2id)
+        if self.id2label is None and label2id:
             self.id2label = {int(v): str(k) for k, v in label2id.items()}
+        if num_labels is not None and (
+            not isinstance(num_labels, int) or isinstance(num_labels, bool)
+        ):
+            raise ConfigError(f"num_labels must be a positive integer, got {num_labels!r}")
         if num_labels is not None and (self.id2label is None or len(self.id2label) != num_labels):
             self.num_labels = int(num_labels)
         self.validate()
@@ -173,35 +184,20 @@ class GPT2Config:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field no model can be built from."""
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_fields(self)  # every field's type by name, finite numbers, ids in the vocabulary
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"choose n_head among the divisors of {self.n_embd}"
             )
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
-            raise ConfigError(f"n_inner must be a positive integer or null, got {self.n_inner!r}")
         if self.activation_function not in ACTIVATIONS:
             raise ConfigError(
                 f"activation_function {self.activation_function!r} is not supported; "
                 f"use one of {', '.join(ACTIVATIONS)}"
             )
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        if self.layer_norm_epsilon <= 0:
-            raise ConfigError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(
                 f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}"
-            )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(
-                f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})"
             )
 
     # -- construction -------------------------------------------------------------------------
@@ -223,6 +219,11 @@ class GPT2Config:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON ({err})") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {err.object[err.start : err.end]!r} at offset "
+                f"{err.start}); re-save it as UTF-8 JSON"
+            ) from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object")
         model_type = data.get("model_type", "gpt2")
@@ -230,7 +231,10 @@ class GPT2Config:
             raise ConfigError(
                 f"{path} describes a {model_type!r} model; gpt2kit loads GPT-2 architectures only"
             )
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:  # name the file as well as the field
+            raise ConfigError(f"{path}: {err}") from err
 
     @classmethod
     def from_pretrained(

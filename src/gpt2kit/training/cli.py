@@ -348,6 +348,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "train_file", "output_dir")
+    from .arguments import check_cli_options
+
+    check_cli_options(args)  # out-of-range numbers fail before any data or model is read
     task = args.task
     tokenizer = load_tokenizer(args.model, args.from_scratch)
     config = _model_config(args, tokenizer)

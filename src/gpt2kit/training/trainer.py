@@ -32,8 +32,8 @@ from .distributed import SeededBatchSampler, unwrap
 from .optim import create_optimizer, create_scheduler
 from .state import (
     TrainerState,
-    last_checkpoint,
     load_checkpoint,
+    load_latest_checkpoint,
     load_weights,
     rotate_checkpoints,
     save_checkpoint,
@@ -369,17 +369,21 @@ class Trainer:
         self.state = TrainerState(max_steps=max_steps)
 
         if resume_from_checkpoint:
-            folder = (
-                last_checkpoint(self.output_dir)
-                if resume_from_checkpoint is True
-                else Path(resume_from_checkpoint)  # type: ignore[arg-type]
-            )
-            if folder is None:
-                raise FileNotFoundError(
-                    f"resume_from_checkpoint=True but {self.output_dir} holds no checkpoint-<step> "
-                    "folder; start without resuming or pass the checkpoint's path"
+            if resume_from_checkpoint is True:  # the newest that reads (a damaged one is skipped)
+                found = load_latest_checkpoint(
+                    self.output_dir, model, self.optimizer, self.scheduler, self.scaler
                 )
-            self.state = load_checkpoint(folder, model, self.optimizer, self.scheduler, self.scaler)
+                if found is None:
+                    raise FileNotFoundError(
+                        f"resume_from_checkpoint=True but {self.output_dir} holds no "
+                        "checkpoint-<step> folder; start without resuming or pass the checkpoint's path"
+                    )
+                folder, self.state = found
+            else:
+                folder = Path(resume_from_checkpoint)  # type: ignore[arg-type]
+                self.state = load_checkpoint(
+                    folder, model, self.optimizer, self.scheduler, self.scaler
+                )
             self.state.max_steps = max_steps
             logger.info("resumed from %s at step %d", folder, self.state.global_step)
 
