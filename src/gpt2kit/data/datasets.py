@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,16 +64,24 @@ from torch.utils.data import Dataset
 from ..tasks.multiple_choice import MultipleChoiceCollator
 from ..tasks.qa import QAFeature, decode_spans, prepare_qa_features
 from ..tasks.seq2seq import EncoderDecoderCollator, Seq2SeqCollator
+from ..tasks.token_alignment import (
+    IGNORE,
+    TokenWindowCollator,
+    align_labels_with_tokens,
+    reading_pieces,
+    window_spans,
+)
 from . import readers
 from .collators import (
     DataCollatorWithPadding,
     DocumentCollator,
     PackedTextCollator,
     QACollator,
-    TokenClassificationCollator,
 )
 from .readers import DataError, Records
 from .text_shards import BlockDataset, tokenize_to_shards
+
+logger = logging.getLogger("gpt2kit")
 
 TASKS = (
     "causal-lm",
@@ -230,36 +239,154 @@ def _classification(
     return TaskDataset(features, records), collator, info
 
 
-def _token_classification(
-    source: Any, tokenizer: Any, options: dict[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
+class TagDecoder:
+    """Turns the model's logits over every token-classification window into one tag per
+    word of every sentence (the prediction of the piece that carries the word's label, in
+    the one window that scores it); picklable.
+
+    `windows[r]` is `(sentence index, [(word index, position in window r), ...])`; a word
+    no window reads (a sentence with no tokens) is predicted `O`.
+
+    Example:
+        >>> d = TagDecoder([(0, [(0, 0), (1, 1)])], [2], {0: "O", 1: "B-PER"})
+        >>> d(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
+        [['B-PER', 'O']]
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[int, Sequence[tuple[int, int]]]],
+        num_words: Sequence[int],
+        id2label: Mapping[Any, str],
+    ) -> None:
+        self.windows = [(int(i), [tuple(p) for p in pos]) for i, pos in windows]
+        self.num_words = list(num_words)
+        self.id2label = {int(k): str(v) for k, v in id2label.items()}
+
+    def __call__(self, predictions: Any) -> list[list[str]]:
+        scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+        scores = torch.as_tensor(scores)
+        if scores.shape[0] != len(self.windows):
+            raise ValueError(
+                f"{scores.shape[0]} rows of logits for {len(self.windows)} token-classification "
+                "windows; evaluate on the dataset from the same load_task_data call, in order "
+                "(no shuffling)"
+            )
+        ids = scores.argmax(-1) if scores.dim() == 3 else scores.long()
+        out = [["O"] * n for n in self.num_words]
+        for r, (sentence, positions) in enumerate(self.windows):
+            row = ids[r].tolist()
+            for word, pos in positions:
+                out[sentence][word] = self.id2label.get(int(row[pos]), f"LABEL_{int(row[pos])}")
+        return out
+
+
+def token_label_names(*sources: Any, **reader_options: Any) -> list[str]:
+    """The tag set of one or more token-classification files: `O` first, then sorted (what
+    `load_task_data` picks for one file). `gpt2kit train` uses it on the training and
+    evaluation files together, so a tag only the evaluation file has is still a label.
+
+    Example:
+        >>> token_label_names([{"words": ["a"], "tags": ["B-X"]}], [{"words": ["b"], "tags": ["O"]}])
+        ['O', 'B-X']
+    """
+    seen: set[str] = set()
+    for source in sources:
+        records = _read_tagged(source, dict(reader_options))
+        seen.update(t for r in records for t in r["tags"])
+    return (["O"] if "O" in seen else []) + sorted(seen - {"O"})
+
+
+def _read_tagged(source: Any, options: dict[str, Any]) -> Records:
     if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() not in (
         ".jsonl",
         ".json",
     ):
-        records = readers.read_conll(source, **_reader_options(readers.read_conll, options))
-    else:
-        records = _tagged_rows(source, options)
-    names = records.label_names or []
+        return readers.read_conll(source, **_reader_options(readers.read_conll, options))
+    return _tagged_rows(source, options)
+
+
+def _token_classification(
+    source: Any, tokenizer: Any, options: dict[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    given = options.pop("label_names", None)
+    unknown_tags = options.pop("unknown_tags", "error")
+    if unknown_tags not in ("error", "score"):
+        raise ValueError(f"unknown_tags={unknown_tags!r}; use 'error' or 'score'")
+    # Read with the file's own tag set, then map onto the given one: a tag outside it is an
+    # error naming the fix, or (unknown_tags="score", evaluating a trained model) a gold tag
+    # that counts in the entity scores but not in the loss.
+    records = _read_tagged(source, options)
+    names = list(given) if given is not None else list(records.label_names or [])
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({t for r in records for t in r["tags"] if t not in index})
+    if unknown and unknown_tags == "error":
+        raise DataError(
+            f"tags {unknown} are not among the labels {names}",
+            records.source,
+            None,
+            "pass every tag with --label-names (config key label_names) when training",
+        )
+    if unknown:
+        logger.warning(
+            "%s: tags %s are not among the model's labels; they are scored as gold tags the "
+            "model cannot predict (and left out of the loss)",
+            records.source,
+            unknown,
+        )
     b_to_i = {
-        i: names.index("I-" + n[2:])
-        for i, n in enumerate(names)
-        if n.startswith("B-") and "I-" + n[2:] in names
+        i: index["I-" + n[2:]] for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in index
     }
-    collator = TokenClassificationCollator(
-        tokenizer,
-        label_pieces=options.pop("label_pieces", "first"),
-        b_to_i=b_to_i,
-        max_length=options.pop("max_length", None),
-    )
-    features = [{"words": r["words"], "labels": r["labels"]} for r in records]
+    label_pieces = options.pop("label_pieces", "first")
+    max_length = options.pop("max_length", None)
+    stride = options.pop("stride", None)
+    if max_length is not None and stride is None:
+        stride = min(128, max_length // 2)
+    texts = [list(r["words"]) for r in records]
+    enc = tokenizer(texts, is_split_into_words=True) if texts else None
+    features, windows = [], []
+    for i, record in enumerate(records):
+        ids = list(enc["input_ids"][i])
+        if not ids:
+            continue
+        word_ids = enc.word_ids(i)
+        labels = [index.get(t, IGNORE) for t in record["tags"]]
+        record["labels"] = labels
+        piece_labels = align_labels_with_tokens(word_ids, labels, label_pieces, b_to_i)
+        read = reading_pieces(word_ids, label_pieces)
+        spans = (
+            window_spans(word_ids, max_length, stride)
+            if max_length is not None
+            else [(0, 0, len(ids))]
+        )
+        for start, score_from, end in spans:
+            features.append(
+                {
+                    "input_ids": ids[start:end],
+                    "labels": [
+                        IGNORE if t < score_from else piece_labels[t] for t in range(start, end)
+                    ],
+                }
+            )
+            windows.append(
+                (i, [(w, p - start) for w, p in read.items() if score_from <= p < end])
+            )
+    records.label_names = names
+    id2label = dict(enumerate(names))
+    decode = TagDecoder(windows, [len(r["words"]) for r in records], id2label)
     info = {
-        "id2label": dict(enumerate(names)),
-        "label2id": {n: i for i, n in enumerate(names)},
+        "id2label": id2label,
+        "label2id": index,
         "num_labels": len(names),
-        "metrics": {"id2label": dict(enumerate(names))},
+        "num_features": len(features),
+        "metrics": {
+            "id2label": id2label,
+            "decode": decode,
+            "references": [list(r["tags"]) for r in records],
+        },
     }
-    return TaskDataset(features, records), collator, info
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return TaskDataset(features, records), TokenWindowCollator(pad), info
 
 
 def _tagged_rows(source: Any, options: dict[str, Any]) -> Records:
