@@ -53,16 +53,18 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..tasks.multiple_choice import MultipleChoiceCollator
-from ..tasks.qa import QAFeature, decode_spans, prepare_qa_features
+from ..tasks.qa import MAX_ANSWER_LENGTH, QAFeature, decode_spans, prepare_qa_features
 from ..tasks.seq2seq import EncoderDecoderCollator, Seq2SeqCollator
 from ..tasks.token_alignment import (
     IGNORE,
@@ -132,7 +134,7 @@ class QADecoder:
         contexts: Sequence[str],
         ids: Sequence[str],
         allow_no_answer: bool = False,
-        max_answer_length: int = 30,
+        max_answer_length: int = MAX_ANSWER_LENGTH,
         null_threshold: float = 0.0,
     ) -> None:
         self.features, self.contexts, self.ids = list(features), list(contexts), list(ids)
@@ -457,7 +459,7 @@ def _question_answering(
         [r["context"] for r in records],
         [r["id"] for r in records],
         allow_no_answer=options.pop("allow_no_answer", v2),
-        max_answer_length=options.pop("max_answer_length", 30),
+        max_answer_length=options.pop("max_answer_length", MAX_ANSWER_LENGTH),
     )
     references = {r["id"]: list(r["answers"]["text"]) for r in records}
     info = {
@@ -518,6 +520,69 @@ def _seq2seq(
     return TaskDataset(features, records), collator, info
 
 
+class SlidingWindowDataset(Dataset):
+    """Perplexity windows over a token corpus, each token scored once: the sliding-window
+    method of the GPT-2 paper and transformers' perplexity guide.
+
+    Window `i` reads tokens `[i * stride, i * stride + block_size)` (the last one stops at
+    the end of the split, so no token is left out); its labels are `-100` on the tokens an
+    earlier window already scored, so each token after the first is predicted exactly once,
+    with at least `block_size - stride` tokens of context after the first window.
+    `stride == block_size` is non-overlapping blocks (each block's first token then has no
+    context, as in training).
+
+    Items are `{"input_ids": LongTensor[n], "labels": LongTensor[n]}` (`n <= block_size`).
+
+    Example:
+        >>> import tempfile, os
+        >>> from gpt2kit.tokenizer import GPT2Tokenizer
+        >>> p = os.path.join(tempfile.mkdtemp(), "c.txt")
+        >>> _ = open(p, "w").write("word " * 10)
+        >>> shards = tokenize_to_shards(p, GPT2Tokenizer.from_pretrained("gpt2"), progress=False)
+        >>> ds = SlidingWindowDataset(shards, block_size=6, stride=2)
+        >>> len(ds), ds[1]["labels"].tolist()[:4], len(ds[2]["input_ids"])
+        (4, [-100, -100, -100, -100], 6)
+    """
+
+    def __init__(
+        self,
+        shards: Any,
+        block_size: int,
+        stride: int | None = None,
+        split: str = "all",
+        validation_fraction: float = 0.1,
+    ) -> None:
+        blocks = BlockDataset(shards, 1, split=split, validation_fraction=validation_fraction)
+        self.shards, self.start, self.end = blocks.shards, blocks.start, blocks.end
+        stride = block_size if stride is None else stride
+        if block_size < 2:
+            raise ValueError(f"block_size={block_size}; a window needs at least 2 tokens")
+        if not 0 < stride <= block_size:
+            raise ValueError(
+                f"stride={stride}; use 1..block_size ({block_size}): the step between windows"
+            )
+        self.block_size, self.stride = block_size, stride
+        n = self.end - self.start
+        # windows until one reaches the end
+        self.num_windows = 1 if n <= block_size else 1 + math.ceil((n - block_size) / stride)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_windows:
+            raise IndexError(f"window {index} of {self.num_windows}")
+        begin = self.start + index * self.stride
+        end = min(begin + self.block_size, self.end)
+        ids = torch.from_numpy(np.asarray(self.shards.tokens(begin, end))).long()
+        labels = ids.clone()
+        if index:
+            # tokens before the previous window's end were scored by it
+            prev_end = min(begin - self.stride + self.block_size, self.end)
+            labels[: prev_end - begin] = IGNORE
+        return {"input_ids": ids, "labels": labels}
+
+
 def _causal_lm(
     source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -536,6 +601,26 @@ def _causal_lm(
     block_size = options.pop(
         "block_size", options.pop("max_length", min(1024, tokenizer.model_max_length))
     )
+    window_stride = options.pop("window_stride", None)
+    if window_stride is not None:
+        dataset: Any = SlidingWindowDataset(
+            shards,
+            block_size,
+            window_stride,
+            split=options.pop("split", "all"),
+            validation_fraction=options.pop("validation_fraction", 0.1),
+        )
+        info = {
+            "num_tokens": shards.num_tokens,
+            "num_features": len(dataset),
+            "skipped": shards.skipped_lines,
+            "shards": str(shards.directory),
+            "metrics": {},
+        }
+        collator = DataCollatorWithPadding(
+            pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True
+        )
+        return dataset, collator, info
     dataset = BlockDataset(
         shards,
         block_size,
