@@ -509,9 +509,8 @@ class Trainer:
                     pace = (time.perf_counter() - t_start) / (step - state_start_step or 1)
                     reach = state_start_step + math.ceil(60 * args.max_time_minutes / pace)
                     total = min(self._schedule[1], max(step + 1, reach))
-                    self.scheduler.lr_lambdas = [
-                        schedule_lambda(args.lr_scheduler_type, self._schedule[0], total)
-                    ]
+                    fit = schedule_lambda(args.lr_scheduler_type, self._schedule[0], total)
+                    self.scheduler.lr_lambdas = [fit] * len(self.scheduler.lr_lambdas)
                 if (
                     args.max_time_minutes
                     and time.perf_counter() - t_start > 60 * args.max_time_minutes
