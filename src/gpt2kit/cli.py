@@ -328,9 +328,10 @@ def _register_tag(sub: Any) -> None:
     _add_model_args(p, required=True)
     p.add_argument(
         "--aggregation",
-        default="simple",
+        default=None,
         choices=["none", "simple", "first", "average", "max"],
-        help="how tokens become entities (default simple)",
+        help="how tokens become entities (default simple; with --words first, so every "
+        "entity is whole words)",
     )
     p.add_argument(
         "--words",
@@ -343,7 +344,9 @@ def _register_tag(sub: Any) -> None:
 def cmd_tag(args: argparse.Namespace) -> int:
     texts = _inputs(args)
     pipe = _pipeline("token-classification", args)
-    opts: dict[str, Any] = {"aggregation_strategy": args.aggregation}
+    opts: dict[str, Any] = {
+        "aggregation_strategy": args.aggregation or ("first" if args.words else "simple")
+    }
     items: list[Any] = texts
     if args.words:
         opts["is_split_into_words"] = True
@@ -379,7 +382,12 @@ def _register_answer(sub: Any) -> None:
     p.add_argument("--context", "-c", default=None)
     p.add_argument("--context-file", default=None, help="read the context from this file")
     p.add_argument("--top-k", type=int, default=1, help="answers per question")
-    p.add_argument("--max-answer-len", type=int, default=15, help="longest answer, in tokens")
+    p.add_argument(
+        "--max-answer-len",
+        type=int,
+        default=None,
+        help="longest answer, in tokens (default 30, as gpt2kit evaluate)",
+    )
     p.add_argument("--doc-stride", type=int, default=None, help="tokens shared by context windows")
     p.add_argument(
         "--allow-impossible", action="store_true", help='allow "no answer" (SQuAD v2 models)'
@@ -406,10 +414,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"inputs must be JSON objects with question and context; got {_short(bad[0])}"
             )
+    from .tasks.qa import MAX_ANSWER_LENGTH
+
     pipe = _pipeline("question-answering", args)
     opts: dict[str, Any] = {
         "top_k": args.top_k,
-        "max_answer_len": args.max_answer_len,
+        "max_answer_len": args.max_answer_len or MAX_ANSWER_LENGTH,
         "handle_impossible_answer": args.allow_impossible,
     }
     if args.doc_stride is not None:
@@ -417,7 +427,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
     for item, r in _run_over(pipe, items, "answering", **opts):
         answers = r if isinstance(r, list) else [r]
         if args.json:
-            _emit({"question": item["question"], "answers": answers})
+            # the question id (SQuAD's "id", if the input has one) ties the answer to its question
+            qid = {"id": item["id"]} if "id" in item else {}
+            _emit({**qid, "question": item["question"], "answers": answers})
         else:
             print(item["question"])
             for a in answers:
