@@ -541,3 +541,20 @@ def test_python_lists_as_input_ids(fixed):
         generate(fixed, [[1.5, 2.0]], **kw)
     with pytest.raises(ValueError, match="input_ids must be a tensor or a"):
         generate(fixed, [["a", "b"]], **kw)
+
+
+def test_user_processor_of_a_built_in_type_replaces_it(pair):
+    """`transformers`' merge rule: the user's instance runs in the built-in's place, once."""
+    from gpt2kit.generation import SuppressTokensLogitsProcessor
+
+    calls = []
+    mine = SuppressTokensLogitsProcessor([7])
+    ours, _ = _both(pair, eos_token_id=None, suppress_tokens=[3], logits_processor=[mine])
+    want, _ = _both(pair, eos_token_id=None, suppress_tokens=[7])
+    assert torch.equal(ours, want)  # [3] was replaced by the user's [7]
+    both, _ = _both(
+        pair,
+        eos_token_id=None,
+        logits_processor=[lambda i, s: calls.append(1) or s, lambda i, s: calls.append(2) or s],
+    )
+    assert calls[:2] == [1, 2]  # two plain callables both run

@@ -581,7 +581,14 @@ def build_processors(
             else prompt_length + 1
         )
         out.append(SuppressTokensAtBeginLogitsProcessor(cfg.begin_suppress_tokens, begin))
-    out.extend(extra)
+    built_in = len(out)
+    for p in extra:
+        # A user processor of a built-in's type takes its place (`transformers`' merge rule).
+        same = next((i for i, q in enumerate(out[:built_in]) if type(q) is type(p)), None)
+        if same is None:
+            out.append(p)
+        else:
+            out[same] = p
     if cfg.do_sample:
         # Beam sampling keeps room for every EOS plus one token to continue with.
         keep = max(2, len(eos_token_ids) + 1) if num_beams > 1 else 1
