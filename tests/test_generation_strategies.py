@@ -558,3 +558,17 @@ def test_user_processor_of_a_built_in_type_replaces_it(pair):
         logits_processor=[lambda i, s: calls.append(1) or s, lambda i, s: calls.append(2) or s],
     )
     assert calls[:2] == [1, 2]  # two plain callables both run
+
+
+def test_static_cache_with_a_strategy_it_cannot_run_is_named(fixed):
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="cache_implementation=None"):
+        generate(
+            fixed, ids, penalty_alpha=0.5, top_k=3, max_new_tokens=2,
+            cache_implementation="static",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="output_attentions / output_hidden_states"):
+        generate(
+            fixed, ids, max_new_tokens=2, cache_implementation="static",
+            return_dict_in_generate=True, output_hidden_states=True,
+        )  # fmt: skip
