@@ -572,3 +572,33 @@ def test_static_cache_with_a_strategy_it_cannot_run_is_named(fixed):
             fixed, ids, max_new_tokens=2, cache_implementation="static",
             return_dict_in_generate=True, output_hidden_states=True,
         )  # fmt: skip
+
+
+def test_diverse_beam_scores_and_max_time_match_transformers_4_46(fixed):
+    """`sequences_scores`, and `max_time` (open beams finalized, EOS appended), as 4.46.3 gave."""
+    ids, mask = left_padded_prompts(2)
+    kw = dict(pad_token_id=PAD, eos_token_id=EARLY_EOS, max_new_tokens=10)
+    out = generate(
+        fixed, ids, mask, num_beams=6, num_beam_groups=3, diversity_penalty=0.5,
+        num_return_sequences=3, return_dict_in_generate=True, output_scores=True, **kw,
+    )  # fmt: skip
+    want = [-1.69335, -1.70385, -1.7153, -1.99693, -2.04948, -2.10752]
+    torch.testing.assert_close(out.sequences_scores, torch.tensor(want), atol=1e-5, rtol=0)
+    assert len(out.scores) == 10 and out.scores[0].shape == (12, 100)
+    timed = generate(
+        fixed, ids, mask, num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_time=1e-9, **kw
+    )
+    assert timed[:, ids.shape[1] :].tolist() == [[13, 9], [13, 9]]
+
+
+def test_contrastive_scores_match_transformers_4_46(fixed):
+    ids, mask = left_padded_prompts(2)
+    out = generate(
+        fixed, ids, mask, pad_token_id=PAD, penalty_alpha=0.6, top_k=4, max_new_tokens=6,
+        eos_token_id=None, return_dict_in_generate=True, output_scores=True, output_logits=True,
+    )  # fmt: skip
+    # per-step sums of the (finite) scores and of the raw logits 4.46.3 returned
+    want = [-1.732, -21.781, 3.828, 14.361, 6.658, 14.662]
+    got = [float(s[torch.isfinite(s)].sum()) for s in out.scores]
+    assert got == pytest.approx(want, abs=2e-3)
+    assert [float(x.sum()) for x in out.logits] == pytest.approx(want, abs=2e-3)
