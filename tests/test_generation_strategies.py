@@ -602,3 +602,20 @@ def test_contrastive_scores_match_transformers_4_46(fixed):
     got = [float(s[torch.isfinite(s)].sum()) for s in out.scores]
     assert got == pytest.approx(want, abs=2e-3)
     assert [float(x.sum()) for x in out.logits] == pytest.approx(want, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "option", [dict(penalty_alpha=0.5, top_k=3), dict(prompt_lookup_num_tokens=3)]
+)
+def test_stream_generate_refuses_strategies_it_does_not_run(fixed, option):
+    from gpt2kit.generation import stream_generate
+
+    class Bytes:
+        def encode(self, text):
+            return [ord(c) % 90 for c in text]
+
+        def decode(self, ids, **kw):
+            return "".join(chr(65 + int(i) % 26) for i in ids)
+
+    with pytest.raises(ValueError, match="stream_generate runs greedy decoding or sampling"):
+        list(stream_generate(fixed, Bytes(), "abc", max_new_tokens=3, **option))

@@ -27,7 +27,7 @@ from .inputs import plan as _plan
 from .inputs import resolve_config
 from .processors import build_processors
 from .sampling import decode_steps
-from .search import build_decoder
+from .search import build_decoder, generation_mode
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -215,6 +215,12 @@ def stream_generate(
     if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
         raise ValueError(
             "stream_generate streams one sequence: drop num_beams / num_return_sequences"
+        )
+    mode = generation_mode(cfg, None)
+    if mode != "sample":
+        raise ValueError(
+            f"stream_generate runs greedy decoding or sampling, not {mode} decoding: drop "
+            "penalty_alpha / prompt_lookup_num_tokens, or call generate"
         )
     plan = _plan(model, cfg, ids, None, seed, generator)
     inputs, generator, eos, pad, max_new = (
