@@ -619,3 +619,11 @@ def test_stream_generate_refuses_strategies_it_does_not_run(fixed, option):
 
     with pytest.raises(ValueError, match="stream_generate runs greedy decoding or sampling"):
         list(stream_generate(fixed, Bytes(), "abc", max_new_tokens=3, **option))
+
+
+def test_attention_mask_values_other_than_0_1_are_an_error(fixed):
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"attention_mask must hold 1 .* and 0 .* only"):
+        generate(fixed, ids, torch.tensor([[0, 2, 1]]), max_new_tokens=2)
+    ok = generate(fixed, ids, torch.tensor([[0.0, 1.0, 1.0]]), max_new_tokens=2, pad_token_id=PAD)
+    assert ok.shape == (1, 5)

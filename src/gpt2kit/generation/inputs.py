@@ -258,6 +258,13 @@ def prepare_inputs(
         attention_mask = ids != pad
     if attention_mask is None:
         return Inputs(ids, None, None)
+    if attention_mask.dtype != torch.bool and bool(
+        ((attention_mask != 0) & (attention_mask != 1)).any()
+    ):
+        raise ValueError(
+            "attention_mask must hold 1 (real token) and 0 (padding) only, got values "
+            f"{sorted({float(v) for v in attention_mask.unique().tolist()})[:6]}"
+        )
     mask = attention_mask.to(device).bool()
     if mask.shape != ids.shape:
         raise ValueError(
