@@ -627,3 +627,33 @@ def test_attention_mask_values_other_than_0_1_are_an_error(fixed):
         generate(fixed, ids, torch.tensor([[0, 2, 1]]), max_new_tokens=2)
     ok = generate(fixed, ids, torch.tensor([[0.0, 1.0, 1.0]]), max_new_tokens=2, pad_token_id=PAD)
     assert ok.shape == (1, 5)
+
+
+def test_contrastive_hidden_states_and_attentions_match_transformers_4_46(fixed):
+    """The prompt's per-layer outputs, then each kept candidate's (sums recorded from 4.46.3)."""
+    ids, mask = left_padded_prompts(2)
+    out = generate(
+        fixed, ids, mask, pad_token_id=PAD, penalty_alpha=0.6, top_k=4, max_new_tokens=5,
+        eos_token_id=None, return_dict_in_generate=True, output_hidden_states=True,
+        output_attentions=True,
+    )  # fmt: skip
+    real = mask.bool()
+    assert [[list(h.shape) for h in s] for s in out.hidden_states][:2] == [
+        [[2, 6, 32], [2, 6, 32], [2, 6, 32]],
+        [[2, 1, 32], [2, 1, 32], [2, 1, 32]],
+    ]
+    assert [[list(a.shape) for a in s] for s in out.attentions][:2] == [
+        [[2, 4, 6, 6], [2, 4, 6, 6]],
+        [[2, 4, 1, 7], [2, 4, 1, 7]],
+    ]
+    assert [float(h[real].sum()) for h in out.hidden_states[0]] == pytest.approx(
+        [9.22, -5.32, 12.723], abs=2e-3
+    )
+    later = [[float(h.sum()) for h in s] for s in out.hidden_states[1:]]
+    want = [
+        [1.398, -24.15, 1.91],
+        [0.802, -13.155, 4.227],
+        [-2.97, -9.058, 2.328],
+        [0.754, 4.068, 2.032],
+    ]
+    assert all(a == pytest.approx(b, abs=2e-3) for a, b in zip(later, want, strict=True))

@@ -9,8 +9,9 @@ costs one forward of `B * top_k` single tokens and two cache row selections.
 
 Ported from `transformers`' `_contrastive_search` / `_ranking_fast` (4.4x, the last
 in-library version; 5.x moved it to the Hub). Padding positions are left out of the
-cosine maximum through the attention mask, as there. `context_overflow="slide"`,
-`output_attentions` and `output_hidden_states` are not supported here (errors).
+cosine maximum through the attention mask, as there. `output_hidden_states` /
+`output_attentions` record the prompt's, then each kept candidate's, as there.
+`context_overflow="slide"` is not supported (an error).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from .config import GenerationConfig
 from .outputs import Record
 from .processors import LogitsProcessor, apply_processors
 from .stopping import StoppingCriteriaList, StopStringMatcher
+
+
+class _Kept:
+    """The kept candidate's per-layer outputs, as `Record.step` reads a model output."""
+
+    def __init__(self, hidden_states: tuple, attentions: tuple | None) -> None:
+        self.hidden_states, self.attentions = hidden_states, attentions
 
 
 def ranking(
@@ -67,10 +75,6 @@ def contrastive_search(
     """Contrastive search over `ids [B, T]` (left-padded, `mask` None without padding)."""
     if cfg.context_overflow == "slide":
         raise ValueError('contrastive search does not support context_overflow="slide"')
-    if record is not None and (record.attentions is not None or record.hidden_states is not None):
-        raise ValueError(
-            "output_attentions / output_hidden_states are not recorded by contrastive search; drop them"
-        )
     k, alpha = int(cfg.top_k), float(cfg.penalty_alpha)  # type: ignore[arg-type]
     B, T = ids.shape
     device = ids.device
@@ -89,19 +93,24 @@ def contrastive_search(
     extra_k = {name: v.repeat_interleave(k, 0) for name, v in extra_kwargs.items()}
     cache = KVCache(model.config.n_layer, capacity=total)
 
+    attn = record is not None and record.attentions is not None
     out = model(
         input_ids=ids,
         attention_mask=mask,
         past_key_values=cache,
         use_cache=True,
         output_hidden_states=True,
+        output_attentions=attn,
         logits_to_keep=1,
         **extra_kwargs,
     )
+    layers: Any = out  # what `record.step` keeps: the prefill, then each kept candidate's
     context = out.hidden_states[-1]  # [B, T, d]: the final norm's output at every position
     logits = out.logits[:, -1].float()
     cur = T
     while cur < total:
+        if record is not None:
+            record.step(layers)
         if record is not None and record.logits is not None:
             record.logits.append(logits.clone())
         scores = apply_processors(processors, tokens[:, :cur], logits) if processors else logits
@@ -120,6 +129,7 @@ def contrastive_search(
             past_key_values=cache,
             use_cache=True,
             output_hidden_states=True,
+            output_attentions=attn,
             logits_to_keep=1,
             **extra_k,
         )
@@ -137,6 +147,11 @@ def contrastive_search(
         nxt = top_ids[rows, chosen]
         context = torch.cat([context, next_hidden[keep]], dim=1)
         logits = cand.logits[:, -1].float()[keep]
+        if record is not None:
+            layers = _Kept(
+                tuple(h[keep] for h in cand.hidden_states),
+                tuple(a[keep] for a in cand.attentions) if attn else None,
+            )
         if eos_t is not None:
             nxt = torch.where(live, nxt, pad_t)
         tokens[:, cur] = nxt
