@@ -657,3 +657,27 @@ def test_contrastive_hidden_states_and_attentions_match_transformers_4_46(fixed)
         [0.754, 4.068, 2.032],
     ]
     assert all(a == pytest.approx(b, abs=2e-3) for a, b in zip(later, want, strict=True))
+
+
+def test_diverse_beam_hidden_states_and_scores_match_transformers_4_46(fixed):
+    ids, mask = left_padded_prompts(2)
+    out = generate(
+        fixed, ids, mask, pad_token_id=PAD, num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
+        max_new_tokens=5, eos_token_id=EARLY_EOS, return_dict_in_generate=True,
+        output_hidden_states=True, output_scores=True,
+    )  # fmt: skip
+    assert out.sequences[:, ids.shape[1] :].tolist() == [[29, 62, 62, 80, 62], [13, 7, 66, 62, 13]]
+    real = mask.bool().repeat_interleave(4, 0)
+    first = [float(h[real].sum()) for h in out.hidden_states[0]]
+    assert first == pytest.approx([36.881, -21.281, 50.892], abs=2e-3)
+    later = [[float(h.sum()) for h in s] for s in out.hidden_states[1:]]
+    want = [
+        [9.492, -31.187, 8.461],
+        [7.319, 90.048, 11.168],
+        [-2.652, 123.652, 10.978],
+        [2.046, 25.344, 8.869],
+    ]
+    assert all(a == pytest.approx(b, abs=2e-3) for a, b in zip(later, want, strict=True))
+    sums = [float(s[torch.isfinite(s)].sum()) for s in out.scores]
+    assert sums == pytest.approx([-4644.59, -4688.99, -4603.71, -4703.32, -4618.64], abs=0.02)
+    assert out.beam_indices is None  # not tracked for diverse beam search (documented)
