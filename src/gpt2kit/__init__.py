@@ -70,6 +70,9 @@ _EXPORTS: dict[str, str] = {
     "GenerationConfig": "generation",
     "GenerateOutput": "generation",
     "TextIteratorStreamer": "generation",
+    "StoppingCriteria": "generation",
+    "StoppingCriteriaList": "generation",
+    "MaxTimeCriteria": "generation",
     # data, training, evaluation
     "load_task_data": "data",
     "DataError": "data",
