@@ -337,3 +337,48 @@ def _tokenizer(tmp_path):
     )
     tok.pad_token = tok.convert_ids_to_tokens(PAD)
     return tok
+
+
+def test_documented_differences_left_padding_and_masked_start(tmp_path):
+    """docs/migrating-encdec.md's two numeric differences, each where transformers is wrong."""
+    ref, folder = hf_pair(tmp_path)
+    model = GPT2ForConditionalGeneration.from_pretrained(folder)
+    src = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    labels = torch.tensor([[20, 21, EOS], [22, EOS, -100]])
+    with torch.no_grad():
+        theirs = ref(input_ids=src, attention_mask=mask, labels=labels).logits
+        ours = model(input_ids=src, attention_mask=mask, labels=labels).logits
+        ours_unpadded = model(input_ids=src[:1, 2:], labels=labels[:1]).logits
+        theirs_unpadded = ref(input_ids=src[:1, 2:], labels=labels[:1]).logits
+    # left padding: ours equals the unpadded source; transformers' positions count the pads
+    torch.testing.assert_close(ours[0], ours_unpadded[0], atol=1e-5, rtol=0)
+    assert (theirs[0] - theirs_unpadded[0]).abs().max() > 1e-3
+    torch.testing.assert_close(ours[1], theirs[1], atol=1e-5, rtol=0)  # the unpadded row
+    # pad id == start id, decoder inputs derived: the start token is masked in both; only
+    # the first position (no visible key) differs, and ours is what generation computes
+    for m in (ref, model):
+        m.config.pad_token_id = START
+    with torch.no_grad():
+        theirs = ref(input_ids=src[1:], labels=labels).logits
+        ours = model(input_ids=src[1:], labels=labels).logits
+        unmasked = model(
+            input_ids=src[1:], decoder_input_ids=torch.full((2, 1), START), labels=labels[:, :1]
+        ).logits
+    torch.testing.assert_close(ours[:, 1:], theirs[:, 1:], atol=1e-5, rtol=0)
+    assert (ours[:, 0] - theirs[:, 0]).abs().max() > 1e-3
+    torch.testing.assert_close(ours[:, 0], unmasked[:, 0], atol=1e-5, rtol=0)
+
+
+def test_start_token_falls_back_to_bos_in_generate_as_transformers(tmp_path):
+    ref, folder = hf_pair(tmp_path)
+    model = GPT2ForConditionalGeneration.from_pretrained(folder)
+    for m in (ref, model):
+        m.config.decoder_start_token_id = None
+    src = torch.tensor([[5, 6, 7]])
+    kw = dict(max_new_tokens=3, eos_token_id=EOS, pad_token_id=PAD)
+    with torch.no_grad():
+        want = ref.generate(input_ids=src, **kw)
+    got = model.generate(input_ids=src, **kw)
+    assert got.tolist() == want.tolist() and int(got[0, 0]) == START  # (BOS = START here)
+    assert model.generate(input_ids=src, decoder_start_token_id=5, **kw)[0, 0] == 5

@@ -310,6 +310,14 @@ class GPT2Config:
         (path / "config.json").write_text(self.to_json_string(), encoding="utf-8")
         return path / "config.json"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `config.decoder_start_token_id = 5` (transformers' idiom for options that are not
+        # GPT-2 fields) sets the extra, so `get` reads it and `config.json` keeps it.
+        if name.startswith("_") or name in _FIELD_NAMES or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not fields: expose extras as attributes.
         extra = self.__dict__.get("extra")
@@ -317,6 +325,8 @@ class GPT2Config:
             return extra[name]
         raise AttributeError(f"GPT2Config has no field {name!r}")
 
+
+_FIELD_NAMES = frozenset(f.name for f in fields(GPT2Config))
 
 # Top-level keys of an `EncoderDecoderConfig` that are the pair's, not the decoder's.
 _ENCODER_DECODER_TOP = (
