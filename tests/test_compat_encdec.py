@@ -382,3 +382,63 @@ def test_start_token_falls_back_to_bos_in_generate_as_transformers(tmp_path):
     got = model.generate(input_ids=src, **kw)
     assert got.tolist() == want.tolist() and int(got[0, 0]) == START  # (BOS = START here)
     assert model.generate(input_ids=src, decoder_start_token_id=5, **kw)[0, 0] == 5
+
+
+def seq2seq_trainer_run(model, tokenizer, features, out):
+    """transformers' Seq2SeqTrainer with DataCollatorForSeq2Seq: 4 logged steps, an eval
+    loss, and generated predictions (`predict_with_generate`)."""
+    args = transformers.Seq2SeqTrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=3,
+        per_device_eval_batch_size=4,
+        max_steps=4,
+        learning_rate=5e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        predict_with_generate=True,
+        generation_max_length=6,
+        generation_num_beams=2,
+    )
+    trainer = transformers.Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=features,
+        eval_dataset=features[:4],
+        data_collator=transformers.DataCollatorForSeq2Seq(tokenizer, model=model),
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    predictions = trainer.predict(features[:4]).predictions
+    return losses, trainer.evaluate()["eval_loss"], predictions.tolist()
+
+
+@pytest.mark.slow  # (~35 s on the shared 2-core machine: two Trainer runs)
+def test_seq2seq_trainer_runs_on_gpt2kit_and_matches(tmp_path):
+    from gpt2kit import AutoModelForSeq2SeqLM
+
+    ref, folder = hf_pair(tmp_path)
+    tokenizer = _tokenizer(tmp_path)
+    g = torch.Generator().manual_seed(5)
+    features = [  # (no EOS in the labels: 4 steps would teach it to stop at once)
+        {
+            "input_ids": torch.randint(3, 90, (int(n),), generator=g).tolist(),
+            "labels": torch.randint(3, 90, (int(m),), generator=g).tolist(),
+        }
+        for n, m in zip(
+            torch.randint(2, 9, (12,), generator=g), torch.randint(1, 6, (12,), generator=g)
+        )
+    ]
+    theirs = seq2seq_trainer_run(ref, tokenizer, features, tmp_path / "hf")
+    ours = seq2seq_trainer_run(
+        AutoModelForSeq2SeqLM.from_pretrained(folder), tokenizer, features, tmp_path / "ours"
+    )
+    assert len(ours[0]) == len(theirs[0]) == 4
+    assert ours[0] == pytest.approx(theirs[0], abs=1e-5, rel=0)
+    assert ours[1] == pytest.approx(theirs[1], abs=1e-5, rel=0)
+    assert ours[2] == theirs[2]
+    # generation_max_length=6 reached our generate: start token + 5 new, then the padding
+    assert all(row[0] == START and PAD not in row[1:6] and set(row[6:]) == {PAD} for row in ours[2])

@@ -410,7 +410,8 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
             decoder_input_ids: decoder prompts `[B, T]` (default: the start token alone).
             decoder_start_token_id: else the generation config's, the model config's, BOS.
             **gen_kwargs: `gpt2kit.generation.generate`'s options (`max_new_tokens`,
-                `num_beams`, `do_sample`, `return_dict_in_generate`, ...).
+                `num_beams`, `do_sample`, `return_dict_in_generate`, ...); `labels` (what
+                `Seq2SeqTrainer` passes) is not read, as in `transformers`.
 
         Returns:
             `[B * num_return_sequences, T + new]` decoder ids starting with the start token
@@ -421,6 +422,14 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
         for name in list(gen_kwargs):
             if name in _RENAMED:
                 raise _renamed_error(name, "generate")
+        # `Seq2SeqTrainer(predict_with_generate=True)` passes the batch's labels; transformers'
+        # generate does not read them (the encoder takes none), neither do we.
+        gen_kwargs.pop("labels", None)
+        if gen_kwargs.pop("synced_gpus", None):
+            raise UnsupportedArgumentError(
+                "synced_gpus=True (DeepSpeed ZeRO-3 / FSDP generation in lockstep) is not "
+                "supported; generate on each rank alone (synced_gpus=False)"
+            )
         if input_ids is not None and not isinstance(input_ids, torch.Tensor):
             raise UnsupportedArgumentError(
                 "generate takes input_ids as a [B, S] tensor and returns decoder ids starting "
