@@ -442,3 +442,41 @@ def test_seq2seq_trainer_runs_on_gpt2kit_and_matches(tmp_path):
     assert ours[2] == theirs[2]
     # generation_max_length=6 reached our generate: start token + 5 new, then the padding
     assert all(row[0] == START and PAD not in row[1:6] and set(row[6:]) == {PAD} for row in ours[2])
+
+
+@pytest.mark.parametrize("wider_encoder", [False, True])
+def test_from_encoder_decoder_pretrained_as_transformers(tmp_path, wider_encoder):
+    """`EncoderDecoderModel.from_encoder_decoder_pretrained(enc, dec)` under gpt2kit's name:
+    every weight but the new cross-attention (and projection) equals transformers' pair."""
+    import gpt2kit
+
+    enc = gpt2_folder(tmp_path, "enc", seed=0, **({"n_embd": 48} if wider_encoder else {}))
+    dec = gpt2_folder(tmp_path, "dec", seed=2)
+    ref = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(str(enc), str(dec))
+    model = gpt2kit.EncoderDecoderModel.from_encoder_decoder_pretrained(
+        enc, dec, pad_token_id=PAD, decoder_start_token_id=START
+    )
+    assert type(model) is GPT2ForConditionalGeneration and not model.training
+    assert model.config.decoder_start_token_id == START and model.config.pad_token_id == PAD
+    assert hasattr(model, "enc_to_dec_proj") == wider_encoder
+    ours = model.state_dict()
+    new = (".crossattention.", ".ln_cross_attn.", "enc_to_dec_proj.")
+    checked = 0
+    for key, value in ref.state_dict().items():
+        if any(n in key for n in new) or key.endswith((".attn.bias", ".masked_bias")):
+            continue
+        value = value.t() if _CONV1D.search(key) else value
+        torch.testing.assert_close(ours[key], value, atol=0, rtol=0, msg=key)
+        checked += 1
+    assert checked == len([k for k in ours if not any(n in k for n in new)])
+    # and it runs, saves and loads back as the same pair
+    src, mask, labels = batch()
+    model.save_pretrained(tmp_path / "pair")
+    again = gpt2kit.EncoderDecoderModel.from_pretrained(tmp_path / "pair")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            again(src, mask, labels=labels).loss,
+            model(src, mask, labels=labels).loss,
+            atol=0,
+            rtol=0,
+        )

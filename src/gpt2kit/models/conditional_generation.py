@@ -503,6 +503,54 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
 
     # -- checkpoints ---------------------------------------------------------------------------
     @classmethod
+    def from_encoder_decoder_pretrained(
+        cls,
+        encoder_pretrained_model_name_or_path: Any,
+        decoder_pretrained_model_name_or_path: Any,
+        **kwargs: Any,
+    ) -> GPT2ForConditionalGeneration:
+        """The pair from two GPT-2 checkpoints, as `EncoderDecoderModel.from_encoder_decoder_pretrained`:
+        the encoder from the first (a `GPT2Model`), the decoder from the second with new
+        cross-attention (and `enc_to_dec_proj` when the widths differ). Keywords as there:
+        `encoder_<name>` / `decoder_<name>` go to that side's `from_pretrained`, the others
+        (e.g. `pad_token_id`, and `decoder_start_token_id`, which `transformers` would hand
+        to the decoder as `start_token_id`) to the pair's config."""
+        pair = {k: kwargs.pop(k) for k in TOP_LEVEL_KEYS if k in kwargs}
+        enc_kw = {
+            k[len("encoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")
+        }
+        dec_kw = {
+            k[len("decoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")
+        }
+        encoder = GPT2Model.from_pretrained(encoder_pretrained_model_name_or_path, **enc_kw)
+        decoder = GPT2LMHeadModel.from_pretrained(
+            decoder_pretrained_model_name_or_path, add_cross_attention=True, **dec_kw
+        )
+        flat = {k: v for k, v in decoder.config.to_dict().items() if k not in _SUB_CONFIG_DROP}
+        flat["add_cross_attention"] = False  # (the pair's flat config; the decoder has it on)
+        enc = {k: v for k, v in encoder.config.to_dict().items() if k not in _SUB_CONFIG_DROP}
+        enc["add_cross_attention"] = False
+        if enc != flat:
+            flat["encoder"] = enc
+        if encoder.config.n_embd != decoder.config.n_embd:
+            flat["encoder_hidden_size"] = encoder.config.n_embd
+        flat.update(kwargs)
+        flat.update(pair)
+        with torch.device("meta"):
+            model = cls(GPT2Config(**flat))
+        model.to_empty(device=decoder.device)
+        model.to(decoder.dtype)
+        model._init_module_tree(getattr(model, "enc_to_dec_proj", None))
+        model.decoder.load_state_dict(decoder.state_dict())
+        model.encoder.load_state_dict(encoder.state_dict())
+        model.tie_weights()
+        return model.eval()
+
+    def _init_module_tree(self, module: nn.Module | None) -> None:
+        if module is not None:
+            module.apply(self._init_module)
+
+    @classmethod
     def rename_checkpoint_keys(
         cls, state: dict[str, torch.Tensor], config: GPT2Config
     ) -> dict[str, torch.Tensor]:
@@ -640,3 +688,8 @@ def _checkpoint_error(message: str) -> Exception:
     from ..checkpoint import CheckpointError
 
     return CheckpointError(message)
+
+
+EncoderDecoderModel = GPT2ForConditionalGeneration
+"""`transformers`' name: here the GPT-2 + GPT-2 pair (`from_pretrained`,
+`from_encoder_decoder_pretrained`); other encoders and decoders are not supported."""
