@@ -310,3 +310,23 @@ def test_learns_to_reverse_held_out_sequences():
     assert exact >= 0.95, f"held-out exact match {exact:.3f}"
     beams = model.generate_target([s for s, _ in test[:50]], max_new_tokens=7, num_beams=3)
     assert exact_match(beams, test[:50]) >= 0.95
+
+
+def test_gradient_checkpointing_covers_both_stacks_and_keeps_the_loss():
+    model = build(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
+    batch = EncoderDecoderCollator(decoder_start_token_id=START, eos_token_id=EOS)(
+        [([5, 6, 7], [8, 9]), ([10], [11, 12, 13])]
+    )
+    plain = model(**batch).loss
+    plain.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    assert model.encoder.gradient_checkpointing and model.decoder.transformer.gradient_checkpointing
+    again = model(**batch).loss
+    again.backward()
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-6, rtol=1e-5, msg=name)
+    model.gradient_checkpointing_disable()
+    assert not model.encoder.gradient_checkpointing and not model.is_gradient_checkpointing
