@@ -480,3 +480,11 @@ def test_from_encoder_decoder_pretrained_as_transformers(tmp_path, wider_encoder
             atol=0,
             rtol=0,
         )
+
+
+def test_a_pair_folder_into_an_lm_class_says_which_class_reads_it(tmp_path):
+    from gpt2kit import CheckpointError, GPT2LMHeadModel
+
+    _, folder = hf_pair(tmp_path)
+    with pytest.raises(CheckpointError, match="GPT2ForConditionalGeneration"):
+        GPT2LMHeadModel.from_pretrained(folder)

@@ -270,10 +270,16 @@ def load_model(
     # Cross-attention added on top of a plain checkpoint (encoder-decoder) is a new head part.
     missing_backbone = [k for k in missing_backbone if not _CROSS_KEY.search(k)]
     if missing_backbone:
+        pair = any(k.startswith("decoder.transformer.") for k in report.dropped_keys)
         raise CheckpointError(
             f"{folder} lacks backbone weights: {', '.join(missing_backbone[:8])}"
-            f"{' ...' if len(missing_backbone) > 8 else ''}; the file is incomplete or not a GPT-2 "
-            "checkpoint of this size"
+            f"{' ...' if len(missing_backbone) > 8 else ''}; "
+            + (
+                "it is an encoder-decoder (EncoderDecoderModel) folder: load it with "
+                "GPT2ForConditionalGeneration (AutoModelForSeq2SeqLM)"
+                if pair
+                else "the file is incomplete or not a GPT-2 checkpoint of this size"
+            )
         )
     report.new_keys = missing
 
