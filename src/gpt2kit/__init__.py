@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "GPT2ForQuestionAnswering": "models.question_answering",
     "GPT2ForSequenceToSequence": "models.seq2seq",
     "GPT2ForConditionalGeneration": "models.conditional_generation",
+    "EncoderDecoderModel": "models.conditional_generation",
     "AutoConfig": "models.auto",
     "AutoModel": "models.auto",
     "AutoModelForArchitecture": "models.auto",

@@ -443,6 +443,9 @@ def load_model(
         config = config.copy(**config_overrides)
     prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else ""
     raw = read_state_dict(folder)
+    rename = getattr(cls, "rename_checkpoint_keys", None)
+    if rename is not None:  # a model with its own key layout (the encoder-decoder)
+        raw = rename(raw, config)
     dtype = _resolve_dtype(dtype, raw)
     state = from_hf_state_dict(raw, prefix)
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -488,17 +491,27 @@ def load_model(
                 "weights? Pass ignore_unexpected_keys=True to drop them"
             )
         report.unexpected_keys = unexpected_backbone
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    tied = (  # (`decoder.lm_head.weight` in an encoder-decoder)
+        {k for k in expected if k == "lm_head.weight" or k.endswith(".lm_head.weight")}
+        if config.tie_word_embeddings
+        else set()
+    )
     reinit = {m.split(":")[0] for m in report.mismatched_keys}
     missing = [k for k in expected if k not in state and k not in tied and k not in reinit]
     missing_backbone = [k for k in missing if k.startswith(prefix)] if prefix else missing
     # Cross-attention added on top of a plain checkpoint (encoder-decoder) is a new head part.
     missing_backbone = [k for k in missing_backbone if not _CROSS_KEY.search(k)]
     if missing_backbone:
+        pair = any(k.startswith("decoder.transformer.") for k in report.dropped_keys)
         raise CheckpointError(
             f"{folder} lacks backbone weights: {', '.join(missing_backbone[:8])}"
-            f"{' ...' if len(missing_backbone) > 8 else ''}; the file is incomplete or not a GPT-2 "
-            "checkpoint of this size"
+            f"{' ...' if len(missing_backbone) > 8 else ''}; "
+            + (
+                "it is an encoder-decoder (EncoderDecoderModel) folder: load it with "
+                "GPT2ForConditionalGeneration (AutoModelForSeq2SeqLM)"
+                if pair
+                else "the file is incomplete or not a GPT-2 checkpoint of this size"
+            )
         )
     report.new_keys = missing
 

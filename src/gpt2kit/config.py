@@ -227,6 +227,9 @@ class GPT2Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object")
         model_type = data.get("model_type", "gpt2")
+        if model_type == "encoder-decoder":  # transformers' EncoderDecoderModel of two GPT-2s
+            data = flatten_encoder_decoder_config(data, path)
+            model_type = "gpt2"
         if model_type not in ("gpt2", None):
             raise ConfigError(
                 f"{path} describes a {model_type!r} model; gpt2kit loads GPT-2 architectures only"
@@ -311,9 +314,71 @@ class GPT2Config:
         (path / "config.json").write_text(self.to_json_string(), encoding="utf-8")
         return path / "config.json"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `config.decoder_start_token_id = 5` (transformers' idiom for options that are not
+        # GPT-2 fields) sets the extra, so `get` reads it and `config.json` keeps it.
+        if name.startswith("_") or name in _FIELD_NAMES or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not fields: expose extras as attributes.
         extra = self.__dict__.get("extra")
         if extra is not None and name in extra:
             return extra[name]
         raise AttributeError(f"GPT2Config has no field {name!r}")
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(GPT2Config))
+
+# Top-level keys of an `EncoderDecoderConfig` that are the pair's, not the decoder's.
+_ENCODER_DECODER_TOP = (
+    "decoder_start_token_id",
+    "pad_token_id",
+    "share_encoder_decoder",
+    "encoder_hidden_size",
+)
+_SUB_BOOKKEEPING = (
+    "architectures",
+    "is_decoder",
+    "add_cross_attention",
+    "_name_or_path",
+    "transformers_version",
+    "gpt2kit_version",
+    "model_type",
+    "dtype",
+    "torch_dtype",
+)
+
+
+def flatten_encoder_decoder_config(
+    data: dict[str, Any], path: Any = "config.json"
+) -> dict[str, Any]:
+    """An `EncoderDecoderModel` config.json (nested `encoder`/`decoder` GPT-2 configs) ->
+    the flat form `GPT2ForConditionalGeneration` keeps: the decoder's fields, the pair's
+    keys (`decoder_start_token_id`, `pad_token_id`, ...), the encoder's fields as `encoder`
+    when they differ from the decoder's (`tie_encoder_decoder`, which `transformers` 5
+    ignores, is dropped)."""
+    subs = {}
+    for side in ("encoder", "decoder"):
+        sub = data.get(side)
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{path}: an encoder-decoder config needs an {side!r} object")
+        if sub.get("model_type", "gpt2") != "gpt2":
+            raise ConfigError(
+                f"{path}: the {side} is a {sub.get('model_type')!r} model; gpt2kit's "
+                "GPT2ForConditionalGeneration needs a GPT-2 encoder and a GPT-2 decoder"
+            )
+        subs[side] = {k: v for k, v in sub.items() if k not in _SUB_BOOKKEEPING}
+    flat = dict(subs["decoder"])
+    for key in _ENCODER_DECODER_TOP:
+        if data.get(key) is not None:
+            flat[key] = data[key]
+    if subs["encoder"] != subs["decoder"]:  # (else the encoder's fields are the decoder's)
+        flat["encoder"] = subs["encoder"]
+    enc_width = subs["encoder"].get("n_embd", 768)
+    if enc_width != flat.get("n_embd", 768):
+        flat["encoder_hidden_size"] = enc_width
+    flat["architectures"] = ["GPT2ForConditionalGeneration"]
+    return flat

@@ -425,15 +425,18 @@ def _qa_fn(decode: Any, references: Any, version: str | None) -> Any:
     return fn
 
 
-def _lm_fn() -> Any:
+def _lm_fn(shift: bool = True) -> Any:
+    # shift=False: labels[t] is the target of logits[t] (an encoder-decoder's labels)
     def fn(predictions: Any, labels: Any = None) -> dict[str, float]:
         scores = _first(predictions)
         if np.ndim(to_numpy(scores)) == 0:  # already the mean evaluation loss
             loss = float(to_numpy(scores))
             return {"loss": loss, "perplexity": perplexity(loss)}
-        total, n = token_cross_entropy(scores, labels)
+        total, n = token_cross_entropy(scores, labels, shift=shift)
         loss = total / n if n else 0.0
-        logits, gold = to_numpy(scores)[..., :-1, :], to_numpy(labels)[..., 1:]
+        logits, gold = to_numpy(scores), to_numpy(labels)
+        if shift:
+            logits, gold = logits[..., :-1, :], gold[..., 1:]
         keep = gold != -100
         acc = float((logits.argmax(-1)[keep] == gold[keep]).mean()) if keep.any() else 0.0
         return {"loss": loss, "perplexity": perplexity(loss), "token_accuracy": acc}
@@ -448,7 +451,7 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def _generation_fn(tokenizer: Any) -> Any:
+def _generation_fn(tokenizer: Any, shift: bool = True) -> Any:
     from .generation_metrics import bleu, rouge
 
     def texts(values: Any, what: str) -> list[Any]:
@@ -468,7 +471,7 @@ def _generation_fn(tokenizer: Any) -> Any:
         scores = _first(predictions)
         if hasattr(scores, "shape") and np.ndim(to_numpy(scores)) == 3:
             # Teacher-forced logits: score them as a language model over the target tokens.
-            return _lm_fn()(scores, labels)
+            return _lm_fn(shift)(scores, labels)
         preds = [p.strip() for p in texts(scores, "predictions")]
         refs = texts(labels, "labels")
         refs = [r.strip() if isinstance(r, str) else [x.strip() for x in r] for r in refs]
@@ -515,7 +518,8 @@ def compute_metrics(
     - `causal-lm`: logits `[N, T, V]` and labels `[N, T]` (or the mean eval loss alone) ->
       loss, perplexity, next-token accuracy.
     - `seq2seq`, `conditional-generation`: generated and reference texts (or token ids, with
-      `tokenizer`) -> ROUGE-1/2/L/Lsum, BLEU; teacher-forced logits -> as `causal-lm`.
+      `tokenizer`) -> ROUGE-1/2/L/Lsum, BLEU; teacher-forced logits -> as `causal-lm`
+      (`conditional-generation`: labels unshifted, `labels[t]` scored against `logits[t]`).
 
     Example:
         >>> fn = compute_metrics("text-classification")
@@ -561,7 +565,8 @@ def _metric_fn(
         return _qa_fn(decode, references, squad_version)
     if kind == "causal-lm":
         return _lm_fn()
-    return _generation_fn(tokenizer)
+    # (GPT2ForConditionalGeneration's labels are unshifted, as EncoderDecoderModel's)
+    return _generation_fn(tokenizer, shift=task != "conditional-generation")
 
 
 def format_table(metrics: dict[str, Any], title: str | None = None, digits: int = 4) -> str:

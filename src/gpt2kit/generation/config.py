@@ -223,10 +223,20 @@ class GenerationConfig:
             )
         return cls.from_dict(data)
 
-    def update(self, **changes: Any) -> GenerationConfig:
-        """Set fields in place (unknown names go to `extra`); returns self."""
+    # `transformers.Seq2SeqTrainer(predict_with_generate=True)` reads and resets this flag
+    # and fills defaults with the two methods below; our fields hold the effective defaults.
+    _from_model_config = False
+
+    def _get_default_generation_params(self) -> dict[str, Any]:
+        return {}
+
+    def update(self, defaults_only: bool = False, **changes: Any) -> GenerationConfig:
+        """Set fields in place (unknown names go to `extra`); returns self. `defaults_only`
+        (`transformers`' flag): set only fields that are still None."""
         names = {f.name for f in fields(self)} - {"extra"}
         for key, value in changes.items():
+            if defaults_only and getattr(self, key, None) is not None:
+                continue
             if key in names:
                 setattr(self, key, value)
             else:

@@ -170,7 +170,8 @@ def _loss_weight(batch: dict[str, Any], out: Any) -> int:
     """
     labels = batch.get("labels")
     if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
-        if type(out).__name__ in ("CausalLMOutput", "Seq2SeqLMOutput", "DoubleHeadsModelOutput"):
+        # (an encoder-decoder's Seq2SeqLMOutput scores its labels unshifted)
+        if type(out).__name__ in ("CausalLMOutput", "DoubleHeadsModelOutput"):
             labels = labels[..., 1:]
         return int((labels != -100).sum())
     return next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor)), 1)
