@@ -476,7 +476,7 @@ def test_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="add_special_tokens"):
         GPT2Tokenizer().pad_token = "<|not-there|>"
     with pytest.raises(ValueError, match="unsupported keys"):
-        GPT2Tokenizer().add_special_tokens({"cls_token": "<cls>"})
+        GPT2Tokenizer().add_special_tokens({"foo_token": "<foo>"})
     with pytest.raises(FileNotFoundError, match="no such tokenizer folder"):
         GPT2Tokenizer.from_pretrained(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
@@ -492,12 +492,13 @@ def test_hub_id_without_network_says_pass_a_local_folder(tmp_path: Path) -> None
 
 
 def test_module_does_not_import_torch() -> None:
-    """Loads tokenizer.py standalone (the package __init__ may import torch itself)."""
+    """Importing and using the tokenizer package loads neither torch nor transformers."""
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('tok', {str(ROOT / 'src/gpt2kit/tokenizer.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['tok'] = m; spec.loader.exec_module(m)\n"
-        "t = m.GPT2Tokenizer(); t(['a', 'b c'], padding=True); t.decode([1, 2])\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+        "from gpt2kit.tokenizer import GPT2Tokenizer\n"
+        "t = GPT2Tokenizer(); t(['a', 'b c'], padding=True, truncation=True, max_length=4)\n"
+        "t.decode([1, 2]); t.pad({'input_ids': [[1], [2, 3]]})\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'transformers' not in sys.modules and 'huggingface_hub' not in sys.modules\n"
     )
