@@ -187,7 +187,7 @@ class SpecialTokensMixin:
 
     # ------------------------------------------------------------------ adding
     def _add(self, tokens: Sequence[str | AddedToken], special: bool) -> int:
-        before = len(self)
+        """Register tokens in the backend; the count is the backend's, as in ``transformers``."""
         objs = [
             t
             if isinstance(t, AddedToken)
@@ -195,11 +195,11 @@ class SpecialTokensMixin:
             for t in tokens
         ]
         if special:
-            self._backend.add_special_tokens(objs)
+            added = self._backend.add_special_tokens(objs)
         else:
-            self._backend.add_tokens(objs)
+            added = self._backend.add_tokens(objs)
         self._invalidate()
-        return len(self) - before
+        return added
 
     def add_tokens(
         self,
