@@ -503,3 +503,45 @@ def test_module_does_not_import_torch() -> None:
         "assert 'transformers' not in sys.modules and 'huggingface_hub' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_concurrent_calls_with_different_options_do_not_mix() -> None:
+    """Padding/truncation live on a private backend copy, configured under a lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = GPT2Tokenizer()
+    texts = ["one two three four five six", "a", "b c"]
+    options = [
+        {"padding": True},
+        {"padding": "max_length", "max_length": 12},
+        {"truncation": True, "max_length": 2},
+        {"padding": True, "padding_side": "left"},
+        {},
+    ]
+    expected = [tok(texts, **o)["input_ids"] for o in options]
+    jobs = [i % len(options) for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: (i, tok(texts, **options[i])["input_ids"]), jobs))
+    assert all(ids == expected[i] for i, ids in results)
+    assert tok.backend_tokenizer.padding is None and tok.backend_tokenizer.truncation is None
+
+
+def test_overflow_windows_and_mapping() -> None:
+    enc = TOK(
+        ["a b c d e f g", "x"],
+        truncation=True,
+        max_length=3,
+        stride=1,
+        return_overflowing_tokens=True,
+        padding=True,
+    )
+    assert enc["input_ids"] == [
+        [64, 275, 269],
+        [269, 288, 304],
+        [304, 277, 308],
+        [87, 50256, 50256],
+    ]
+    assert enc["overflow_to_sample_mapping"] == [0, 0, 0, 1]
+    assert enc.word_ids(3) == [0, None, None]
+    with pytest.raises(TypeError, match=r"text\[1\] is int"):
+        TOK(["a", 5])  # type: ignore[list-item]

@@ -19,6 +19,8 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
+from ..hub import HubError, HubOptions, resolve_folder
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
@@ -157,10 +159,8 @@ def looks_local(name: str) -> bool:
     )
 
 
-def download_from_hub(repo_id: str, hub_options: Any) -> dict[str, Path]:
+def download_from_hub(repo_id: str, hub_options: HubOptions) -> dict[str, Path]:
     """Fetch only the tokenizer files of a Hub repo (through :mod:`gpt2kit.hub`)."""
-    from ..hub import HubError, resolve_folder
-
     try:
         folder = resolve_folder(
             repo_id, hub_options, allow_patterns=list(HUB_PATTERNS), need_weights=False

@@ -19,6 +19,7 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 
+from ..hub import HubOptions
 from . import files as F
 from .batching import Worker
 from .chat import ChatMixin
@@ -265,8 +266,6 @@ class GPT2Tokenizer(SpecialTokensMixin, EncodeMixin, DecodeMixin, ChatMixin):
                 "from_pretrained takes one positional argument (the name or folder); pass "
                 "the rest by keyword"
             )
-        from ..hub import HubOptions
-
         for key in _IGNORED_LOAD_KEYS:
             kwargs.pop(key, None)
         hub = HubOptions(**{k: kwargs.pop(k) for k in _HUB_KEYS if k in kwargs})
