@@ -520,3 +520,60 @@ def test_bad_input_is_named() -> None:
         GPT2TokenizerFast()(["a", "b c"], padding=True)
     with pytest.raises(ValueError, match="not a multiple of pad_to_multiple_of"):
         tok(["a"], padding=True, truncation=True, max_length=10, pad_to_multiple_of=4)
+
+
+def test_hypothesis_options_match(pair: tuple[Any, Any]) -> None:
+    """Random batches, pairs and option combinations: identical outputs (or both refuse)."""
+    ours, theirs = pair
+    pool = _shakespeare_lines(200, seed=12) + WHITESPACE
+    options = st.fixed_dictionaries(
+        {},
+        optional={
+            "padding": st.sampled_from([True, False, "longest", "max_length"]),
+            "truncation": st.sampled_from(
+                [True, False, "longest_first", "only_first", "only_second"]
+            ),
+            "max_length": st.integers(4, 40),
+            "stride": st.integers(0, 3),
+            "padding_side": st.sampled_from(["left", "right"]),
+            "pad_to_multiple_of": st.sampled_from([None, 4]),
+            "return_overflowing_tokens": st.booleans(),
+            "return_offsets_mapping": st.booleans(),
+            "return_special_tokens_mask": st.booleans(),
+            "return_length": st.booleans(),
+            "return_token_type_ids": st.booleans(),
+        },
+    )
+
+    @settings(SETTINGS, max_examples=120)
+    @given(
+        st.lists(st.sampled_from(pool) | st.text(max_size=30), min_size=1, max_size=5),
+        st.booleans(),
+        options,
+    )
+    def check(texts: list[str], paired: bool, kw: dict[str, Any]) -> None:
+        args = (texts, list(reversed(texts))) if paired else (texts,)
+        try:
+            ref = theirs(*args, **kw)
+        except BaseException as e:  # noqa: BLE001 - includes the backend's panics
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            with pytest.raises((ValueError, TypeError)):
+                ours(*args, **kw)
+            return
+        got = ours(*args, **kw)
+        assert_same(got, ref)
+        for i in range(len(got["input_ids"])):
+            assert got.word_ids(i) == ref.word_ids(i)
+            assert got.sequence_ids(i) == ref.sequence_ids(i)
+
+    check()
+
+
+def test_pair_stride_too_large_is_named() -> None:
+    tok = GPT2TokenizerFast()
+    kw = dict(truncation="only_second", max_length=5, stride=2, return_overflowing_tokens=True)
+    with pytest.raises(ValueError, match=r"stride=2 is too large.*keeps only 1 tokens"):
+        tok("a b c d", "e f g h i j", **kw)
+    with pytest.raises(ValueError, match="only_first' cannot fit max_length=3"):
+        tok("a b c d", "e f g h i j", truncation="only_first", max_length=3)

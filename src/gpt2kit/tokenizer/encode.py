@@ -10,6 +10,7 @@ has that we do not is an error naming it, never silently dropped.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -378,6 +379,14 @@ class EncodeMixin:
                     add_special_tokens=add_special_tokens,
                 )
             except ValueError as e:
+                room = re.search(r"`max_len=(\d+)`", str(e))
+                if room is not None:
+                    raise ValueError(
+                        f"stride={stride} is too large: with truncation={trunc_mode!r} and "
+                        f"max_length={max_length}, a truncated text keeps only "
+                        f"{room.group(1)} tokens of a window, and stride must be smaller than "
+                        "that; lower stride or raise max_length"
+                    ) from None
                 if trunc_mode in ("only_first", "only_second"):
                     raise ValueError(
                         f"truncation={trunc_mode!r} cannot fit max_length={max_length}: the "
