@@ -545,3 +545,21 @@ def test_overflow_windows_and_mapping() -> None:
     assert enc.word_ids(3) == [0, None, None]
     with pytest.raises(TypeError, match=r"text\[1\] is int"):
         TOK(["a", 5])  # type: ignore[list-item]
+
+
+def test_folder_settings_never_dropped(tmp_path: Path) -> None:
+    """A config asking for what GPT-2's tokenizer cannot do is refused, naming it."""
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((ASSETS_DIR / name).read_bytes())
+    for config, match in (
+        ({"add_bos_token": True}, "add_bos_token"),
+        ({"errors": "strict"}, "errors='strict'"),
+        ({"padding_side": 3}, "'padding_side' must be a str"),
+        ({"model_max_length": "big"}, "'model_max_length' must be a positive number"),
+    ):
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=match):
+            GPT2Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"tokenizer_config.json:1: invalid JSON"):
+        GPT2Tokenizer.from_pretrained(tmp_path)

@@ -201,6 +201,9 @@ def settings_from_folder(
         ("trim_offsets", bool),
         ("split_special_tokens", bool),
         ("clean_up_tokenization_spaces", bool),
+        ("add_bos_token", bool),  # True is refused by the constructor, never dropped
+        ("add_eos_token", bool),
+        ("errors", str),
     ):
         if config.get(key) is not None:
             if not isinstance(config[key], kind):
