@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     # tokenizer
     "GPT2Tokenizer": "tokenizer",
     "BatchEncoding": "tokenizer",
+    "GPT2TokenizerFast": "tokenizer",
+    "AutoTokenizer": "tokenizer",
     # generation
     "generate": "generation",
     "stream_generate": "generation",
