@@ -317,33 +317,48 @@ class Batcher:
 
     def _join_waiting(self) -> None:
         free = self.max_batch_size - len(self._rows)
-        new: list[GenRequest] = []
-        while self._waiting and len(new) < free:
+        rows: list[_Row] = []
+        while self._waiting and len(rows) < free:
             req = self._waiting.popleft()
             self._started(1)
-            if not req.cancelled:
-                new.append(req)
-        if not new:
+            if req.cancelled:
+                continue
+            try:
+                rows.append(_Row(req, self.tokenizer, self.eos))
+            except Exception as err:  # a bad row fails alone, before it touches the batch
+                self._fail(req, err)
+        if not rows:
             return
-        rows = [_Row(r, self.tokenizer, self.eos) for r in new]
         T = max(r.n_prompt for r in rows)
         ids = torch.full((len(rows), T), self.eos or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), T, dtype=torch.bool)
         for i, r in enumerate(rows):
             ids[i, T - r.n_prompt :] = torch.tensor(r.tokens)
             mask[i, T - r.n_prompt :] = True
-            self.prompt_tokens += r.n_prompt
         fresh = KVCache(self.model.config.n_layer, capacity=T)
-        out = self._forward(
-            input_ids=ids,
-            attention_mask=None if bool(mask.all()) else mask,
-            past_key_values=fresh,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        try:
+            out = self._forward(
+                input_ids=ids,
+                attention_mask=None if bool(mask.all()) else mask,
+                past_key_values=fresh,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        except Exception as err:
+            # The prefill ran on its own cache: the running batch is untouched and goes on.
+            logger.exception("prefill of %d new rows failed", len(rows))
+            for r in rows:
+                self._fail(r.req, err)
+            return
+        self.prompt_tokens += sum(r.n_prompt for r in rows)
         self._merge(fresh, mask)
         self._rows.extend(rows)
         self._sample(rows, out.logits[:, -1])
+
+    def _fail(self, req: GenRequest, err: BaseException) -> None:
+        """End one sequence with an error; the rows batched with it are not affected."""
+        req.sink(("error", err))
+        req.cancelled = True  # leaves the batch at the next step
 
     def _merge(self, fresh: KVCache, fresh_mask: torch.Tensor) -> None:
         """Append the rows of `fresh` to the running cache, right-aligning both."""
@@ -392,29 +407,42 @@ class Batcher:
         self._sample(self._rows, out.logits[:, -1])
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        """Pick each row's next token from `logits [S, V]`, release text, finish rows."""
+        """Pick each row's next token from `logits [S, V]`, release text, finish rows.
+
+        Each row is sampled on its own: a row whose processors fail or give no valid
+        distribution (NaN, all masked) gets its error, and the others go on.
+        """
         logits = logits.float()
         greedy_ids = logits.argmax(-1).tolist()
         for i, r in enumerate(rows):
-            p = r.req.params
-            plain_greedy = (
-                r.greedy and not r.processors and not p.presence_penalty and not p.frequency_penalty
+            try:
+                tok = self._pick(r, logits[i : i + 1], greedy_ids[i])
+                self._advance(r, tok)
+            except Exception as err:
+                logger.warning("row failed while sampling: %s", err)
+                self._fail(r.req, err)
+
+    def _pick(self, r: _Row, scores: torch.Tensor, greedy_id: int) -> int:
+        p = r.req.params
+        if r.greedy and not r.processors and not p.presence_penalty and not p.frequency_penalty:
+            return greedy_id
+        if p.presence_penalty or p.frequency_penalty:
+            scores = scores.clone()
+            for t, c in r.counts.items():
+                scores[0, t] -= p.presence_penalty + p.frequency_penalty * c
+        if r.processors:
+            scores = apply_processors(r.processors, torch.tensor([r.tokens]), scores)
+        if torch.isnan(scores).any() or not bool((scores > -torch.inf).any()):
+            raise ValueError(
+                "sampling produced no valid distribution (NaN or every token masked); "
+                "check temperature, top_p, top_k and the penalties"
             )
-            if plain_greedy:
-                tok = greedy_ids[i]
-            else:
-                scores = logits[i : i + 1]
-                if p.presence_penalty or p.frequency_penalty:
-                    scores = scores.clone()
-                    for t, c in r.counts.items():
-                        scores[0, t] -= p.presence_penalty + p.frequency_penalty * c
-                if r.processors:
-                    scores = apply_processors(r.processors, torch.tensor([r.tokens]), scores)
-                if r.greedy:
-                    tok = int(scores.argmax(-1))
-                else:
-                    tok = int(torch.multinomial(scores.softmax(-1), 1, generator=r.generator)[0, 0])
-            self._advance(r, tok)
+        if r.greedy:
+            return int(scores.argmax(-1))
+        probs = scores.softmax(-1)
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError("sampling produced non-finite probabilities; check temperature")
+        return int(torch.multinomial(probs, 1, generator=r.generator)[0, 0])
 
     def _advance(self, r: _Row, tok: int) -> None:
         r.tokens.append(tok)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..batching import SamplingParams
 from ..errors import APIError
-from ..schemas import CompletionChoice, CompletionRequest, CompletionResponse, Usage
+from ..schemas import SEED_MAX, CompletionChoice, CompletionRequest, CompletionResponse, Usage
 from ..state import ServerState, State
 from ..streams import Run
 
@@ -114,7 +114,7 @@ async def completions(body: CompletionRequest, state: State) -> Any:
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
             top_k=body.top_k,
-            seed=None if body.seed is None else body.seed + index,
+            seed=None if body.seed is None else (body.seed + index) % (SEED_MAX + 1),
             stop=stops,
             presence_penalty=body.presence_penalty or 0.0,
             frequency_penalty=body.frequency_penalty or 0.0,
