@@ -1,10 +1,10 @@
 """Request and response bodies of the HTTP API (pydantic models).
 
-The completion models follow OpenAI's `/v1/completions` wire format field for field, so
-the official `openai` client talks to the server unchanged. Fields OpenAI defines but
-this server does not implement (`logprobs`, `echo`, `suffix`, `best_of > n`) are refused
-with a 400 naming the field rather than silently ignored. `top_k` and
-`repetition_penalty` are extensions (as in vLLM), off by default.
+The completion, chat and embedding models follow OpenAI's wire format field for field,
+so the official `openai` client talks to the server unchanged. A field OpenAI defines but
+this server cannot honour (`suffix`: GPT-2 has no infilling; chat `tools`) is refused
+with a 400 naming the field rather than silently ignored. `top_k`,
+`repetition_penalty`, `regex` and `grammar` are extensions (as in vLLM), off by default.
 
 Task endpoints (`/v1/classify`, `/v1/tag`, ...) take `input` as one item or a list and
 always answer with a list in `data`, one entry per item, in order.
@@ -94,26 +94,56 @@ class _Sampling(_Request):
         return v
 
 
-class CompletionRequest(_Sampling):
-    """Body of `POST /v1/completions` (OpenAI's fields, plus `top_k` / `repetition_penalty`)."""
+class _Generation(_Sampling):
+    """Fields completions and chat share beyond sampling: bias and structured output."""
 
     model: str | None = None
-    prompt: PromptType = Field(default="<|endoftext|>")
-    max_tokens: int | None = Field(default=16, ge=1)
-    best_of: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    logprobs: int | None = None
+    # OpenAI: token id (as a string key) -> bias in [-100, 100], added to the logits.
+    logit_bias: dict[str, float] | None = None
+    # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema"}}
+    response_format: dict[str, Any] | None = None
+    # Extensions (as in vLLM's guided decoding): a regex or a Lark grammar the output matches.
+    regex: str | None = None
+    grammar: str | None = None
+    user: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, value in (v or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys are token ids, got {key!r}")
+            if not -100 <= value <= 100:
+                raise ValueError(f"values must be in [-100, 100], got {value} for {key}")
+        return v
+
+
+class CompletionRequest(_Generation):
+    """Body of `POST /v1/completions` (OpenAI's fields, plus `top_k` / `repetition_penalty`)."""
+
+    prompt: PromptType = Field(default="<|endoftext|>")
+    # 0 generates nothing: with `echo`, the prompt is only scored (lm-eval's log-likelihood).
+    max_tokens: int | None = Field(default=16, ge=0)
+    best_of: int | None = Field(default=None, ge=1, le=16)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
     suffix: str | None = None
-    user: str | None = None
+
+
+class LegacyLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: LegacyLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 
@@ -203,3 +233,59 @@ class TaskResponse(BaseModel):
     model: str
     data: list[Any]
     usage: dict[str, int] | None = None
+
+
+# -- chat ------------------------------------------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # A string, or OpenAI's content parts of which only {"type": "text"} are read.
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(_Generation):
+    """Body of `POST /v1/chat/completions`: OpenAI's chat fields over the chat template."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Template controls (transformers' names): continue the last assistant message
+    # instead of opening a new one, and extra variables for the template.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+
+
+# -- embeddings ------------------------------------------------------------------------------
+class EmbeddingRequest(_Request):
+    """Body of `POST /v1/embeddings` (OpenAI's shape)."""
+
+    model: str | None = None
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+# -- tokenizer -------------------------------------------------------------------------------
+class TokenizeRequest(_Request):
+    """`POST /tokenize`: a prompt's token ids (or a chat's, through the template)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(_Request):
+    """`POST /detokenize`: the text of token ids."""
+
+    model: str | None = None
+    tokens: list[int]

@@ -26,6 +26,8 @@ class Result:
     finish: str | None = None
     n_tokens: int = 0
     tokens: list[Any] = field(default_factory=list)  # `TokenInfo`s when logprobs were asked
+    prompt_ids: list[int] = field(default_factory=list)
+    prompt: list[Any] | None = None  # the prompt's `TokenInfo`s when prompt logprobs were asked
 
 
 class Run:
@@ -72,8 +74,9 @@ class Run:
                 index, ev = await self.next_event()
                 if ev[0] == "text":
                     out[index].text += ev[1]
-                    if len(ev) > 2:
-                        out[index].tokens.extend(ev[2])
+                    out[index].tokens.extend(ev[2])
+                elif ev[0] == "prompt":
+                    out[index].prompt = ev[1]
                 elif ev[0] == "done":
                     out[index].finish, out[index].n_tokens = ev[1], ev[2]
                     done += 1

@@ -1,4 +1,10 @@
-"""`POST /v1/completions`: OpenAI's legacy completions, continuously batched, SSE streaming."""
+"""`POST /v1/completions`: OpenAI's legacy completions, continuously batched, SSE streaming.
+
+Beyond plain generation: `logprobs` (0-5 alternatives, the legacy shape), `echo` (the
+prompt with its logprobs, the first null), `max_tokens: 0` with `echo` (score only; what
+lm-evaluation-harness's `local-completions` sends), `best_of`, `logit_bias`, and
+structured output (`response_format`, `regex`, `grammar`).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,18 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..batching import SamplingParams
+from ..batching import TokenInfo
 from ..errors import APIError
-from ..schemas import SEED_MAX, CompletionChoice, CompletionRequest, CompletionResponse, Usage
+from ..schemas import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    LegacyLogprobs,
+    Usage,
+)
 from ..state import ServerState, State
-from ..streams import Run
+from ..streams import Result, Run
+from . import common
 
 router = APIRouter()
 
@@ -56,78 +69,104 @@ def encode_prompts(state: ServerState, raw: list[Any]) -> list[list[int]]:
     return out
 
 
-def check_unsupported(body: CompletionRequest) -> None:
-    if body.logprobs:
-        raise APIError(400, "logprobs: not supported by this server", param="logprobs")
-    if body.echo:
-        raise APIError(400, "echo: not supported by this server", param="echo")
+def check_fields(body: CompletionRequest, n: int) -> int:
+    """Refuse what cannot be honoured; return how many sequences each prompt runs."""
     if body.suffix:
-        raise APIError(400, "suffix: not supported by this server", param="suffix")
-    if body.best_of is not None and body.best_of != (body.n or 1):
-        raise APIError(400, "best_of: only best_of == n is supported", param="best_of")
-
-
-def stop_list(stop: str | list[str] | None) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > 4 or any(not s for s in stops):
-        raise APIError(400, "stop: up to 4 non-empty strings", param="stop")
-    return stops
-
-
-def token_budget(
-    state: ServerState, max_tokens: int | None, prompts: list[list[int]], param: str
-) -> int:
-    """`max_tokens` checked against the cap and the context (None: the cap)."""
-    if max_tokens is not None and max_tokens > state.max_tokens_cap:
         raise APIError(
-            400,
-            f"{param}: {max_tokens} is more than the {state.max_tokens_cap} allowed",
-            param=param,
+            400, "suffix: GPT-2 has no infilling; send the text as the prompt", param="suffix"
         )
-    requested = max_tokens if max_tokens is not None else state.max_tokens_cap
-    longest = max(len(p) for p in prompts)
-    if max_tokens is not None and longest + requested > state.n_positions:
-        raise APIError(
-            400,
-            f"{param}: prompt ({longest} tokens) + {param} ({requested}) exceeds "
-            f"the model's context of {state.n_positions}",
-            param=param,
-            code="context_length_exceeded",
+    best_of = body.best_of or n
+    if best_of < n:
+        raise APIError(400, f"best_of: must be >= n ({n}), got {best_of}", param="best_of")
+    if best_of > n and body.stream:
+        raise APIError(400, "best_of: cannot stream when best_of > n", param="best_of")
+    if best_of > n and (body.temperature == 0):
+        best_of = n  # greedy candidates are all the same sequence
+    return best_of
+
+
+class Legacy:
+    """Builds OpenAI's legacy `logprobs` object of one choice."""
+
+    def __init__(self, state: ServerState):
+        self.text = common.TokenText(state.tokenizer)
+        self.tokenizer = state.tokenizer
+
+    def build(self, infos: list[TokenInfo], base: int, with_top: bool) -> LegacyLogprobs:
+        return LegacyLogprobs(
+            tokens=[self.text(t.id) for t in infos],
+            token_logprobs=[t.logprob for t in infos],
+            top_logprobs=[
+                self.text.top(t) if with_top and t.logprob is not None else None for t in infos
+            ],
+            text_offset=[base + t.offset for t in infos],
         )
-    return requested
+
+    def prompt(self, ids: list[int], infos: list[TokenInfo] | None) -> tuple[str, list[TokenInfo]]:
+        text, offsets = common.prompt_text_and_offsets(self.tokenizer, ids)
+        infos = infos or [TokenInfo(t, None, []) for t in ids]
+        for info, off in zip(infos, offsets, strict=True):
+            info.offset = off
+        return text, infos
+
+
+def pick_best(results: list[Result], n_prompts: int, best_of: int, n: int) -> list[Result]:
+    """Per prompt, the `n` of `best_of` candidates with the highest mean token logprob."""
+    out = []
+    for i in range(n_prompts):
+        group = results[i * best_of : (i + 1) * best_of]
+
+        def score(r: Result) -> float:
+            lps = [t.logprob for t in r.tokens if t.logprob is not None]
+            return sum(lps) / len(lps) if lps else float("-inf")
+
+        out.extend(sorted(group, key=score, reverse=True)[:n])
+    return out
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, state: State) -> Any:
     state.need("completions")
-    check_unsupported(body)
-    raw = raw_prompts(body)
     n = body.n or 1
-    state.check_rows(len(raw) * n, "n" if n > 1 else "prompt")
-    stops = stop_list(body.stop)
+    best_of = check_fields(body, n)
+    raw = raw_prompts(body)
+    state.check_rows(len(raw) * best_of, "n" if best_of > 1 else "prompt")
+    stops = common.stop_list(body.stop)
+    bias = common.logit_bias(state, body.logit_bias)
     prompts = await run_in_threadpool(encode_prompts, state, raw)
-    requested = token_budget(state, body.max_tokens, prompts, "max_tokens")
+    constraint = await run_in_threadpool(common.grammar, state, body)
+    requested = common.token_budget(state, body.max_tokens, prompts, "max_tokens")
+    want_lp = body.logprobs
+    # best_of ranks candidates by their logprobs: compute them even if not returned.
+    run_lp = want_lp if want_lp is not None else (0 if best_of > n else None)
+    echo = bool(body.echo)
+    prompt_lp = want_lp if (echo and want_lp is not None) else None
 
-    def params(index: int, ids: list[int]) -> SamplingParams:
-        return SamplingParams(
-            max_tokens=min(requested, state.n_positions - len(ids)),
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            top_k=body.top_k,
-            seed=None if body.seed is None else (body.seed + index) % (SEED_MAX + 1),
-            stop=stops,
-            presence_penalty=body.presence_penalty or 0.0,
-            frequency_penalty=body.frequency_penalty or 0.0,
-            repetition_penalty=body.repetition_penalty,
+    def params(index: int, ids: list[int]) -> Any:
+        return common.sampling(
+            state,
+            body,
+            max_tokens=requested,
+            ids=ids,
+            index=index,
+            stops=stops,
+            bias=bias,
+            constraint=constraint,
+            logprobs=run_lp,
+            prompt_logprobs=prompt_lp,
         )
 
-    run = Run(state, prompts, n, params)
+    run = Run(state, prompts, best_of, params)
     rid = f"cmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    prompt_tokens = sum(len(p) for p in prompts) * n
+    prompt_tokens = sum(len(p) for p in prompts) * best_of
+    legacy = Legacy(state)
+    with_top = bool(want_lp)
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
+        per_prompt = {k: prompts[k // best_of] for k in range(len(prompts) * best_of)}
+        base: dict[int, int] = {}
 
         def chunk(choices: list[dict], usage: dict | None = None) -> str:
             data = {
@@ -141,18 +180,38 @@ async def completions(body: CompletionRequest, state: State) -> Any:
                 data["usage"] = usage
             return f"data: {json.dumps(data)}\n\n"
 
+        def choice(index: int, text: str, lp: Any, finish: str | None) -> dict:
+            return {
+                "text": text,
+                "index": index,
+                "logprobs": lp.model_dump() if lp is not None else None,
+                "finish_reason": finish,
+            }
+
         async def stream() -> AsyncIterator[str]:
             completion_tokens = 0
             async for index, ev in run.stream():
+                if ev[0] == "prompt" or (echo and index not in base and ev[0] == "text"):
+                    if index not in base:
+                        text, infos = legacy.prompt(
+                            per_prompt[index], ev[1] if ev[0] == "prompt" else None
+                        )
+                        base[index] = len(text)
+                        if echo:
+                            lp = legacy.build(infos, 0, with_top) if want_lp is not None else None
+                            yield chunk([choice(index, text, lp, None)])
+                    if ev[0] == "prompt":
+                        continue
                 if ev[0] == "text":
-                    yield chunk(
-                        [{"text": ev[1], "index": index, "logprobs": None, "finish_reason": None}]
+                    lp = (
+                        legacy.build(ev[2], base.get(index, 0) if echo else 0, with_top)
+                        if want_lp is not None
+                        else None
                     )
+                    yield chunk([choice(index, ev[1], lp, None)])
                 elif ev[0] == "done":
                     completion_tokens += ev[2]
-                    yield chunk(
-                        [{"text": "", "index": index, "logprobs": None, "finish_reason": ev[1]}]
-                    )
+                    yield chunk([choice(index, "", None, ev[1])])
                 else:
                     yield f"data: {json.dumps(ev[1].body())}\n\n"
                     return
@@ -173,14 +232,29 @@ async def completions(body: CompletionRequest, state: State) -> Any:
 
     results = await run.results()
     completion_tokens = sum(r.n_tokens for r in results)
+    for k, r in enumerate(results):
+        r.prompt_ids = prompts[k // best_of]
+    if best_of > n:
+        results = pick_best(results, len(prompts), best_of, n)
+    choices = []
+    for k, r in enumerate(results):
+        text, lp = r.text, None
+        if echo:
+            ptext, pinfos = legacy.prompt(r.prompt_ids, r.prompt)
+            text = ptext + r.text
+            if want_lp is not None:
+                lp = legacy.build(pinfos, 0, with_top)
+                rest = legacy.build(r.tokens, len(ptext), with_top)
+                for f in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+                    getattr(lp, f).extend(getattr(rest, f))
+        elif want_lp is not None:
+            lp = legacy.build(r.tokens, 0, with_top)
+        choices.append(CompletionChoice(text=text, index=k, logprobs=lp, finish_reason=r.finish))  # type: ignore[arg-type]
     return CompletionResponse(
         id=rid,
         created=created,
         model=state.name,
-        choices=[
-            CompletionChoice(text=r.text, index=k, finish_reason=r.finish)  # type: ignore[arg-type]
-            for k, r in enumerate(results)
-        ],
+        choices=choices,
         usage=Usage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
