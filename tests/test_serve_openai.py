@@ -7,6 +7,10 @@ against the log-softmax of the model's logits computed offline (1e-4).
 
 from __future__ import annotations
 
+import base64
+import json
+import struct
+
 import pytest
 import torch
 
@@ -38,7 +42,7 @@ def lm() -> GPT2ForCausalLM:
 
 @pytest.fixture(scope="module")
 def server(lm, tok):
-    app = create_app(lm, tok, model_name="tiny", max_tokens_cap=64)
+    app = create_app(lm, tok, model_name="tiny", max_tokens_cap=64, chat_template=TEMPLATE)
     with BackgroundServer(app) as url:
         yield url
 
@@ -162,3 +166,154 @@ def test_suffix_is_refused(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="tiny", prompt="a", suffix="b")
     assert err.value.body["param"] == "suffix"
+
+
+# -- chat ---------------------------------------------------------------------------------------
+def chat_prompt_ids(tok, messages, generation=True) -> list[int]:
+    text = "".join(f"<|{m['role']}|>{m['content']}\n" for m in messages)
+    return tok.encode(text + ("<|assistant|>" if generation else ""))
+
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hi"},
+]
+
+
+def test_chat_equals_completion_of_the_rendered_template(client, lm, tok):
+    r = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, temperature=0)
+    ids = chat_prompt_ids(tok, MESSAGES)
+    want = lm.generate(torch.tensor([ids]), max_new_tokens=6, eos_token_id=None)[0, len(ids) :]
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == tok.decode(want.tolist())
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 6
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_chat_streams_through_the_client(client):
+    kw = dict(model="tiny", messages=MESSAGES, max_completion_tokens=8, temperature=0)
+    full = client.chat.completions.create(**kw).choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True})
+    )
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["length"]
+    assert chunks[-1].usage.completion_tokens == 8
+
+
+def test_chat_n_seed_stop_and_logprobs(client, lm, tok):
+    kw = dict(model="tiny", messages=MESSAGES, max_tokens=8, temperature=0.8, seed=3, n=2)
+    a = client.chat.completions.create(**kw)
+    b = client.chat.completions.create(**kw)
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert len(a.choices) == 2
+    greedy = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=8, temperature=0
+    )
+    text = greedy.choices[0].message.content
+    stop = text[3:6]
+    cut = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=8, temperature=0, stop=[stop]
+    ).choices[0]
+    assert cut.message.content == text[: text.find(stop)] and cut.finish_reason == "stop"
+    r = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = r.choices[0].logprobs.content
+    ids = chat_prompt_ids(tok, MESSAGES)
+    gen = tok.encode(r.choices[0].message.content)
+    want = offline_logprobs(lm, ids + gen)
+    assert [e.token for e in content] == [tok.decode([t]) for t in gen]
+    for k, e in enumerate(content):
+        assert e.logprob == pytest.approx(float(want[len(ids) + k - 1, gen[k]]), abs=1e-4)
+        assert len(e.top_logprobs) == 3 and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
+        assert bytes(e.bytes).decode() == e.token
+
+
+def test_chat_without_a_template_is_400_naming_it(lm, tok):
+    o = pytest.importorskip("openai")
+    with BackgroundServer(create_app(lm, tok)) as url:
+        c = o.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(o.BadRequestError) as err:
+            c.chat.completions.create(model="m", messages=MESSAGES)
+        assert err.value.body["code"] == "missing_chat_template"
+        assert "chat template" in err.value.body["message"]
+
+
+def test_chat_template_from_the_model_folder(tmp_path, lm, tok):
+    lm.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = TEMPLATE
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    app = create_app(str(tmp_path))
+    assert "chat" in app.state.tasks
+    with BackgroundServer(app) as url, httpx.Client(base_url=url) as c:
+        r = c.post("/tokenize", json={"messages": MESSAGES})
+        assert r.json()["tokens"] == chat_prompt_ids(tok, MESSAGES)
+
+
+def test_chat_template_is_sandboxed(lm, tok):
+    evil = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    with (
+        BackgroundServer(create_app(lm, tok, chat_template=evil)) as url,
+        httpx.Client(base_url=url) as c,
+    ):
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES})
+        assert r.status_code == 400 and "template failed" in r.json()["error"]["message"]
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+def test_embeddings_float_base64_and_ids(client, lm, tok):
+    texts = ["hello world", "a longer text about something"]
+    r = client.embeddings.create(model="tiny", input=texts)
+    assert [d.index for d in r.data] == [0, 1]
+    with torch.no_grad():
+        for d, t in zip(r.data, texts):
+            h = lm.transformer(torch.tensor([tok.encode(t)])).last_hidden_state[0].mean(0)
+            want = torch.nn.functional.normalize(h, dim=0)
+            assert d.embedding == pytest.approx(want.tolist(), abs=1e-5)
+    n_tokens = sum(len(tok.encode(t)) for t in texts)
+    assert r.usage.prompt_tokens == n_tokens == r.usage.total_tokens
+    # (the client asks for base64 itself when no format is given, and decodes it; asked
+    # explicitly, it hands back the string)
+    b = client.embeddings.create(model="tiny", input=texts, encoding_format="base64")
+    raw = base64.b64decode(b.data[0].embedding)
+    assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(r.data[0].embedding, abs=1e-6)
+    f = client.embeddings.create(model="tiny", input=texts, encoding_format="float")
+    assert f.data[0].embedding == pytest.approx(r.data[0].embedding, abs=1e-6)
+    ids = client.embeddings.create(model="tiny", input=[tok.encode(t) for t in texts])
+    assert ids.data[1].embedding == pytest.approx(r.data[1].embedding, abs=1e-6)
+    one = client.embeddings.create(model="tiny", input=tok.encode(texts[0]))
+    assert len(one.data) == 1 and one.data[0].embedding == pytest.approx(
+        r.data[0].embedding, abs=1e-6
+    )
+
+
+def test_embeddings_raw_base64_is_float32_le(http):
+    r = http.post("/v1/embeddings", json={"input": "x", "encoding_format": "base64"}).json()
+    raw = base64.b64decode(r["data"][0]["embedding"])
+    vec = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert len(vec) == 32 and sum(v * v for v in vec) == pytest.approx(1.0, abs=1e-5)
+    bad = http.post("/v1/embeddings", json={"input": "x", "dimensions": 8})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "dimensions"
+
+
+# -- tokenize / detokenize -------------------------------------------------------------------------
+def test_tokenize_and_detokenize(http, tok):
+    r = http.post("/tokenize", json={"prompt": "Hello world", "return_token_strs": True}).json()
+    assert (
+        r["tokens"] == tok.encode("Hello world") and r["count"] == 2 and r["max_model_len"] == 128
+    )
+    assert r["token_strs"] == ["Hello", "Ġworld"]
+    assert http.post("/detokenize", json={"tokens": r["tokens"]}).json() == {
+        "prompt": "Hello world"
+    }
+    bad = http.post("/detokenize", json={"tokens": [10**6]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"

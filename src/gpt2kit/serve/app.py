@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from .batching import Batcher
+from .chat_template import compile_template, find_template
 from .errors import APIError, install_handlers
 from .guard import Guard
 from .metrics import Metrics
@@ -83,6 +84,7 @@ def create_app(
     batch_wait_ms: float = 5.0,
     device: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
+    chat_template: str | None = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -106,6 +108,9 @@ def create_app(
         device: device for a model loaded from a path.
         allowed_hosts: host names accepted in the `Host:` header (None: any); `gpt2kit
             serve` passes the loopback names when it binds to loopback (DNS rebinding).
+        chat_template: Jinja2 chat template text for `/v1/chat/completions` (default: the
+            model folder's `chat_template.jinja` or `tokenizer_config.json` template; no
+            template means chat requests get a 400 naming it).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -113,8 +118,16 @@ def create_app(
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
+    folder = DEFAULT_MODEL_DIR if model is None else model
+    if chat_template is None and isinstance(folder, (str, os.PathLike)):
+        chat_template = find_template(folder, None)
+    if chat_template is not None:
+        compile_template(chat_template)
     model, tokenizer, default_name = load_model(model, tokenizer, device)
     name = model_name or default_name
+    tasks = supported_tasks(model)
+    if chat_template is not None and "completions" in tasks:
+        tasks.insert(tasks.index("completions") + 1, "chat")
     n_positions = model.config.n_positions
     batcher = Batcher(
         model,
@@ -127,7 +140,7 @@ def create_app(
         model=model,
         tokenizer=tokenizer,
         name=name,
-        tasks=supported_tasks(model),
+        tasks=tasks,
         batcher=batcher,
         runner=TaskRunner(model, tokenizer),
         metrics=Metrics(),
@@ -135,6 +148,7 @@ def create_app(
         max_tokens_cap=max_tokens_cap,
         timeout=timeout,
         queue_size=queue_size,
+        chat_template=chat_template,
     )
 
     @asynccontextmanager

@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="comma-separated host names accepted in the Host header (default: the loopback "
         "names when --host is loopback, which stops DNS rebinding; any otherwise)",
     )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja2 chat template file for /v1/chat/completions (default: the model "
+        "folder's chat_template.jinja or tokenizer_config.json chat_template)",
+    )
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted")
     p.add_argument("--max-tokens-cap", type=int, default=512, help="largest max_tokens accepted")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504")
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
     from .app import create_app
+    from .chat_template import find_template
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         api_key=resolve_api_key(args.api_key, args.api_key_file),
         allowed_hosts=allowed,
+        chat_template=find_template(None, args.chat_template) if args.chat_template else None,
         max_prompt_tokens=args.max_prompt_tokens,
         max_tokens_cap=args.max_tokens_cap,
         timeout=args.timeout,

@@ -1,5 +1,12 @@
 """The server's endpoint groups, one `APIRouter` each; `create_app` includes them all."""
 
-from . import basic, completions, tasks
+from . import basic, chat, completions, embeddings, tasks, tokenize
 
-ALL = [basic.router, completions.router, tasks.router]
+ALL = [
+    basic.router,
+    completions.router,
+    chat.router,
+    embeddings.router,
+    tokenize.router,
+    tasks.router,
+]

@@ -22,9 +22,14 @@ from ..state import ServerState, State
 router = APIRouter()
 
 
-async def run_task(state: ServerState, task: str, items: list[dict]) -> TaskResponse:
-    """Queue each item for the worker (batched with others of its task) and gather the results."""
-    state.need(task)
+async def run_task(
+    state: ServerState, task: str, items: list[dict], *, serves: str | None = None
+) -> TaskResponse:
+    """Queue each item for the worker (batched with others of its task) and gather the results.
+
+    `serves`: the endpoint task the model must serve (default: `task`).
+    """
+    state.need(serves or task)
     state.check_rows(len(items), "input")
     fn = state.runner.function(task)
     futures = [state.submit(state.batcher.submit_task, task, it, fn) for it in items]
