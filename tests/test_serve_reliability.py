@@ -329,3 +329,26 @@ def test_host_allow_list_for_loopback_binds(lm, tok):
             r = c.get("/v1/models", headers={"Host": f"attacker.example:{port}"})
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host"
             assert c.get("/", headers={"Host": "rebound.example"}).status_code == 400
+
+
+def test_a_row_done_at_its_first_token_ends_exactly_once(lm, tok):
+    """A row finished by the prefill's sample must not be sampled again by the next
+    decode step (a second 'done' made a request with n > 1 return before its others)."""
+    batcher = Batcher(lm, tok, max_batch_size=4, batch_wait_ms=20).start()
+    try:
+        events: list[list] = [[] for _ in range(3)]
+        reqs = [
+            GenRequest(
+                tok.encode("a"), SamplingParams(max_tokens=1 if i == 0 else 6), events[i].append
+            )
+            for i in range(3)
+        ]
+        batcher.submit_generate(reqs)
+        deadline = time.monotonic() + 60
+        while any(not e or e[-1][0] == "text" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # room for a stray second event
+        assert [sum(ev[0] == "done" for ev in e) for e in events] == [1, 1, 1]
+        assert events[0][-1] == ("done", "length", 1)
+    finally:
+        batcher.stop()

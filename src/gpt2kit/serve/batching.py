@@ -271,6 +271,7 @@ class Batcher:
                 try:
                     self._drop_finished()
                     self._join_waiting()
+                    self._drop_finished()  # rows that ended at their first token
                     if self._rows:
                         self._decode_step()
                 except Exception as err:  # a failed forward must not kill the server
@@ -491,6 +492,8 @@ class Batcher:
             k = max(k or 0 for k in want)
             top = logprobs.topk(k, -1) if k else None
         for i, r in enumerate(rows):
+            if r.req.cancelled:  # finished or abandoned since the forward: never sample again
+                continue
             try:
                 tok = self._pick(r, logits[i : i + 1], greedy_ids[i])
                 info = None
