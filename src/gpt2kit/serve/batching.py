@@ -214,6 +214,11 @@ class Batcher:
 
     # -- public API (any thread) --------------------------------------------------------------
     def start(self) -> Batcher:
+        """Start the worker (again after `stop()`: an ASGI test client runs the app's
+        lifespan, so start and stop, around each call)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="gpt2kit-batcher", daemon=True)
         self._thread.start()
         return self
