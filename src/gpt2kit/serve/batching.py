@@ -489,29 +489,54 @@ class Batcher:
         """
         logits = logits.float()
         greedy_ids = logits.argmax(-1).tolist()
-        want = [r.req.params.logprobs for r in rows]
-        logprobs = top = None
-        if any(k is not None for k in want):
-            # One log-softmax and one top-k over the whole batch, not one per row.
-            logprobs = logits.log_softmax(-1)
-            k = max(k or 0 for k in want)
-            top = logprobs.topk(k, -1) if k else None
+        picked: list[int | None] = []
         for i, r in enumerate(rows):
-            if r.req.cancelled:  # finished or abandoned since the forward: never sample again
+            tok = None
+            if not r.req.cancelled:  # finished or abandoned since the forward: never sample
+                try:
+                    tok = self._pick(r, logits[i : i + 1], greedy_ids[i])
+                except Exception as err:
+                    logger.warning("row failed while sampling: %s", err)
+                    self._fail(r.req, err)
+            picked.append(tok)
+        infos = self._logprobs(rows, logits, picked)
+        for r, tok, info in zip(rows, picked, infos, strict=True):
+            if tok is None:
                 continue
             try:
-                tok = self._pick(r, logits[i : i + 1], greedy_ids[i])
-                info = None
-                if logprobs is not None and want[i] is not None:
-                    alts: list[tuple[int, float]] = []
-                    if top is not None and want[i]:
-                        k = want[i]
-                        alts = list(zip(top.indices[i, :k].tolist(), top.values[i, :k].tolist()))
-                    info = TokenInfo(tok, float(logprobs[i, tok]), alts)
                 self._advance(r, tok, info)
             except Exception as err:
-                logger.warning("row failed while sampling: %s", err)
+                logger.warning("row failed after sampling: %s", err)
                 self._fail(r.req, err)
+
+    @staticmethod
+    def _logprobs(
+        rows: list[_Row], logits: torch.Tensor, picked: list[int | None]
+    ) -> list[TokenInfo | None]:
+        """The picked tokens' logprobs under the raw logits, with top-k alternatives.
+
+        Batched: one logsumexp, one gather and one top-k over the rows that asked, rather
+        than a full `[S, V]` log-softmax and per-row work.
+        """
+        want = [r.req.params.logprobs if t is not None else None for r, t in zip(rows, picked)]
+        ask = [i for i, k in enumerate(want) if k is not None]
+        out: list[TokenInfo | None] = [None] * len(rows)
+        if not ask:
+            return out
+        sub = logits[ask]
+        lse = sub.logsumexp(-1, keepdim=True)
+        chosen = (sub.gather(1, torch.tensor([[picked[i]] for i in ask])) - lse)[:, 0].tolist()
+        k = max(want[i] or 0 for i in ask)
+        top_i: list[list[int]] = [[] for _ in ask]
+        top_v: list[list[float]] = [[] for _ in ask]
+        if k:
+            top = sub.topk(k, -1)
+            top_i, top_v = top.indices.tolist(), (top.values - lse).tolist()
+        for j, i in enumerate(ask):
+            n = want[i] or 0
+            alts = list(zip(top_i[j][:n], top_v[j][:n]))
+            out[i] = TokenInfo(picked[i], chosen[j], alts)  # type: ignore[arg-type]
+        return out
 
     def _pick(self, r: _Row, scores: torch.Tensor, greedy_id: int) -> int:
         p = r.req.params
