@@ -195,7 +195,7 @@ def test_score_and_embed(client, lm, tok):
     "body,param",
     [
         ({"prompt": "x", "max_tokens": "many"}, "max_tokens"),
-        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
         ({"prompt": "x", "max_tokens": 65}, "max_tokens"),  # above --max-tokens-cap
         ({"prompt": "x", "temperature": -1}, "temperature"),
         ({"prompt": "x", "top_p": 0}, "top_p"),
@@ -204,7 +204,11 @@ def test_score_and_embed(client, lm, tok):
         ({"prompt": "word " * 200}, "prompt"),  # longer than the model's 128 positions
         ({"prompt": [[1, 2], [60000]]}, "prompt"),  # id outside the vocabulary
         ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"prompt": "x", "logprobs": 3}, "logprobs"),
+        ({"prompt": "x", "logprobs": 6}, "logprobs"),
+        ({"prompt": "x", "suffix": "end"}, "suffix"),
+        ({"prompt": "x", "best_of": 1, "n": 2}, "best_of"),
+        ({"prompt": "x", "logit_bias": {"60000": 5}}, "logit_bias"),
+        ({"prompt": "x", "logit_bias": {"5": 500}}, "logit_bias"),
         (
             {"prompt": "word " * 100, "max_tokens": 60},
             "max_tokens",

@@ -70,15 +70,42 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float | None = None
+    # Log-probabilities of the model's own distribution (log-softmax of the raw logits,
+    # before bias, constraints and sampling processors), with this many alternatives.
+    # None: not computed. `prompt_logprobs` is the same for the prompt's tokens (echo).
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    logit_bias: dict[int, float] | None = None
+    # A `gpt2kit.serve.constrained.Grammar`: only tokens it allows are sampled, and the
+    # sequence stops (finish "stop") when the grammar is complete.
+    grammar: Any = None
+
+
+@dataclass
+class TokenInfo:
+    """One token of a sequence with its log-probability (None: the first prompt token).
+
+    `offset` is where the token's text starts in the sequence's text (completion text,
+    or prompt text for prompt tokens); `top` the `(token id, logprob)` alternatives,
+    most likely first.
+    """
+
+    id: int
+    logprob: float | None
+    top: list[tuple[int, float]]
+    offset: int = 0
 
 
 @dataclass
 class GenRequest:
     """One sequence to generate; events go to `sink` from the worker thread.
 
-    `sink(("text", piece))` for each released piece of text, then exactly one of
-    `sink(("done", finish_reason, completion_tokens))` or `sink(("error", exception))`.
-    Set `cancelled = True` (from any thread) to free the row at the next step.
+    `sink(("prompt", [TokenInfo]))` first when prompt logprobs were asked; then
+    `sink(("text", piece, [TokenInfo]))` for each released piece of text (the list holds
+    the tokens that piece completes when logprobs were asked, else it is empty), then
+    exactly one of `sink(("done", finish_reason, completion_tokens))` or
+    `sink(("error", exception))`. Set `cancelled = True` (from any thread) to free the
+    row at the next step.
     """
 
     prompt_ids: list[int]
@@ -110,6 +137,12 @@ class _Row:
         self.text = ""
         self.sent = 0
         self.counts: dict[int, int] = {}
+        self.infos: list[TokenInfo] = []  # tokens whose logprobs are not released yet
+        self.matcher = p.grammar.matcher() if p.grammar is not None else None
+        self.bias: tuple[torch.Tensor, torch.Tensor] | None = None
+        if p.logit_bias:
+            ids, values = zip(*sorted(p.logit_bias.items()))
+            self.bias = torch.tensor(ids), torch.tensor(values, dtype=torch.float32)
         self.greedy = p.temperature == 0
         self.generator = None
         if not self.greedy and p.seed is not None:
@@ -181,6 +214,11 @@ class Batcher:
 
     # -- public API (any thread) --------------------------------------------------------------
     def start(self) -> Batcher:
+        """Start the worker (again after `stop()`: an ASGI test client runs the app's
+        lifespan, so start and stop, around each call)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="gpt2kit-batcher", daemon=True)
         self._thread.start()
         return self
@@ -238,6 +276,7 @@ class Batcher:
                 try:
                     self._drop_finished()
                     self._join_waiting()
+                    self._drop_finished()  # rows that ended at their first token
                     if self._rows:
                         self._decode_step()
                 except Exception as err:  # a failed forward must not kill the server
@@ -317,33 +356,84 @@ class Batcher:
 
     def _join_waiting(self) -> None:
         free = self.max_batch_size - len(self._rows)
-        new: list[GenRequest] = []
-        while self._waiting and len(new) < free:
+        rows: list[_Row] = []
+        while self._waiting and len(rows) < free:
             req = self._waiting.popleft()
             self._started(1)
-            if not req.cancelled:
-                new.append(req)
-        if not new:
+            if req.cancelled:
+                continue
+            try:
+                rows.append(_Row(req, self.tokenizer, self.eos))
+            except Exception as err:  # a bad row fails alone, before it touches the batch
+                self._fail(req, err)
+        if not rows:
             return
-        rows = [_Row(r, self.tokenizer, self.eos) for r in new]
         T = max(r.n_prompt for r in rows)
         ids = torch.full((len(rows), T), self.eos or 0, dtype=torch.long)
         mask = torch.zeros(len(rows), T, dtype=torch.bool)
         for i, r in enumerate(rows):
             ids[i, T - r.n_prompt :] = torch.tensor(r.tokens)
             mask[i, T - r.n_prompt :] = True
-            self.prompt_tokens += r.n_prompt
         fresh = KVCache(self.model.config.n_layer, capacity=T)
-        out = self._forward(
-            input_ids=ids,
-            attention_mask=None if bool(mask.all()) else mask,
-            past_key_values=fresh,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        echo = [r for r in rows if r.req.params.prompt_logprobs is not None]
+        try:
+            out = self._forward(
+                input_ids=ids,
+                attention_mask=None if bool(mask.all()) else mask,
+                past_key_values=fresh,
+                use_cache=True,
+                logits_to_keep=1,
+                output_hidden_states=bool(echo) or None,
+            )
+            for i, r in enumerate(rows):
+                if r.req.params.prompt_logprobs is not None:
+                    hidden = out.hidden_states[-1][i, T - r.n_prompt :]
+                    r.req.sink(("prompt", self._prompt_logprobs(r, hidden)))
+        except Exception as err:
+            # The prefill ran on its own cache: the running batch is untouched and goes on.
+            logger.exception("prefill of %d new rows failed", len(rows))
+            for r in rows:
+                self._fail(r.req, err)
+            return
+        self.prompt_tokens += sum(r.n_prompt for r in rows)
         self._merge(fresh, mask)
         self._rows.extend(rows)
-        self._sample(rows, out.logits[:, -1])
+        sample = [i for i, r in enumerate(rows) if r.req.params.max_tokens > 0]
+        for r in rows:
+            if r.req.params.max_tokens <= 0:  # score the prompt only (echo, max_tokens 0)
+                r.req.sink(("done", "length", 0))
+                r.req.cancelled = True
+        if sample:
+            self._sample([rows[i] for i in sample], out.logits[sample, -1])
+
+    def _prompt_logprobs(self, r: _Row, hidden: torch.Tensor) -> list[TokenInfo]:
+        """Each prompt token's logprob under the model given the tokens before it.
+
+        The logits come from the final hidden states through the LM head in chunks of
+        256 positions, so a 1024-token prompt never holds `[1024, vocab]` floats at once.
+        """
+        k = r.req.params.prompt_logprobs or 0
+        infos = [TokenInfo(r.tokens[0], None, [])]
+        head = self.model.lm_head
+        for start in range(0, r.n_prompt - 1, 256):
+            stop = min(start + 256, r.n_prompt - 1)
+            lp = head(hidden[start:stop]).float().log_softmax(-1)
+            targets = torch.tensor(r.tokens[start + 1 : stop + 1])
+            chosen = lp.gather(1, targets[:, None])[:, 0].tolist()
+            top = lp.topk(k, -1) if k else None
+            for j, tok in enumerate(targets.tolist()):
+                alts = (
+                    list(zip(top.indices[j].tolist(), top.values[j].tolist()))
+                    if top is not None
+                    else []
+                )
+                infos.append(TokenInfo(tok, chosen[j], alts))
+        return infos
+
+    def _fail(self, req: GenRequest, err: BaseException) -> None:
+        """End one sequence with an error; the rows batched with it are not affected."""
+        req.sink(("error", err))
+        req.cancelled = True  # leaves the batch at the next step
 
     def _merge(self, fresh: KVCache, fresh_mask: torch.Tensor) -> None:
         """Append the rows of `fresh` to the running cache, right-aligning both."""
@@ -392,41 +482,108 @@ class Batcher:
         self._sample(self._rows, out.logits[:, -1])
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        """Pick each row's next token from `logits [S, V]`, release text, finish rows."""
+        """Pick each row's next token from `logits [S, V]`, release text, finish rows.
+
+        Each row is sampled on its own: a row whose processors fail or give no valid
+        distribution (NaN, all masked) gets its error, and the others go on.
+        """
         logits = logits.float()
         greedy_ids = logits.argmax(-1).tolist()
+        picked: list[int | None] = []
         for i, r in enumerate(rows):
-            p = r.req.params
-            plain_greedy = (
-                r.greedy and not r.processors and not p.presence_penalty and not p.frequency_penalty
-            )
-            if plain_greedy:
-                tok = greedy_ids[i]
-            else:
-                scores = logits[i : i + 1]
-                if p.presence_penalty or p.frequency_penalty:
-                    scores = scores.clone()
-                    for t, c in r.counts.items():
-                        scores[0, t] -= p.presence_penalty + p.frequency_penalty * c
-                if r.processors:
-                    scores = apply_processors(r.processors, torch.tensor([r.tokens]), scores)
-                if r.greedy:
-                    tok = int(scores.argmax(-1))
-                else:
-                    tok = int(torch.multinomial(scores.softmax(-1), 1, generator=r.generator)[0, 0])
-            self._advance(r, tok)
+            tok = None
+            if not r.req.cancelled:  # finished or abandoned since the forward: never sample
+                try:
+                    tok = self._pick(r, logits[i : i + 1], greedy_ids[i])
+                except Exception as err:
+                    logger.warning("row failed while sampling: %s", err)
+                    self._fail(r.req, err)
+            picked.append(tok)
+        infos = self._logprobs(rows, logits, picked)
+        for r, tok, info in zip(rows, picked, infos, strict=True):
+            if tok is None:
+                continue
+            try:
+                self._advance(r, tok, info)
+            except Exception as err:
+                logger.warning("row failed after sampling: %s", err)
+                self._fail(r.req, err)
 
-    def _advance(self, r: _Row, tok: int) -> None:
+    @staticmethod
+    def _logprobs(
+        rows: list[_Row], logits: torch.Tensor, picked: list[int | None]
+    ) -> list[TokenInfo | None]:
+        """The picked tokens' logprobs under the raw logits, with top-k alternatives.
+
+        Batched: one logsumexp, one gather and one top-k over the rows that asked, rather
+        than a full `[S, V]` log-softmax and per-row work.
+        """
+        want = [r.req.params.logprobs if t is not None else None for r, t in zip(rows, picked)]
+        ask = [i for i, k in enumerate(want) if k is not None]
+        out: list[TokenInfo | None] = [None] * len(rows)
+        if not ask:
+            return out
+        sub = logits[ask]
+        lse = sub.logsumexp(-1, keepdim=True)
+        chosen = (sub.gather(1, torch.tensor([[picked[i]] for i in ask])) - lse)[:, 0].tolist()
+        k = max(want[i] or 0 for i in ask)
+        top_i: list[list[int]] = [[] for _ in ask]
+        top_v: list[list[float]] = [[] for _ in ask]
+        if k:
+            top = sub.topk(k, -1)
+            top_i, top_v = top.indices.tolist(), (top.values - lse).tolist()
+        for j, i in enumerate(ask):
+            n = want[i] or 0
+            alts = list(zip(top_i[j][:n], top_v[j][:n]))
+            out[i] = TokenInfo(picked[i], chosen[j], alts)  # type: ignore[arg-type]
+        return out
+
+    def _pick(self, r: _Row, scores: torch.Tensor, greedy_id: int) -> int:
+        p = r.req.params
+        plain = not (r.processors or p.presence_penalty or p.frequency_penalty or r.bias)
+        if r.greedy and plain and r.matcher is None:
+            return greedy_id
+        if r.bias is not None:
+            scores = scores.clone()
+            scores[0].index_add_(0, r.bias[0], r.bias[1])
+        if r.matcher is not None:
+            scores = r.matcher.mask(scores)
+        if p.presence_penalty or p.frequency_penalty:
+            scores = scores.clone()
+            for t, c in r.counts.items():
+                scores[0, t] -= p.presence_penalty + p.frequency_penalty * c
+        if r.processors:
+            scores = apply_processors(r.processors, torch.tensor([r.tokens]), scores)
+        if torch.isnan(scores).any() or not bool((scores > -torch.inf).any()):
+            raise ValueError(
+                "sampling produced no valid distribution (NaN or every token masked); "
+                "check temperature, top_p, top_k, logit_bias and the penalties"
+            )
+        if r.greedy:
+            return int(scores.argmax(-1))
+        probs = scores.softmax(-1)
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError("sampling produced non-finite probabilities; check temperature")
+        return int(torch.multinomial(probs, 1, generator=r.generator)[0, 0])
+
+    def _advance(self, r: _Row, tok: int, info: TokenInfo | None = None) -> None:
         r.tokens.append(tok)
         r.n_new += 1
         r.counts[tok] = r.counts.get(tok, 0) + 1
         self.generated_tokens += 1
         p = r.req.params
         finish = None
+        if info is not None:
+            info.offset = len(r.text)
+            r.infos.append(info)
         if self.eos is not None and tok == self.eos:
             finish = "stop"
         else:
             r.text += r.decoder.push(tok)
+            if r.matcher is not None:
+                r.matcher.consume(tok)
+                if r.matcher.done():
+                    finish = "stop"  # the grammar is complete: nothing else may follow
         if finish is None and (r.n_new >= p.max_tokens or r.pos + 1 >= self.n_positions):
             finish = "length"
         if finish is not None:
@@ -439,9 +596,26 @@ class Batcher:
             elif finish is None:
                 # Hold back a tail that may still become a stop string.
                 end -= _partial_stop(r.text, p.stop)
-        if end > r.sent:
-            r.req.sink(("text", r.text[r.sent : end]))
-            r.sent = end
+        released: list[TokenInfo] = []
+        if r.infos:
+            # A token's logprob goes out with the text it completes; at the end, every
+            # token whose text starts before the (possibly cut) end of the text.
+            n = 0
+            for j, t in enumerate(r.infos):
+                t_end = r.infos[j + 1].offset if j + 1 < len(r.infos) else len(r.text)
+                if finish is None:
+                    ok = t_end <= end and not (j + 1 == len(r.infos) and r.decoder.pending)
+                else:
+                    ok = t.offset < end or t.offset == t_end
+                if not ok:
+                    break
+                n += 1
+            released, r.infos = r.infos[:n], r.infos[n:]
+            if finish is not None:
+                r.infos = []
+        if end > r.sent or released:
+            r.req.sink(("text", r.text[r.sent : max(end, r.sent)], released))
+            r.sent = max(end, r.sent)
         if finish is not None:
             r.req.sink(("done", finish, r.n_new))
             r.req.cancelled = True  # leaves the batch at the next step

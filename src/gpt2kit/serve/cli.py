@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,7 +37,25 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--batch-wait-ms", type=float, default=5.0, help="gathering window of an idle worker"
     )
     p.add_argument(
-        "--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* and /metrics"
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every path but /healthz and / "
+        "(visible in `ps`: prefer --api-key-file or $GPT2KIT_API_KEY)",
+    )
+    p.add_argument(
+        "--api-key-file", default=None, help="read the API key from this file (first line)"
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated host names accepted in the Host header (default: the loopback "
+        "names when --host is loopback, which stops DNS rebinding; any otherwise)",
+    )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja2 chat template file for /v1/chat/completions (default: the model "
+        "folder's chat_template.jinja or tokenizer_config.json chat_template)",
     )
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted")
     p.add_argument("--max-tokens-cap", type=int, default=512, help="largest max_tokens accepted")
@@ -47,6 +67,52 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+API_KEY_ENV = "GPT2KIT_API_KEY"
+
+
+def resolve_api_key(flag: str | None, file: str | None, env: dict | None = None) -> str | None:
+    """The key from `--api-key`, `--api-key-file` or `$GPT2KIT_API_KEY` (at most one).
+
+    An empty key is an error, not "no key": `--api-key ""` from an unset shell variable
+    would otherwise start an open server that its operator believes is protected.
+    """
+    env = os.environ if env is None else env
+    sources = {
+        "--api-key": flag,
+        "--api-key-file": file,
+        f"${API_KEY_ENV}": env.get(API_KEY_ENV),
+    }
+    given = {k: v for k, v in sources.items() if v is not None}
+    if len(given) > 1:
+        raise SystemExit(f"gpt2kit serve: give the API key one way, not {' and '.join(given)}")
+    if not given:
+        return None
+    ((where, value),) = given.items()
+    if where == "--api-key-file":
+        try:
+            lines = Path(value).read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise SystemExit(f"gpt2kit serve: cannot read --api-key-file {file}: {err}") from err
+        value = lines[0] if lines else ""
+    if not value.strip():
+        raise SystemExit(f"gpt2kit serve: {where} is empty; an empty key protects nothing")
+    return value.strip()
+
+
+def allowed_hosts_for(bind: str, flag: str | None) -> list[str] | None:
+    """`Host:` names to accept: `--allowed-hosts`, else loopback names for a loopback bind.
+
+    A server on 127.0.0.1 is reachable from any web page the user opens, through a DNS
+    name the attacker rebinds to 127.0.0.1; such requests carry the attacker's name in
+    `Host:`, so accepting only loopback names stops them.
+    """
+    from .guard import LOOPBACK_HOSTS, is_loopback
+
+    if flag is not None:
+        return [h.strip() for h in flag.split(",") if h.strip()]
+    return list(LOOPBACK_HOSTS) if is_loopback(bind) else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the app from parsed arguments and serve until interrupted (graceful on SIGTERM)."""
     try:
@@ -56,13 +122,17 @@ def run(args: argparse.Namespace) -> int:
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
     from .app import create_app
+    from .chat_template import find_template
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
+    allowed = allowed_hosts_for(args.host, args.allowed_hosts)
     app = create_app(
         args.model,
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
-        api_key=args.api_key,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
+        allowed_hosts=allowed,
+        chat_template=find_template(None, args.chat_template) if args.chat_template else None,
         max_prompt_tokens=args.max_prompt_tokens,
         max_tokens_cap=args.max_tokens_cap,
         timeout=args.timeout,

@@ -114,6 +114,26 @@ class TaskRunner:
         pooled = (hidden * m).sum(1) / m.sum(1)  # mean over real tokens
         return [{"embedding": v.tolist()} for v in pooled.cpu()]
 
+    def _embeddings(self, items: list[dict]) -> list[list[float]]:
+        """OpenAI embeddings of token-id inputs: the mean of the backbone's final hidden
+        states (after `ln_f`) over the input's tokens, scaled to length 1 (as OpenAI's
+        are, so a dot product is the cosine similarity)."""
+        backbone = getattr(self.model, "transformer", self.model)
+        seqs = [it["ids"] for it in items]
+        T = max(len(s) for s in seqs)
+        device = self._device()
+        ids = torch.zeros(len(seqs), T, dtype=torch.long)
+        mask = torch.zeros(len(seqs), T, dtype=torch.long)
+        for i, s in enumerate(seqs):  # right padding: positions stay 0..len-1
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device))
+        hidden = hidden.last_hidden_state.float()
+        m = mask.to(device)[..., None].float()
+        pooled = (hidden * m).sum(1) / m.sum(1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return [v.tolist() for v in pooled.cpu()]
+
     def _labels(self) -> dict[int, str]:
         id2label = getattr(self.model.config, "id2label", None) or {}
         return {int(k): str(v) for k, v in id2label.items()}
