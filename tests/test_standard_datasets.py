@@ -135,7 +135,7 @@ def test_entity_f1_equals_conlleval_on_random_tag_sequences():
     for _ in range(50):
         gold = [[rng.choice(tags) for _ in range(rng.randint(1, 15))] for _ in range(8)]
         pred = [[rng.choice(tags) if rng.random() < 0.5 else t for t in g] for g in gold]
-        lines = [l for g, p in zip(gold, pred) for l in [*(f"w {a} {b}" for a, b in zip(g, p)), ""]]
+        lines = [x for g, p in zip(gold, pred) for x in [*(f"w {a} {b}" for a, b in zip(g, p)), ""]]
         ours, theirs = entity_f1(pred, gold), conlleval(lines)
         assert ours["f1"] * 100 == pytest.approx(theirs["FB1"], abs=1e-9)
         assert ours["precision"] * 100 == pytest.approx(theirs["precision"], abs=1e-9)
@@ -459,3 +459,28 @@ def test_tag_words_aggregates_whole_words(tmp_path, capsys):
         assert (e["start"] == 0 or text[e["start"] - 1] == " ") and (
             e["end"] == len(text) or text[e["end"]] == " "
         )
+
+
+def test_tag_pipeline_tags_texts_longer_than_the_window(tmp_path):
+    from gpt2kit import GPT2Config
+    from gpt2kit.models.token_classification import GPT2ForTokenClassification
+    from gpt2kit.pipelines import pipeline
+
+    folder = tmp_path / "ner"
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16,
+                        id2label={0: "O", 1: "B-LOC", 2: "I-LOC"})  # fmt: skip
+    GPT2ForTokenClassification(config).save_pretrained(folder)
+    tag = pipeline("token-classification", model=str(folder))
+    text = " ".join(WORDS * 4)  # ~70 tokens, 16 positions
+    tokens = tag(text, aggregation_strategy="none", ignore_labels=())
+    assert [t["index"] for t in tokens] == list(range(len(tag.tokenizer(text)["input_ids"])))
+    assert tokens[-1]["end"] == len(text)
+    # with a window as long as the text, the first window's tokens are unchanged
+    model = GPT2ForTokenClassification.from_pretrained(folder).eval()
+    ids = torch.tensor([tag.tokenizer(text)["input_ids"][:16]])
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits.softmax(-1)[0]
+    assert [t["score"] for t in tokens[:16]] == pytest.approx(
+        probs.max(-1).values.tolist(), abs=1e-6
+    )

@@ -337,7 +337,9 @@ def _token_classification(
             unknown,
         )
     b_to_i = {
-        i: index["I-" + n[2:]] for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in index
+        i: index["I-" + n[2:]]
+        for i, n in enumerate(names)
+        if n.startswith("B-") and "I-" + n[2:] in index
     }
     label_pieces = options.pop("label_pieces", "first")
     max_length = options.pop("max_length", None)
@@ -370,9 +372,7 @@ def _token_classification(
                     ],
                 }
             )
-            windows.append(
-                (i, [(w, p - start) for w, p in read.items() if score_from <= p < end])
-            )
+            windows.append((i, [(w, p - start) for w, p in read.items() if score_from <= p < end]))
     records.label_names = names
     id2label = dict(enumerate(names))
     decode = TagDecoder(windows, [len(r["words"]) for r in records], id2label)
@@ -617,9 +617,7 @@ def _causal_lm(
             "shards": str(shards.directory),
             "metrics": {},
         }
-        collator = DataCollatorWithPadding(
-            pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True
-        )
+        collator = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True)
         return dataset, collator, info
     dataset = BlockDataset(
         shards,
