@@ -530,3 +530,50 @@ def test_recipes_call_the_cli_with_options_it_has(tmp_path, recipe, files):
     missing = subprocess.run(["bash", str(RECIPES / recipe), str(tmp_path / "nowhere")],
                              env=env, capture_output=True, text=True)  # fmt: skip
     assert missing.returncode != 0 and "missing" in missing.stderr and "http" in missing.stderr
+
+
+@pytest.mark.slow  # six fresh `gpt2kit` processes: ~40 s alone, minutes on a loaded machine
+def test_docs_cli_offline_tour_runs_as_written(tmp_path):
+    """docs/cli.md's offline tour (the README's CLI tour's offline form) runs with no network."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    text = (RECIPES.parent / "docs" / "cli.md").read_text()
+    tour = text.split("## Offline tour", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", tour, flags=re.S).group(1)
+    script = f'set -euo pipefail\ngpt2kit() {{ "{sys.executable}" -m gpt2kit "$@"; }}\n{block}'
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {**os.environ, "PYTHONPATH": src, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len((tmp_path / "out" / "dev.labels").read_text().split()) == 4
+    assert (tmp_path / "out" / "sst-bf16" / "config.json").is_file()
+
+
+def test_data_formats_minimal_examples_load(tmp_path, tok):
+    """The minimal files in docs/data-formats.md load as written."""
+    import re
+
+    from gpt2kit.data import load_task_data
+
+    text = (RECIPES.parent / "docs" / "data-formats.md").read_text()
+    squad = re.search(r"Minimal v1.1 file:\n\n```json\n(.*?)```", text, flags=re.S).group(1)
+    (tmp_path / "dev-v1.1.json").write_text(squad)
+    _, _, info = load_task_data("question-answering", tmp_path / "dev-v1.1.json", tok)
+    assert info["num_examples"] == 1
+    cloze = re.search(r"Story Cloze CSV \(as distributed\):\n\n```\n(.*?)```", text, flags=re.S)
+    (tmp_path / "val.csv").write_text(cloze.group(1))
+    ds, _, _ = load_task_data("multiple-choice", tmp_path / "val.csv", tok)
+    assert ds[0]["label"] == 1 and len(ds[0]["choices"]) == 2
+    conll = re.search(r"`eng.train` \(as distributed, IOB1\):\n\n```\n(.*?)```", text, flags=re.S)
+    (tmp_path / "eng.train").write_text(conll.group(1))
+    _, _, info = load_task_data("token-classification", tmp_path / "eng.train", tok)
+    assert info["metrics"]["references"] == [["I-ORG", "O", "I-MISC", "O", "O"]]
+    sst = re.search(r"GLUE SST-2 `train.tsv` \(as distributed; no quoting\):\n\n```\n(.*?)```",
+                    text, flags=re.S)  # fmt: skip
+    (tmp_path / "train.tsv").write_text(sst.group(1))
+    ds, _, info = load_task_data("sequence-classification", tmp_path / "train.tsv", tok)
+    assert len(ds) == 2 and info["id2label"] == {0: "0"}
