@@ -577,3 +577,26 @@ def test_data_formats_minimal_examples_load(tmp_path, tok):
     (tmp_path / "train.tsv").write_text(sst.group(1))
     ds, _, info = load_task_data("sequence-classification", tmp_path / "train.tsv", tok)
     assert len(ds) == 2 and info["id2label"] == {0: "0"}
+
+
+def test_generation_predictions_one_text_per_line(tmp_path, tok):
+    from gpt2kit.evaluation.predictions import write_predictions
+
+    class Echo:  # stands in for a seq2seq model: "generates" its source
+        def eval(self) -> None:
+            pass
+
+        def generate(self, sources: list, **kwargs: Any) -> list:
+            assert kwargs == {"max_new_tokens": 5, "do_sample": False}
+            return [list(s) for s in sources]
+
+    texts = ["the cat\nsat", "a dog"]
+    data = [{"source_ids": tok(t)["input_ids"], "target_ids": []} for t in texts]
+    n = write_predictions(tmp_path / "p.txt", "seq2seq", None, {}, model=Echo(), tokenizer=tok,
+                          dataset=data, batch_size=1, max_new_tokens=5)  # fmt: skip
+    assert n == 2 and (tmp_path / "p.txt").read_text().splitlines() == ["the cat sat", "a dog"]
+    with pytest.raises(ValueError, match="perplexity"):
+        from gpt2kit.training.cli import main as train_main
+
+        train_main(["evaluate", "--task", "causal-lm", "--model", "x", "--eval-file", "y",
+                    "--predictions", str(tmp_path / "q")])  # fmt: skip
