@@ -296,11 +296,15 @@ def token_label_names(*sources: Any, **reader_options: Any) -> list[str]:
     Example:
         >>> token_label_names([{"words": ["a"], "tags": ["B-X"]}], [{"words": ["b"], "tags": ["O"]}])
         ['O', 'B-X']
+        >>> token_label_names([{"words": ["a", "b"], "tags": [0, 10]}])[-2:]
+        ['9', '10']
     """
     seen: set[str] = set()
     for source in sources:
         records = _read_tagged(source, dict(reader_options))
         seen.update(t for r in records for t in r["tags"])
+    if seen and all(t.isdigit() for t in seen):  # integer tag ids: keep their order
+        return [str(i) for i in range(max(int(t) for t in seen) + 1)]
     return (["O"] if "O" in seen else []) + sorted(seen - {"O"})
 
 
