@@ -135,7 +135,7 @@ def test_entity_f1_equals_conlleval_on_random_tag_sequences():
     for _ in range(50):
         gold = [[rng.choice(tags) for _ in range(rng.randint(1, 15))] for _ in range(8)]
         pred = [[rng.choice(tags) if rng.random() < 0.5 else t for t in g] for g in gold]
-        lines = [l for g, p in zip(gold, pred) for l in [*(f"w {a} {b}" for a, b in zip(g, p)), ""]]
+        lines = [x for g, p in zip(gold, pred) for x in [*(f"w {a} {b}" for a, b in zip(g, p)), ""]]
         ours, theirs = entity_f1(pred, gold), conlleval(lines)
         assert ours["f1"] * 100 == pytest.approx(theirs["FB1"], abs=1e-9)
         assert ours["precision"] * 100 == pytest.approx(theirs["precision"], abs=1e-9)
@@ -459,3 +459,144 @@ def test_tag_words_aggregates_whole_words(tmp_path, capsys):
         assert (e["start"] == 0 or text[e["start"] - 1] == " ") and (
             e["end"] == len(text) or text[e["end"]] == " "
         )
+
+
+def test_tag_pipeline_tags_texts_longer_than_the_window(tmp_path):
+    from gpt2kit import GPT2Config
+    from gpt2kit.models.token_classification import GPT2ForTokenClassification
+    from gpt2kit.pipelines import pipeline
+
+    folder = tmp_path / "ner"
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16,
+                        id2label={0: "O", 1: "B-LOC", 2: "I-LOC"})  # fmt: skip
+    GPT2ForTokenClassification(config).save_pretrained(folder)
+    tag = pipeline("token-classification", model=str(folder))
+    text = " ".join(WORDS * 4)  # ~70 tokens, 16 positions
+    tokens = tag(text, aggregation_strategy="none", ignore_labels=())
+    assert [t["index"] for t in tokens] == list(range(len(tag.tokenizer(text)["input_ids"])))
+    assert tokens[-1]["end"] == len(text)
+    # with a window as long as the text, the first window's tokens are unchanged
+    model = GPT2ForTokenClassification.from_pretrained(folder).eval()
+    ids = torch.tensor([tag.tokenizer(text)["input_ids"][:16]])
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits.softmax(-1)[0]
+    assert [t["score"] for t in tokens[:16]] == pytest.approx(
+        probs.max(-1).values.tolist(), abs=1e-6
+    )
+
+
+# -- recipes -----------------------------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@pytest.mark.parametrize(
+    "recipe, files",
+    [
+        ("sst2.sh", ["d/train.tsv", "d/dev.tsv"]),
+        ("conll2003.sh", ["d/eng.train", "d/eng.testa", "d/eng.testb"]),
+        ("squad_v1.sh", ["d/train-v1.1.json", "d/dev-v1.1.json"]),
+        ("story_cloze.sh", ["val.csv", "test.csv"]),
+    ],
+)
+def test_recipes_call_the_cli_with_options_it_has(tmp_path, recipe, files):
+    """Each recipe runs (a stub stands in for `gpt2kit` and records its arguments), and
+    every recorded command line parses with the real `gpt2kit` parser."""
+    import os
+    import shlex
+    import subprocess
+
+    from gpt2kit.cli import build_parser
+
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x\n")
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "gpt2kit"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    stub.chmod(0o755)
+    args = (
+        [str(tmp_path / "d")] if files[0].startswith("d/") else [str(tmp_path / f) for f in files]
+    )
+    env = {**os.environ, "GPT2KIT": str(stub), "OUT": str(tmp_path / "out")}
+    subprocess.run(["bash", str(RECIPES / recipe), *args], check=True, env=env)
+    calls = [shlex.split(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [c[0] for c in calls][:2] == ["train", "evaluate"]
+    parser = build_parser()
+    for call in calls:
+        parsed = parser.parse_args(call)
+        assert parsed.task and parsed.eval_file
+    # without the data, the recipe says what is missing and where the dataset comes from
+    missing = subprocess.run(["bash", str(RECIPES / recipe), str(tmp_path / "nowhere")],
+                             env=env, capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode != 0 and "missing" in missing.stderr and "http" in missing.stderr
+
+
+@pytest.mark.slow  # six fresh `gpt2kit` processes: ~40 s alone, minutes on a loaded machine
+def test_docs_cli_offline_tour_runs_as_written(tmp_path):
+    """docs/cli.md's offline tour (the README's CLI tour's offline form) runs with no network."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    text = (RECIPES.parent / "docs" / "cli.md").read_text()
+    tour = text.split("## Offline tour", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", tour, flags=re.S).group(1)
+    script = f'set -euo pipefail\ngpt2kit() {{ "{sys.executable}" -m gpt2kit "$@"; }}\n{block}'
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {**os.environ, "PYTHONPATH": src, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len((tmp_path / "out" / "dev.labels").read_text().split()) == 4
+    assert (tmp_path / "out" / "sst-bf16" / "config.json").is_file()
+
+
+def test_data_formats_minimal_examples_load(tmp_path, tok):
+    """The minimal files in docs/data-formats.md load as written."""
+    import re
+
+    from gpt2kit.data import load_task_data
+
+    text = (RECIPES.parent / "docs" / "data-formats.md").read_text()
+    squad = re.search(r"Minimal v1.1 file:\n\n```json\n(.*?)```", text, flags=re.S).group(1)
+    (tmp_path / "dev-v1.1.json").write_text(squad)
+    _, _, info = load_task_data("question-answering", tmp_path / "dev-v1.1.json", tok)
+    assert info["num_examples"] == 1
+    cloze = re.search(r"Story Cloze CSV \(as distributed\):\n\n```\n(.*?)```", text, flags=re.S)
+    (tmp_path / "val.csv").write_text(cloze.group(1))
+    ds, _, _ = load_task_data("multiple-choice", tmp_path / "val.csv", tok)
+    assert ds[0]["label"] == 1 and len(ds[0]["choices"]) == 2
+    conll = re.search(r"`eng.train` \(as distributed, IOB1\):\n\n```\n(.*?)```", text, flags=re.S)
+    (tmp_path / "eng.train").write_text(conll.group(1))
+    _, _, info = load_task_data("token-classification", tmp_path / "eng.train", tok)
+    assert info["metrics"]["references"] == [["I-ORG", "O", "I-MISC", "O", "O"]]
+    sst = re.search(r"GLUE SST-2 `train.tsv` \(as distributed; no quoting\):\n\n```\n(.*?)```",
+                    text, flags=re.S)  # fmt: skip
+    (tmp_path / "train.tsv").write_text(sst.group(1))
+    ds, _, info = load_task_data("sequence-classification", tmp_path / "train.tsv", tok)
+    assert len(ds) == 2 and info["id2label"] == {0: "0"}
+
+
+def test_generation_predictions_one_text_per_line(tmp_path, tok):
+    from gpt2kit.evaluation.predictions import write_predictions
+
+    class Echo:  # stands in for a seq2seq model: "generates" its source
+        def eval(self) -> None:
+            pass
+
+        def generate(self, sources: list, **kwargs: Any) -> list:
+            assert kwargs == {"max_new_tokens": 5, "do_sample": False}
+            return [list(s) for s in sources]
+
+    texts = ["the cat\nsat", "a dog"]
+    data = [{"source_ids": tok(t)["input_ids"], "target_ids": []} for t in texts]
+    n = write_predictions(tmp_path / "p.txt", "seq2seq", None, {}, model=Echo(), tokenizer=tok,
+                          dataset=data, batch_size=1, max_new_tokens=5)  # fmt: skip
+    assert n == 2 and (tmp_path / "p.txt").read_text().splitlines() == ["the cat sat", "a dog"]
+    with pytest.raises(ValueError, match="perplexity"):
+        from gpt2kit.training.cli import main as train_main
+
+        train_main(["evaluate", "--task", "causal-lm", "--model", "x", "--eval-file", "y",
+                    "--predictions", str(tmp_path / "q")])  # fmt: skip

@@ -13,7 +13,7 @@
 | `sequence-classification` | CSV/TSV/JSONL: text, [text pair], label | `input_ids` (pair joined by EOS), `label` | `DataCollatorWithPadding` |
 | `text-classification` | same | same | `PackedTextCollator` (packed rows) |
 | `document-classification` | same (documents of any length, never truncated) | same | `DocumentCollator` |
-| `token-classification` | CoNLL (or rows with `words`/`tokens` and `tags`/`ner_tags`) | `words`, `labels` per word | `TokenClassificationCollator` |
+| `token-classification` | CoNLL (or rows with `words`/`tokens` and `tags`/`ner_tags`) | windows of a sentence's BPE pieces: `input_ids`, `labels` (-100 off the scored pieces) | `tasks.token_alignment.TokenWindowCollator` |
 | `question-answering` | SQuAD v1.1/v2.0 JSON (or flat JSONL rows) | `tasks.qa.QAFeature` windows | `QACollator` |
 | `multiple-choice` | JSONL/CSV; generic, SWAG or Story Cloze columns | `context`, `choices`, `label` | `tasks.multiple_choice.MultipleChoiceCollator` |
 | `seq2seq` | JSONL/CSV: source, target | `source_ids`, `target_ids` | `tasks.seq2seq.Seq2SeqCollator` |
@@ -30,15 +30,20 @@
   them in the model config (`GPT2Config(id2label=..., problem_type=...)`).
 - `metrics`: keyword arguments for `gpt2kit.evaluation.compute_metrics(task, **...)`
   (`id2label`; for QA `decode` (a callable: raw `(start_logits, end_logits)` -> answer per
-  question id) and `references`; for seq2seq `tokenizer`).
+  question id) and `references`; for token classification `decode` (window logits -> one
+  tag per word of every sentence, `TagDecoder`) and `references` (the gold tags); for
+  seq2seq `tokenizer`).
 
 Options (all keyword): `max_length` (tokens per example; default 128 for classification,
 384 for QA, the tokenizer's `model_max_length` otherwise), `on_error` (`"raise"` or
 `"skip"`), `label_names`, the reader's column options (`text_column`, `label_column`,
 `word_column`, `tag_column`, `source_column`, ...), and per task: causal-lm `block_size`,
-`split` (`"train"`/`"validation"`/`"all"`), `validation_fraction`, `out_dir`, `progress`;
-token classification `label_pieces`, `to_scheme`; QA `stride`, `max_question_length`;
-text classification `pack_length`.
+`split` (`"train"`/`"validation"`/`"all"`), `validation_fraction`, `out_dir`, `progress`,
+`window_stride` (perplexity windows, `SlidingWindowDataset`); token classification
+`label_pieces`, `to_scheme`, `stride` (pieces shared by a long sentence's windows of
+`max_length`; default half a window), `unknown_tags` (`"error"`, or `"score"`: a gold tag
+outside `label_names` counts in the entity scores, not in the loss); QA `stride`,
+`max_question_length`, `max_answer_length`; text classification `pack_length`.
 
 Example:
     >>> from gpt2kit.tokenizer import GPT2Tokenizer
@@ -291,11 +296,15 @@ def token_label_names(*sources: Any, **reader_options: Any) -> list[str]:
     Example:
         >>> token_label_names([{"words": ["a"], "tags": ["B-X"]}], [{"words": ["b"], "tags": ["O"]}])
         ['O', 'B-X']
+        >>> token_label_names([{"words": ["a", "b"], "tags": [0, 10]}])[-2:]
+        ['9', '10']
     """
     seen: set[str] = set()
     for source in sources:
         records = _read_tagged(source, dict(reader_options))
         seen.update(t for r in records for t in r["tags"])
+    if seen and all(t.isdigit() for t in seen):  # integer tag ids: keep their order
+        return [str(i) for i in range(max(int(t) for t in seen) + 1)]
     return (["O"] if "O" in seen else []) + sorted(seen - {"O"})
 
 
@@ -337,7 +346,9 @@ def _token_classification(
             unknown,
         )
     b_to_i = {
-        i: index["I-" + n[2:]] for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in index
+        i: index["I-" + n[2:]]
+        for i, n in enumerate(names)
+        if n.startswith("B-") and "I-" + n[2:] in index
     }
     label_pieces = options.pop("label_pieces", "first")
     max_length = options.pop("max_length", None)
@@ -370,9 +381,7 @@ def _token_classification(
                     ],
                 }
             )
-            windows.append(
-                (i, [(w, p - start) for w, p in read.items() if score_from <= p < end])
-            )
+            windows.append((i, [(w, p - start) for w, p in read.items() if score_from <= p < end]))
     records.label_names = names
     id2label = dict(enumerate(names))
     decode = TagDecoder(windows, [len(r["words"]) for r in records], id2label)
@@ -617,9 +626,7 @@ def _causal_lm(
             "shards": str(shards.directory),
             "metrics": {},
         }
-        collator = DataCollatorWithPadding(
-            pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True
-        )
+        collator = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True)
         return dataset, collator, info
     dataset = BlockDataset(
         shards,

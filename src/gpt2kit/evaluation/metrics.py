@@ -390,7 +390,10 @@ def _token_classification_fn(
             gold_tags = [list(r) for r in references]
             n = sum(len(g) for g in gold_tags)
             right = sum(p == g for ps, gs in zip(pred_tags, gold_tags) for p, g in zip(ps, gs))
-            return {"token_accuracy": right / n if n else 0.0, **entity_scores(pred_tags, gold_tags)}
+            return {
+                "token_accuracy": right / n if n else 0.0,
+                **entity_scores(pred_tags, gold_tags),
+            }
         scores, gold = to_numpy(_first(predictions)), to_numpy(labels)
         ids = scores.argmax(axis=-1) if scores.ndim == gold.ndim + 1 else scores
         keep = gold != -100  # pads and non-first BPE pieces carry no label

@@ -84,9 +84,7 @@ def _generate_texts(
             chunk = [s or [tokenizer.eos_token_id] for s in sources[i : i + batch_size]]
             out = model.generate(chunk, max_new_tokens=max_new_tokens, do_sample=False)
             rows = out if chunk and isinstance(out[0], list) else [out]
-            texts += [
-                " ".join(tokenizer.decode(r, skip_special_tokens=True).split()) for r in rows
-            ]
+            texts += [" ".join(tokenizer.decode(r, skip_special_tokens=True).split()) for r in rows]
     return texts
 
 

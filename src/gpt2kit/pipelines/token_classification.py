@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..tasks.token_alignment import window_spans
 from .base import Pipeline, label_name
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -127,7 +128,10 @@ class TokenClassificationPipeline(Pipeline):
     `is_split_into_words=True` a list of words (offsets are positions in the words joined
     by single spaces; each result also says which `word` it covers). Options:
     `aggregation_strategy` (`none`, `simple`, `first`, `average`, `max`; see
-    `aggregate_entities`), `ignore_labels` (default `("O",)`).
+    `aggregate_entities`), `ignore_labels` (default `("O",)`), `max_length` (tokens per
+    window, default `n_positions`) and `stride` (tokens shared by windows, default half a
+    window): a text longer than the window is read in windows and tagged whole, each token
+    by the one window that scores it.
 
     Example:
         >>> import tempfile
@@ -178,17 +182,34 @@ class TokenClassificationPipeline(Pipeline):
                 enc = self.tokenizer(item, return_offsets_mapping=True)
                 wids, offsets = enc.word_ids(0), [tuple(o) for o in enc["offset_mapping"]]
                 texts.append(item)
-            n = self.model.config.n_positions
-            encodings.append((enc["input_ids"][:n], offsets[:n], wids[:n]))
-        seqs = [e[0] or [self.tokenizer.eos_token_id] for e in encodings]
-        ids, mask = self._pad(seqs)
-        probs = self.model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1).cpu()
+            encodings.append((list(enc["input_ids"]), offsets, wids))
+        # Texts longer than the model's window are read in windows overlapping by half a
+        # window (`tasks.token_alignment.window_spans`); each token takes its probabilities
+        # from the one window that scores it, so nothing is cut off.
+        n = int(params.get("max_length", self.model.config.n_positions))
+        stride = int(params.get("stride", n // 2))
+        rows, owners = [], []  # model inputs; (text, start, score_from, end) per row
+        for i, (row_ids, _offsets, wids) in enumerate(encodings):
+            if not row_ids:
+                rows.append([self.tokenizer.eos_token_id])
+                owners.append((i, 0, 0, 0))
+                continue
+            for start, score_from, end in window_spans(wids, n, stride):
+                rows.append(row_ids[start:end])
+                owners.append((i, start, score_from, end))
+        pieces: list[list[torch.Tensor]] = [[] for _ in encodings]
+        for b in range(0, len(rows), max(1, self.batch_size)):
+            ids, mask = self._pad(rows[b : b + self.batch_size])
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            probs_b = logits.float().softmax(-1).cpu()
+            for r, (i, start, score_from, end) in enumerate(owners[b : b + self.batch_size]):
+                pieces[i].append(probs_b[r, score_from - start : end - start])
         strategy = params.get("aggregation_strategy", "none")
         ignore = tuple(params.get("ignore_labels", ("O",)))
         results = []
         for r, (text, (row_ids, offsets, wids)) in enumerate(zip(texts, encodings)):
             ents = aggregate_entities(
-                probs[r, : len(row_ids)],
+                torch.cat(pieces[r])[: len(row_ids)],
                 offsets,
                 wids,
                 text,

@@ -621,15 +621,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "eval_file")
     task = args.task
+    if task == "causal-lm" and args.predictions:
+        raise TrainCLIError(
+            "--predictions: causal-lm has no per-example predictions (it reports perplexity)"
+        )
     tokenizer = load_tokenizer(args.model)
     config = GPT2Config.from_pretrained(args.model)
     options = _data_options(args, task)
     method = None
     if task == "causal-lm":
-        if args.predictions:
-            raise TrainCLIError(
-                "--predictions: causal-lm has no per-example predictions (it reports perplexity)"
-            )
         trained = _training_block_size(args.model)
         block = args.block_size or args.max_length or trained or config.n_positions
         if block > config.n_positions:
