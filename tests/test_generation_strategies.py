@@ -409,7 +409,12 @@ FIXED_CASES = {
 }  # fmt: skip
 # New tokens `transformers` 4.46.3 returned for FIXED_CASES on `_fixed_model()` (eager
 # attention, left_padded_prompts(batch), pad_token_id=98), recorded once: 4.46.3 is the
-# last release where both strategies ship inside the library.
+# last release where both strategies ship inside the library. To re-record: install it
+# apart (`pip install --target /tmp/tf4 --no-deps transformers==4.46.3 huggingface_hub==0.26.5
+# tokenizers==0.20.3`), save `_fixed_model()` with `save_pretrained`, and run each case
+# with `PYTHONPATH=/tmp/tf4` through `GPT2LMHeadModel.from_pretrained(folder,
+# attn_implementation="eager").generate(ids, attention_mask=mask, pad_token_id=98,
+# do_sample=False, **kw)`, keeping the new tokens.
 REFERENCE_4_46_3 = {
     "diverse-1x4x2": [[29, 62, 13, 9, 36, 7, 13, 9]],
     "diverse-2x6x3-eos": [
