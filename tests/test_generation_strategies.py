@@ -409,7 +409,12 @@ FIXED_CASES = {
 }  # fmt: skip
 # New tokens `transformers` 4.46.3 returned for FIXED_CASES on `_fixed_model()` (eager
 # attention, left_padded_prompts(batch), pad_token_id=98), recorded once: 4.46.3 is the
-# last release where both strategies ship inside the library.
+# last release where both strategies ship inside the library. To re-record: install it
+# apart (`pip install --target /tmp/tf4 --no-deps transformers==4.46.3 huggingface_hub==0.26.5
+# tokenizers==0.20.3`), save `_fixed_model()` with `save_pretrained`, and run each case
+# with `PYTHONPATH=/tmp/tf4` through `GPT2LMHeadModel.from_pretrained(folder,
+# attn_implementation="eager").generate(ids, attention_mask=mask, pad_token_id=98,
+# do_sample=False, **kw)`, keeping the new tokens.
 REFERENCE_4_46_3 = {
     "diverse-1x4x2": [[29, 62, 13, 9, 36, 7, 13, 9]],
     "diverse-2x6x3-eos": [
@@ -681,3 +686,27 @@ def test_diverse_beam_hidden_states_and_scores_match_transformers_4_46(fixed):
     sums = [float(s[torch.isfinite(s)].sum()) for s in out.scores]
     assert sums == pytest.approx([-4644.59, -4688.99, -4603.71, -4703.32, -4618.64], abs=0.02)
     assert out.beam_indices is None  # not tracked for diverse beam search (documented)
+
+
+def test_stream_generate_honours_max_time_and_forced_eos(fixed):
+    from gpt2kit.generation import stream_generate
+
+    class Bytes:
+        def encode(self, text):
+            return [ord(c) % 90 for c in text]
+
+        def decode(self, ids, **kw):
+            return "".join(chr(65 + int(i) % 26) for i in ids)
+
+    kw = dict(max_new_tokens=6, eos_token_id=None)
+    assert len("".join(stream_generate(fixed, Bytes(), "abc", max_time=1e-9, **kw))) == 1
+    # forced_eos_token_id counts from this call's length (prompt + max_new_tokens)
+    ids = torch.tensor([Bytes().encode("abc")])
+    forced = generate(fixed, ids, max_new_tokens=6, eos_token_id=5, forced_eos_token_id=5)
+    assert int(forced[0, -1]) == 5
+    text = "".join(
+        stream_generate(
+            fixed, Bytes(), "abc", max_new_tokens=6, eos_token_id=5, forced_eos_token_id=5
+        )
+    )
+    assert text == Bytes().decode(forced[0, 3:-1].tolist())  # EOS itself is not streamed

@@ -89,14 +89,15 @@ def generation_mode(cfg: GenerationConfig, assistant_model: Any) -> str:
     return "sample"
 
 
-def _criteria(
-    cfg: GenerationConfig, stopping_criteria: Sequence[Any] | None
+def build_criteria(
+    cfg: GenerationConfig, extra: Sequence[Any] | None
 ) -> StoppingCriteriaList | None:
+    """`max_time` and the user's criteria as one list (None when there are none)."""
     out = StoppingCriteriaList()
     if cfg.max_time is not None:
         out.append(MaxTimeCriteria(cfg.max_time))
-    if stopping_criteria:
-        for c in stopping_criteria:
+    if extra:
+        for c in extra:
             if not callable(c):
                 raise ValueError(
                     f"stopping_criteria must hold callables (input_ids, scores) -> bool tensor, got {c!r}"
@@ -225,7 +226,7 @@ def generate(
         rows_per_prompt=expand if mode != "group_beam" else cfg.num_beams // cfg.num_beam_groups,
     )
     stop = StopStringMatcher(cfg.stop_strings, tokenizer) if cfg.stop_strings else None
-    criteria = _criteria(cfg, stopping_criteria)
+    criteria = build_criteria(cfg, stopping_criteria)
     if criteria is not None and cfg.max_time is not None:
         criteria[0].initial_timestamp = started  # the clock runs from the call, as in transformers
     if streamer is not None and (mode != "sample" or ids.shape[0] != 1):

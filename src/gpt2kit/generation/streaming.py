@@ -27,7 +27,7 @@ from .inputs import plan as _plan
 from .inputs import resolve_config
 from .processors import build_processors
 from .sampling import decode_steps
-from .search import build_decoder, generation_mode
+from .search import build_criteria, build_decoder, generation_mode
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -231,7 +231,10 @@ def stream_generate(
         plan.max_new,
     )
     T = inputs.ids.shape[1]
-    processors = build_processors(cfg, prompt_length=T, eos_token_ids=eos, extra=logits_processor)
+    processors = build_processors(
+        cfg, prompt_length=T, eos_token_ids=eos, extra=logits_processor, max_length=T + max_new
+    )
+    criteria = build_criteria(cfg, None)  # max_time
     stop = StopStringMatcher(cfg.stop_strings, tokenizer) if cfg.stop_strings else None
     decoder = IncrementalDecoder(tokenizer, set(eos))
     text = ""  # everything decoded so far
@@ -257,8 +260,9 @@ def stream_generate(
     # The same step function as `generate` builds (static/compiled, or the CPU decoder).
     step_model = build_decoder(model, cfg, 1, T + max_new, {})
     steps = decode_steps(
-        step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {}
-    )
+        step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {},
+        criteria=criteria,
+    )  # fmt: skip
     try:
         for token in steps:
             text += decoder.push(int(token[0]))
