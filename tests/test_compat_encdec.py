@@ -488,3 +488,38 @@ def test_a_pair_folder_into_an_lm_class_says_which_class_reads_it(tmp_path):
     _, folder = hf_pair(tmp_path)
     with pytest.raises(CheckpointError, match="GPT2ForConditionalGeneration"):
         GPT2LMHeadModel.from_pretrained(folder)
+
+
+def test_hidden_states_attentions_and_embeddings_inputs_equal(tmp_path):
+    ref, folder = hf_pair(tmp_path)
+    model = GPT2ForConditionalGeneration.from_pretrained(folder)
+    src = torch.randint(3, 90, (2, 5))
+    dec = torch.randint(3, 90, (2, 4))
+    kw = dict(output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        want = ref(input_ids=src, decoder_input_ids=dec, **kw)
+        got = model(input_ids=src, decoder_input_ids=dec, **kw)
+        by_embeds = model(
+            inputs_embeds=model.encoder.wte(src),
+            decoder_inputs_embeds=model.decoder.transformer.wte(dec),
+        )
+    for name in (
+        "decoder_hidden_states",
+        "decoder_attentions",
+        "cross_attentions",
+        "encoder_hidden_states",
+        "encoder_attentions",
+    ):
+        assert len(got[name]) == len(want[name]), name
+        for a, b in zip(got[name], want[name]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+    torch.testing.assert_close(by_embeds.logits, got.logits, atol=1e-6, rtol=0)
+    # tuples in transformers' order; (transformers builds a cache unless use_cache=False,
+    # gpt2kit only when asked: docs/migrating.md's use_cache row)
+    for use_cache in (False, True):
+        with torch.no_grad():
+            mine = model(src, None, dec, return_dict=False, use_cache=use_cache)
+            theirs = ref(src, None, dec, return_dict=False, use_cache=use_cache)
+        assert len(mine) == len(theirs) == 2 + use_cache
+        torch.testing.assert_close(mine[0], theirs[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(mine[-1], theirs[-1], atol=1e-5, rtol=0)
