@@ -710,3 +710,17 @@ def test_stream_generate_honours_max_time_and_forced_eos(fixed):
         )
     )
     assert text == Bytes().decode(forced[0, 3:-1].tolist())  # EOS itself is not streamed
+
+
+def test_default_length_is_transformers_twenty_new_tokens(pair):
+    """Neither max_length nor max_new_tokens: 20 new tokens, as transformers 5 generates;
+    an explicit max_length still counts the prompt."""
+    model, hf = pair
+    ids, mask = left_padded_prompts(2)
+    ours = model.generate(ids, attention_mask=mask, pad_token_id=PAD, eos_token_id=None)
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=mask, pad_token_id=PAD, eos_token_id=None)
+    assert ours.shape[1] == ids.shape[1] + 20
+    assert torch.equal(ours, ref)
+    short = model.generate(ids, attention_mask=mask, max_length=ids.shape[1] + 3, pad_token_id=PAD)
+    assert short.shape[1] <= ids.shape[1] + 3

@@ -78,8 +78,8 @@ class GenerationConfig:
         True
     """
 
-    # length
-    max_length: int = 20
+    # length (neither set: 20 new tokens, as `transformers` 5 generates by default)
+    max_length: int | None = None
     max_new_tokens: int | None = None
     min_length: int = 0
     min_new_tokens: int | None = None

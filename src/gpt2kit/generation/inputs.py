@@ -24,6 +24,10 @@ CONTEXT_OVERFLOW = ("error", "slide")
 _SEED_MAX = 2**64 - 1
 
 
+# `transformers` 5 generates this many new tokens when neither length is given
+DEFAULT_MAX_NEW_TOKENS = 20
+
+
 def as_list(ids: int | Sequence[int] | torch.Tensor | None) -> list[int]:
     """Token id(s) as a list of ints (None: empty)."""
     if ids is None:
@@ -319,7 +323,12 @@ def plan(
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos[0] if eos else None)
     inputs = prepare_inputs(input_ids, attention_mask, cfg, eos, pad, device, batch_hint)
     T = inputs.ids.shape[1]
-    max_new = cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length - T
+    if cfg.max_new_tokens is not None:
+        max_new = cfg.max_new_tokens
+    elif cfg.max_length is not None:
+        max_new = cfg.max_length - T
+    else:
+        max_new = DEFAULT_MAX_NEW_TOKENS
     if max_new < 1:
         raise ValueError(
             f"max_length={cfg.max_length} leaves no room after the {T}-token prompt; pass max_new_tokens=..."

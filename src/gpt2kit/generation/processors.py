@@ -571,6 +571,11 @@ def build_processors(
         out.append(ForcedBOSTokenLogitsProcessor(cfg.forced_bos_token_id))
     if cfg.forced_eos_token_id is not None:
         length = max_length if max_length is not None else cfg.max_length
+        if length is None:
+            raise ValueError(
+                "forced_eos_token_id needs the generation's total length: pass max_length= "
+                "(or call through generate, which derives it)"
+            )
         out.append(ForcedEOSTokenLogitsProcessor(length, cfg.forced_eos_token_id))
     if cfg.suppress_tokens is not None:
         out.append(SuppressTokensLogitsProcessor(cfg.suppress_tokens))
