@@ -8,7 +8,9 @@ the ratio is gpt2kit / transformers for throughput, transformers / gpt2kit for m
 
 What is measured:
 - forward: `model(input_ids)` under `torch.no_grad()`, eval mode, logits for every position;
-  tokens/s at batch 8 x 128 and 1 x 1024. `transformers` uses `attn_implementation="sdpa"`.
+  tokens/s at batch 8 x 128 and 1 x 1024. `transformers` uses `attn_implementation="sdpa"`
+  and `use_cache=False`: gpt2kit's forward builds no cache unless asked, so neither does the
+  reference (its default would build and return one, extra work and memory).
 - train step: forward with labels + backward + `AdamW.step()` + `zero_grad` at 8 x 128.
 - peak memory: each (library, workload) runs in a fresh subprocess; after the model is built
   and warmed up with a 1-token forward, the kernel's peak-RSS mark is reset
@@ -29,14 +31,13 @@ import argparse
 import gc
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from common import Results, add_results_argument, interleaved, results_dir
 
 from gpt2kit.config import GPT2Config
 from gpt2kit.models.lm import GPT2LMHeadModel
@@ -81,9 +82,10 @@ def random_ids(config: GPT2Config, batch: int, seq: int) -> torch.Tensor:
 
 
 def forward_fn(model, ids):
+    # `use_cache=False`: the same work in both (gpt2kit builds no cache unless asked)
     def run():
         with torch.no_grad():
-            model(ids)
+            model(ids, use_cache=False)
 
     return run
 
@@ -93,25 +95,11 @@ def train_step_fn(model, ids):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def run():
-        model(ids, labels=ids).loss.backward()
+        model(ids, labels=ids, use_cache=False).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return run
-
-
-def interleaved(fns: dict[str, callable], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, called in turn repeat by repeat."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def report(label: str, ours: float, theirs: float, unit: str, higher_is_better: bool = True):
@@ -187,6 +175,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory figures")
     parser.add_argument("--memory-child", nargs=3, metavar=("LIBRARY", "WORKLOAD", "FOLDER"))
+    add_results_argument(parser)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child[:2], args.quick, args.memory_child[2])
@@ -200,9 +189,17 @@ def main() -> None:
         f"workloads (batch, tokens): {sizes}"
     )
 
+    speed = ("forward-small", "forward-long", "train-small", "bf16-forward-small", "logits-diff")
+    memory = ("memory-forward-small", "memory-forward-long", "memory-train-small")
+    keys = (() if args.memory_only else speed) + (
+        () if args.quick and not args.memory_only else memory
+    )
+    results = Results("bench_forward", keys, args)
+
     def compare(name, label, fns, tokens):
         t = interleaved(fns, repeats)
         ratios[name] = report(label, tokens / t["ours"], tokens / t["theirs"], "tok/s")
+        results.add(name, ratios[name], "x", f"{label}: gpt2kit / transformers")
 
     ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,6 +219,7 @@ def main() -> None:
             with torch.no_grad():
                 err = (ours(ids).logits - theirs(ids).logits).abs().max().item()
             print(f"{'fp32 max |logits diff| vs transformers':<34} {err:.2e}")
+            results.add("logits-diff", err, "", "fp32 max |logits - transformers' logits|")
             fns = {"ours": train_step_fn(ours, ids), "theirs": train_step_fn(theirs, ids)}
             compare("train-small", f"train step {batch}x{seq} (tok/s)", fns, batch * seq)
 
@@ -250,6 +248,12 @@ def main() -> None:
             ratios[f"memory-{workload}"] = report(
                 f"peak RSS rise {workload} (MiB)", mine, other, "MiB", higher_is_better=False
             )
+            results.add(
+                f"memory-{workload}",
+                ratios[f"memory-{workload}"],
+                "x",
+                f"peak RSS rise {workload}: transformers / gpt2kit ({mine:.0f} vs {other:.0f} MiB)",
+            )
 
     budget = {
         "forward-small": 1.05,
@@ -266,6 +270,7 @@ def main() -> None:
             continue
         verdict = "ok" if ratios[name] >= target else "MISSED"
         print(f"  {name:<22} {ratios[name]:.2f}x  target {target:.2f}x  {verdict}")
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":

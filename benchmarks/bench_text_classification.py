@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import tempfile
 import time
 
 import torch
+from common import Results, add_results_argument, results_dir
 
 
 def main() -> None:
@@ -31,7 +33,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--chunk", type=int, default=1024, help="texts per interleaved chunk")
     parser.add_argument("--no-bf16", action="store_true", help="skip our bf16 run")
+    add_results_argument(parser)
     args = parser.parse_args()
+    keys = ("packed-fp32", "logits-diff") + (() if args.no_bf16 else ("packed-bf16",))
+    results = Results("bench_text_classification", keys, args)
     overrides = {}
     if args.quick:
         args.num_texts, args.chunk = 200, 100
@@ -74,7 +79,8 @@ def main() -> None:
             for r, t in enumerate(batch):
                 ids[r, : len(t)] = torch.tensor(t)
                 mask[r, : len(t)] = 1
-            out.append(ref(input_ids=ids, attention_mask=mask).logits)
+            # use_cache=False: gpt2kit builds no cache here, so neither does the reference
+            out.append(ref(input_ids=ids, attention_mask=mask, use_cache=False).logits)
         return torch.cat(out)
 
     runners = {
@@ -84,6 +90,7 @@ def main() -> None:
     if ours_bf16 is not None:
         runners["gpt2kit bf16 (packed)"] = ours_bf16.classify
     seconds = dict.fromkeys(runners, 0.0)
+    per_chunk: dict[str, list[float]] = {name: [] for name in runners}
     max_diff = 0.0
     with torch.inference_mode():
         for fn in runners.values():  # warm-up (first-call allocations, kernel selection)
@@ -96,18 +103,38 @@ def main() -> None:
                 t0 = time.perf_counter()
                 logits[name] = runners[name](chunk).float()
                 seconds[name] += time.perf_counter() - t0
+                per_chunk[name].append(time.perf_counter() - t0)
             names = list(runners)
             max_diff = max(max_diff, (logits[names[0]] - logits[names[1]]).abs().max().item())
 
     base = "transformers fp32 (padded, batch 32)"
     model_desc = f"preset {args.preset}" + (f" with {overrides}" if overrides else "")
     print(f"{args.num_texts} texts, {n_tokens} tokens, {model_desc}, {args.threads} thread(s), CPU")
+    print("  (texts/s over the whole set; ratio: the median over chunks of the per-chunk ratio)")
+    ratios = {}
     for name, s in seconds.items():
-        ratio = seconds[base] / s
+        ratios[name] = statistics.median(
+            ref / mine for ref, mine in zip(per_chunk[base], per_chunk[name])
+        )
         print(
-            f"  {name:38s} {args.num_texts / s:9.1f} texts/s  {n_tokens / s:9.0f} tok/s  x{ratio:.2f}"
+            f"  {name:38s} {args.num_texts / s:9.1f} texts/s  {n_tokens / s:9.0f} tok/s  x{ratios[name]:.2f}"
         )
     print(f"  max |logit difference| gpt2kit fp32 vs transformers: {max_diff:.2e}")
+    results.add(
+        "packed-fp32",
+        ratios["gpt2kit fp32 (packed)"],
+        "x",
+        "packed GPT2ForTextClassification fp32 / transformers padded GPT2ForSequenceClassification",
+    )
+    if "gpt2kit bf16 (packed)" in ratios:
+        results.add(
+            "packed-bf16",
+            ratios["gpt2kit bf16 (packed)"],
+            "x",
+            "packed bf16 / transformers padded fp32 (cross-dtype)",
+        )
+    results.add("logits-diff", max_diff, "", "max |logits - transformers' logits|, fp32")
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":

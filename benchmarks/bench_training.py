@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import torch
+from common import Results, add_results_argument, results_dir
 
 PRESETS = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=4),
@@ -142,7 +143,11 @@ def main() -> None:
     p.add_argument(
         "--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU (H100 SXM)"
     )
+    add_results_argument(p)
     args = p.parse_args()
+    results = Results(
+        "bench_training" + ("_bf16" if args.bf16 else ""), ("trainer", "overhead"), args
+    )
     if args.quick:
         args.preset, args.steps, args.batch, args.seq, args.rounds = "tiny", 3, 4, 32, 1
         args.threads = args.threads or 1
@@ -171,25 +176,26 @@ def main() -> None:
             seconds = fn(shape, data, args.steps, args.batch, 1e-4, args.bf16)
             if rnd > 0 or args.rounds == 0:
                 times[name].append(seconds)
-    # best-of-rounds: on a shared machine the minimum is the least disturbed measurement
-    print(f"{'runner':22s} {'best s':>8s} {'median s':>9s} {'tokens/s':>10s}  rounds")
+    # the median of the interleaved rounds, as in every script here (benchmarks/common.py)
+    print(f"{'runner':22s} {'median s':>9s} {'tokens/s':>10s}  rounds")
     rate = {}
     for name, ts in times.items():
-        rate[name] = tokens / min(ts)
+        rate[name] = tokens / statistics.median(ts)
         rounds = " ".join(f"{t:.2f}" for t in ts)
-        print(
-            f"{name:22s} {min(ts):8.3f} {statistics.median(ts):9.3f} {rate[name]:10.0f}  {rounds}"
-        )
+        print(f"{name:22s} {statistics.median(ts):9.3f} {rate[name]:10.0f}  {rounds}")
     if "transformers Trainer" in rate:
-        print(
-            f"gpt2kit / transformers Trainer: {rate['gpt2kit Trainer'] / rate['transformers Trainer']:.2f}x"
-        )
+        ratio = rate["gpt2kit Trainer"] / rate["transformers Trainer"]
+        print(f"gpt2kit / transformers Trainer: {ratio:.2f}x")
+        results.add("trainer", ratio, "x", "gpt2kit Trainer / transformers.Trainer tokens/s")
     overhead = rate["bare loop"] / rate["gpt2kit Trainer"] - 1
     print(f"gpt2kit Trainer overhead vs bare loop: {overhead * 100:+.1f}%")
+    results.add("overhead", overhead, "", "gpt2kit Trainer time over a bare loop, minus 1")
     if torch.cuda.is_available():
         flops = flops_per_token(shape, args.seq)
         for name, r in rate.items():
             print(f"{name}: MFU {r * flops / (args.peak_tflops * 1e12):.1%}")
+            results.note(f"{name}: MFU {r * flops / (args.peak_tflops * 1e12):.1%}")
+    results.save(results_dir(args))
 
 
 def flops_per_token(shape: dict, seq: int) -> float:

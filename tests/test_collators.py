@@ -202,7 +202,7 @@ def test_question_answering_end_to_end(tmp_path, tok, tiny_config):
     end = torch.full((len(ds), T), -10.0).scatter(1, batch["end_positions"][:, None], 10.0)
     metrics = compute_metrics("question-answering", **info["metrics"])((start, end), None)
     assert (
-        metrics["exact"] == 100.0 and metrics["HasAns_total"] == 1 and metrics["NoAns_total"] == 1
+        metrics["exact"] == 1.0 and metrics["HasAns_total"] == 1 and metrics["NoAns_total"] == 1
     )
 
 
@@ -237,7 +237,9 @@ def test_seq2seq_and_conditional_generation(tok):
     assert batch["labels"][0].tolist() == [-100] * (len(src) + 1) + [*tgt, eos]
     ds2, collate2, _ = load_task_data("conditional-generation", rows, tok)
     b2 = collate2([ds2[0], ds2[1]])
-    assert b2["encoder_input_ids"][0].tolist() == src and b2["labels"][0, 0].item() == -100
+    n = len(tgt) + 1
+    assert b2["input_ids"][0].tolist() == src and b2["labels"][0].tolist()[:n] == [*tgt, eos]
+    assert b2["decoder_input_ids"][0].tolist()[:n] == [tok.bos_token_id, *tgt]  # shifted
     assert info["references"] == ["done", "y z"]
 
 

@@ -315,12 +315,12 @@ def test_kept_decoders_are_not_copied_with_the_model(model):
 
 
 def test_stream_generate_uses_the_static_step(model, monkeypatch):
-    from gpt2kit.generation import streaming
+    from gpt2kit.generation import search, streaming
     from gpt2kit.generation.compiled import select_decoder
 
     used = []
     monkeypatch.setattr(
-        streaming,
+        search,  # `build_decoder`, which stream_generate shares with generate, calls it there
         "select_decoder",
         lambda *a, **k: used.append(select_decoder(*a, **k)) or used[-1],
     )

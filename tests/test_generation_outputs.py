@@ -18,7 +18,7 @@ import torch
 from conftest import make_hf_twin
 from gpt2kit import GenerateOutput, GPT2LMHeadModel
 from gpt2kit.generation import GenerationConfig, generate
-from gpt2kit.generation import search as search_module
+from gpt2kit.generation import sampling as search_module
 from harness import left_padded_prompts, tiny_config
 
 PAD = 98
@@ -142,7 +142,12 @@ def test_default_return_and_partial_outputs(pair):
     assert isinstance(plain, torch.Tensor)
     out = generate(model, ids, return_dict_in_generate=True, **kw)
     assert torch.equal(out.sequences, plain) and out.scores is None and out.logits is None
-    assert out.to_tuple() == (out.sequences,)
+    # (sequences, the cache), as transformers' GenerateDecoderOnlyOutput
+    assert [x is y for x, y in zip(out.to_tuple(), (out.sequences, out.past_key_values))] == [
+        True,
+        True,
+    ]
+    assert out.past_key_values.get_seq_length() == plain.shape[1] - 1  # all but the last token
     beam = generate(model, ids, num_beams=2, return_dict_in_generate=True, **kw)
     assert beam.sequences_scores is None and beam.beam_indices is not None  # as transformers
     # output_* alone (without return_dict_in_generate) changes nothing, as in transformers

@@ -136,8 +136,13 @@ def test_squad_v1_and_v2():
     assert v2["exact"] == 50.0
     v1 = squad_metrics({"1": "Broncos", "2": "1066"}, {"1": ["Denver Broncos"], "2": ["1066"]})
     assert v1 == {"exact_match": 50.0, "f1": pytest.approx(100 * (2 / 3 + 1) / 2), "total": 2}
-    with pytest.raises(ValueError, match="no prediction"):
-        squad_metrics({}, {"x": ["a"]})
+    # A missing question scores 0 and counts, as the official v1.1 script ("will receive
+    # score 0"); in v2.0 even for an unanswerable question (no prediction is not "no answer").
+    assert squad_metrics({"1": "1066"}, {"1": ["1066"], "x": ["Paris"]}) == {
+        "exact_match": 50.0, "f1": 50.0, "total": 2
+    }  # fmt: skip
+    v2 = squad_metrics({"1": "1066"}, {"1": ["1066"], "x": []})
+    assert v2["exact"] == 50.0 and v2["NoAns_exact"] == 0.0 and v2["NoAns_f1"] == 0.0
 
 
 def test_squad_no_answer_threshold():

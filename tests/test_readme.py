@@ -15,3 +15,19 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
             compile(block.replace("/tmp/gpt2kit-tour", str(tmp_path / "tour")), "README", "exec"),
             {},
         )
+
+
+def test_readme_performance_table_is_the_latest_committed_results():
+    """Every figure in the README's performance table comes from benchmarks/results/*.json,
+    which the scripts write on each full run (regenerate with `benchmarks/report.py --write`)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("report", root / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    readme = (root / "README.md").read_text()
+    assert report.readme_table(readme) == report.render()
+    for script, _, _ in report.ROWS:  # each row's script is committed
+        name = script.removesuffix("_cuda").removesuffix("_bf16")
+        assert (root / "benchmarks" / f"{name}.py").is_file(), script

@@ -103,20 +103,20 @@ def test_separator_defaults_to_eos():
 def test_generate_returns_only_the_target_and_matches_a_plain_greedy_loop():
     model = build()
     sources = [[5, 6, 7, 8], [9, 10], [3, 4, 5, 6, 7]]
-    got = model.generate(sources, max_new_tokens=6)
+    got = model.generate_target(sources, max_new_tokens=6)
     assert got == [greedy_reference(model, s, 6) for s in sources]
-    assert model.generate(sources[0], max_new_tokens=6) == got[0]  # one source -> one list
+    assert model.generate_target(sources[0], max_new_tokens=6) == got[0]  # one source -> one list
     ids, mask = pad_sequences(sources, 0)
-    assert model.generate(ids, attention_mask=mask, max_new_tokens=6) == got
+    assert model.generate_target(ids, attention_mask=mask, max_new_tokens=6) == got
 
 
 def test_generate_sampling_and_beams():
     model = build()
-    sampled = model.generate(
+    sampled = model.generate_target(
         [[5, 6, 7]], max_new_tokens=4, do_sample=True, seed=0, eos_token_id=None
     )
     assert len(sampled) == 1 and len(sampled[0]) == 4 and all(0 <= t < 16 for t in sampled[0])
-    beams = model.generate([[5, 6, 7], [8, 9]], max_new_tokens=4, num_beams=3)
+    beams = model.generate_target([[5, 6, 7], [8, 9]], max_new_tokens=4, num_beams=3)
     assert len(beams) == 2 and all(len(b) <= 4 for b in beams)
 
 
@@ -160,7 +160,7 @@ def test_learns_to_reverse_held_out_sequences():
     model = GPT2ForSequenceToSequence(small_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
     collate = Seq2SeqCollator(sep_token_id=SEP, eos_token_id=EOS)
     model, test = train_reverser(model, collate)
-    exact = exact_match(model.generate([s for s, _ in test], max_new_tokens=7), test)
+    exact = exact_match(model.generate_target([s for s, _ in test], max_new_tokens=7), test)
     assert exact >= 0.95, f"held-out exact match {exact:.3f}"
 
 
@@ -169,7 +169,26 @@ def test_generate_rejects_dict_output_naming_the_alternative():
 
     model = build().eval()
     with pytest.raises(ValueError, match="gpt2kit.generation.generate"):
-        model.generate([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)
+        model.generate_target([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)
     enc_dec = GPT2ForConditionalGeneration(small_config()).eval()
     with pytest.raises(ValueError, match="target ids only"):
-        enc_dec.generate([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)
+        enc_dec.generate_target([[5, 6, 7]], max_new_tokens=3, return_dict_in_generate=True)
+
+
+def test_generate_is_a_causal_lms_and_refuses_id_lists():
+    """`generate` continues `input_ids` tensors like `GPT2LMHeadModel.generate` (prompt +
+    new ids); a Python list, which used to mean "sources", is refused naming generate_target."""
+    from gpt2kit import GPT2LMHeadModel
+
+    model = build()
+    lm = GPT2LMHeadModel(small_config()).eval()
+    lm.load_state_dict(model.state_dict())
+    prompt = torch.tensor([[5, 6, 7, SEP]])
+    out = model.generate(prompt, max_new_tokens=4, eos_token_id=None)
+    assert out.shape == (1, 8) and out[:, :4].tolist() == prompt.tolist()
+    assert out.tolist() == lm.generate(prompt, max_new_tokens=4, eos_token_id=None).tolist()
+    assert out[0, 4:].tolist() == model.generate_target(
+        [5, 6, 7], max_new_tokens=4, eos_token_id=None
+    )
+    with pytest.raises(TypeError, match="generate_target"):
+        model.generate([5, 6, 7], max_new_tokens=3)

@@ -476,7 +476,7 @@ def test_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="add_special_tokens"):
         GPT2Tokenizer().pad_token = "<|not-there|>"
     with pytest.raises(ValueError, match="unsupported keys"):
-        GPT2Tokenizer().add_special_tokens({"cls_token": "<cls>"})
+        GPT2Tokenizer().add_special_tokens({"foo_token": "<foo>"})
     with pytest.raises(FileNotFoundError, match="no such tokenizer folder"):
         GPT2Tokenizer.from_pretrained(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
@@ -492,13 +492,74 @@ def test_hub_id_without_network_says_pass_a_local_folder(tmp_path: Path) -> None
 
 
 def test_module_does_not_import_torch() -> None:
-    """Loads tokenizer.py standalone (the package __init__ may import torch itself)."""
+    """Importing and using the tokenizer package loads neither torch nor transformers."""
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('tok', {str(ROOT / 'src/gpt2kit/tokenizer.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['tok'] = m; spec.loader.exec_module(m)\n"
-        "t = m.GPT2Tokenizer(); t(['a', 'b c'], padding=True); t.decode([1, 2])\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+        "from gpt2kit.tokenizer import GPT2Tokenizer\n"
+        "t = GPT2Tokenizer(); t(['a', 'b c'], padding=True, truncation=True, max_length=4)\n"
+        "t.decode([1, 2]); t.pad({'input_ids': [[1], [2, 3]]})\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'transformers' not in sys.modules and 'huggingface_hub' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_concurrent_calls_with_different_options_do_not_mix() -> None:
+    """Padding/truncation live on a private backend copy, configured under a lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = GPT2Tokenizer()
+    texts = ["one two three four five six", "a", "b c"]
+    options = [
+        {"padding": True},
+        {"padding": "max_length", "max_length": 12},
+        {"truncation": True, "max_length": 2},
+        {"padding": True, "padding_side": "left"},
+        {},
+    ]
+    expected = [tok(texts, **o)["input_ids"] for o in options]
+    jobs = [i % len(options) for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: (i, tok(texts, **options[i])["input_ids"]), jobs))
+    assert all(ids == expected[i] for i, ids in results)
+    assert tok.backend_tokenizer.padding is None and tok.backend_tokenizer.truncation is None
+
+
+def test_overflow_windows_and_mapping() -> None:
+    enc = TOK(
+        ["a b c d e f g", "x"],
+        truncation=True,
+        max_length=3,
+        stride=1,
+        return_overflowing_tokens=True,
+        padding=True,
+    )
+    assert enc["input_ids"] == [
+        [64, 275, 269],
+        [269, 288, 304],
+        [304, 277, 308],
+        [87, 50256, 50256],
+    ]
+    assert enc["overflow_to_sample_mapping"] == [0, 0, 0, 1]
+    assert enc.word_ids(3) == [0, None, None]
+    with pytest.raises(TypeError, match=r"text\[1\] is int"):
+        TOK(["a", 5])  # type: ignore[list-item]
+
+
+def test_folder_settings_never_dropped(tmp_path: Path) -> None:
+    """A config asking for what GPT-2's tokenizer cannot do is refused, naming it."""
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((ASSETS_DIR / name).read_bytes())
+    for config, match in (
+        ({"add_bos_token": True}, "add_bos_token"),
+        ({"errors": "strict"}, "errors='strict'"),
+        ({"padding_side": 3}, "'padding_side' must be a str"),
+        ({"model_max_length": "big"}, "'model_max_length' must be a positive number"),
+    ):
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=match):
+            GPT2Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"tokenizer_config.json:1: invalid JSON"):
+        GPT2Tokenizer.from_pretrained(tmp_path)

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "GPT2ForQuestionAnswering": "models.question_answering",
     "GPT2ForSequenceToSequence": "models.seq2seq",
     "GPT2ForConditionalGeneration": "models.conditional_generation",
+    "EncoderDecoderModel": "models.conditional_generation",
     "AutoConfig": "models.auto",
     "AutoModel": "models.auto",
     "AutoModelForArchitecture": "models.auto",
@@ -64,12 +65,17 @@ _EXPORTS: dict[str, str] = {
     # tokenizer
     "GPT2Tokenizer": "tokenizer",
     "BatchEncoding": "tokenizer",
+    "GPT2TokenizerFast": "tokenizer",
+    "AutoTokenizer": "tokenizer",
     # generation
     "generate": "generation",
     "stream_generate": "generation",
     "GenerationConfig": "generation",
     "GenerateOutput": "generation",
     "TextIteratorStreamer": "generation",
+    "StoppingCriteria": "generation",
+    "StoppingCriteriaList": "generation",
+    "MaxTimeCriteria": "generation",
     # data, training, evaluation
     "load_task_data": "data",
     "DataError": "data",

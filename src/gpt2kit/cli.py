@@ -328,9 +328,10 @@ def _register_tag(sub: Any) -> None:
     _add_model_args(p, required=True)
     p.add_argument(
         "--aggregation",
-        default="simple",
+        default=None,
         choices=["none", "simple", "first", "average", "max"],
-        help="how tokens become entities (default simple)",
+        help="how tokens become entities (default simple; with --words first, so every "
+        "entity is whole words)",
     )
     p.add_argument(
         "--words",
@@ -343,7 +344,9 @@ def _register_tag(sub: Any) -> None:
 def cmd_tag(args: argparse.Namespace) -> int:
     texts = _inputs(args)
     pipe = _pipeline("token-classification", args)
-    opts: dict[str, Any] = {"aggregation_strategy": args.aggregation}
+    opts: dict[str, Any] = {
+        "aggregation_strategy": args.aggregation or ("first" if args.words else "simple")
+    }
     items: list[Any] = texts
     if args.words:
         opts["is_split_into_words"] = True
@@ -379,7 +382,12 @@ def _register_answer(sub: Any) -> None:
     p.add_argument("--context", "-c", default=None)
     p.add_argument("--context-file", default=None, help="read the context from this file")
     p.add_argument("--top-k", type=int, default=1, help="answers per question")
-    p.add_argument("--max-answer-len", type=int, default=15, help="longest answer, in tokens")
+    p.add_argument(
+        "--max-answer-len",
+        type=int,
+        default=None,
+        help="longest answer, in tokens (default 30, as gpt2kit evaluate)",
+    )
     p.add_argument("--doc-stride", type=int, default=None, help="tokens shared by context windows")
     p.add_argument(
         "--allow-impossible", action="store_true", help='allow "no answer" (SQuAD v2 models)'
@@ -406,10 +414,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"inputs must be JSON objects with question and context; got {_short(bad[0])}"
             )
+    from .tasks.qa import MAX_ANSWER_LENGTH
+
     pipe = _pipeline("question-answering", args)
     opts: dict[str, Any] = {
         "top_k": args.top_k,
-        "max_answer_len": args.max_answer_len,
+        "max_answer_len": args.max_answer_len or MAX_ANSWER_LENGTH,
         "handle_impossible_answer": args.allow_impossible,
     }
     if args.doc_stride is not None:
@@ -417,7 +427,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
     for item, r in _run_over(pipe, items, "answering", **opts):
         answers = r if isinstance(r, list) else [r]
         if args.json:
-            _emit({"question": item["question"], "answers": answers})
+            # the question id (SQuAD's "id", if the input has one) ties the answer to its question
+            qid = {"id": item["id"]} if "id" in item else {}
+            _emit({**qid, "question": item["question"], "answers": answers})
         else:
             print(item["question"])
             for a in answers:
@@ -584,13 +596,18 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
 
     folder = Path(resolve_checkpoint_dir(name_or_path))
     config = GPT2Config.from_pretrained(folder)
+    from .checkpoint import verify_checkpoint
+
+    damage = verify_checkpoint(folder, config)  # a missing shard or key, an unreadable file
     shapes: dict[str, tuple[list[int], str]] = {}
     for f in sorted(folder.glob("*.safetensors")):
+        if damage:
+            break  # a damaged file's header may not read; the damage is the report
         with safe_open(str(f), framework="pt") as st:
             for key in st.keys():  # noqa: SIM118 - safe_open is not iterable
                 sl = st.get_slice(key)
                 shapes[key] = (list(sl.get_shape()), _ST_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
-    if not shapes and (folder / "pytorch_model.bin").is_file():
+    if not shapes and not damage and (folder / "pytorch_model.bin").is_file():
         import torch
 
         state = torch.load(folder / "pytorch_model.bin", map_location="meta", weights_only=True)
@@ -618,6 +635,7 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
         else None,
         "problem_type": config.problem_type,
         "files": {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()},
+        "damage": damage,
     }
     if (folder / "generation_config.json").is_file():
         info["generation_config"] = json.loads((folder / "generation_config.json").read_text())
@@ -640,7 +658,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = checkpoint_info(args.model)
     if args.json:
         _emit(info)
-        return 0
+        return 1 if info["damage"] else 0
+    if info["damage"]:  # a damaged folder is reported as such, never as a parameter count
+        print(f"{info['path']}: the checkpoint is damaged and will not load:", file=sys.stderr)
+        for problem in info["damage"]:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
     print(f"{info['architecture']}  ({info['path']})")
     print(
         f"  parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M, stored; tied lm_head not counted twice)"

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config_checks import (
+    check_fields,
+    normalize_architectures,
+    normalize_id2label,
+    normalize_label2id,
+)
 from .hub import HubError, HubOptions, resolve_folder
 
 # Activations GPT-2 checkpoints use (`transformers.activations.ACT2FN` names).
@@ -126,10 +132,15 @@ class GPT2Config:
         for key in ("transformers_version", "gpt2kit_version", "model_type", "_name_or_path"):
             extra.pop(key, None)
         self.extra = extra
-        if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        elif label2id:
+        self.architectures = normalize_architectures(self.architectures)
+        self.id2label = normalize_id2label(self.id2label)
+        label2id = normalize_label2id(label2id)
+        if self.id2label is None and label2id:
             self.id2label = {int(v): str(k) for k, v in label2id.items()}
+        if num_labels is not None and (
+            not isinstance(num_labels, int) or isinstance(num_labels, bool)
+        ):
+            raise ConfigError(f"num_labels must be a positive integer, got {num_labels!r}")
         if num_labels is not None and (self.id2label is None or len(self.id2label) != num_labels):
             self.num_labels = int(num_labels)
         self.validate()
@@ -173,35 +184,20 @@ class GPT2Config:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field no model can be built from."""
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_fields(self)  # every field's type by name, finite numbers, ids in the vocabulary
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"choose n_head among the divisors of {self.n_embd}"
             )
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
-            raise ConfigError(f"n_inner must be a positive integer or null, got {self.n_inner!r}")
         if self.activation_function not in ACTIVATIONS:
             raise ConfigError(
                 f"activation_function {self.activation_function!r} is not supported; "
                 f"use one of {', '.join(ACTIVATIONS)}"
             )
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        if self.layer_norm_epsilon <= 0:
-            raise ConfigError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(
                 f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}"
-            )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(
-                f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})"
             )
 
     # -- construction -------------------------------------------------------------------------
@@ -223,14 +219,25 @@ class GPT2Config:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON ({err})") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {err.object[err.start : err.end]!r} at offset "
+                f"{err.start}); re-save it as UTF-8 JSON"
+            ) from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object")
         model_type = data.get("model_type", "gpt2")
+        if model_type == "encoder-decoder":  # transformers' EncoderDecoderModel of two GPT-2s
+            data = flatten_encoder_decoder_config(data, path)
+            model_type = "gpt2"
         if model_type not in ("gpt2", None):
             raise ConfigError(
                 f"{path} describes a {model_type!r} model; gpt2kit loads GPT-2 architectures only"
             )
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:  # name the file as well as the field
+            raise ConfigError(f"{path}: {err}") from err
 
     @classmethod
     def from_pretrained(
@@ -307,9 +314,71 @@ class GPT2Config:
         (path / "config.json").write_text(self.to_json_string(), encoding="utf-8")
         return path / "config.json"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `config.decoder_start_token_id = 5` (transformers' idiom for options that are not
+        # GPT-2 fields) sets the extra, so `get` reads it and `config.json` keeps it.
+        if name.startswith("_") or name in _FIELD_NAMES or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not fields: expose extras as attributes.
         extra = self.__dict__.get("extra")
         if extra is not None and name in extra:
             return extra[name]
         raise AttributeError(f"GPT2Config has no field {name!r}")
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(GPT2Config))
+
+# Top-level keys of an `EncoderDecoderConfig` that are the pair's, not the decoder's.
+_ENCODER_DECODER_TOP = (
+    "decoder_start_token_id",
+    "pad_token_id",
+    "share_encoder_decoder",
+    "encoder_hidden_size",
+)
+_SUB_BOOKKEEPING = (
+    "architectures",
+    "is_decoder",
+    "add_cross_attention",
+    "_name_or_path",
+    "transformers_version",
+    "gpt2kit_version",
+    "model_type",
+    "dtype",
+    "torch_dtype",
+)
+
+
+def flatten_encoder_decoder_config(
+    data: dict[str, Any], path: Any = "config.json"
+) -> dict[str, Any]:
+    """An `EncoderDecoderModel` config.json (nested `encoder`/`decoder` GPT-2 configs) ->
+    the flat form `GPT2ForConditionalGeneration` keeps: the decoder's fields, the pair's
+    keys (`decoder_start_token_id`, `pad_token_id`, ...), the encoder's fields as `encoder`
+    when they differ from the decoder's (`tie_encoder_decoder`, which `transformers` 5
+    ignores, is dropped)."""
+    subs = {}
+    for side in ("encoder", "decoder"):
+        sub = data.get(side)
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{path}: an encoder-decoder config needs an {side!r} object")
+        if sub.get("model_type", "gpt2") != "gpt2":
+            raise ConfigError(
+                f"{path}: the {side} is a {sub.get('model_type')!r} model; gpt2kit's "
+                "GPT2ForConditionalGeneration needs a GPT-2 encoder and a GPT-2 decoder"
+            )
+        subs[side] = {k: v for k, v in sub.items() if k not in _SUB_BOOKKEEPING}
+    flat = dict(subs["decoder"])
+    for key in _ENCODER_DECODER_TOP:
+        if data.get(key) is not None:
+            flat[key] = data[key]
+    if subs["encoder"] != subs["decoder"]:  # (else the encoder's fields are the decoder's)
+        flat["encoder"] = subs["encoder"]
+    enc_width = subs["encoder"].get("n_embd", 768)
+    if enc_width != flat.get("n_embd", 768):
+        flat["encoder_hidden_size"] = enc_width
+    flat["architectures"] = ["GPT2ForConditionalGeneration"]
+    return flat

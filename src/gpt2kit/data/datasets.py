@@ -52,27 +52,38 @@ Example:
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..tasks.multiple_choice import MultipleChoiceCollator
-from ..tasks.qa import QAFeature, decode_spans, prepare_qa_features
+from ..tasks.qa import MAX_ANSWER_LENGTH, QAFeature, decode_spans, prepare_qa_features
 from ..tasks.seq2seq import EncoderDecoderCollator, Seq2SeqCollator
+from ..tasks.token_alignment import (
+    IGNORE,
+    TokenWindowCollator,
+    align_labels_with_tokens,
+    reading_pieces,
+    window_spans,
+)
 from . import readers
 from .collators import (
     DataCollatorWithPadding,
     DocumentCollator,
     PackedTextCollator,
     QACollator,
-    TokenClassificationCollator,
 )
 from .readers import DataError, Records
 from .text_shards import BlockDataset, tokenize_to_shards
+
+logger = logging.getLogger("gpt2kit")
 
 TASKS = (
     "causal-lm",
@@ -123,7 +134,7 @@ class QADecoder:
         contexts: Sequence[str],
         ids: Sequence[str],
         allow_no_answer: bool = False,
-        max_answer_length: int = 30,
+        max_answer_length: int = MAX_ANSWER_LENGTH,
         null_threshold: float = 0.0,
     ) -> None:
         self.features, self.contexts, self.ids = list(features), list(contexts), list(ids)
@@ -230,36 +241,154 @@ def _classification(
     return TaskDataset(features, records), collator, info
 
 
-def _token_classification(
-    source: Any, tokenizer: Any, options: dict[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
+class TagDecoder:
+    """Turns the model's logits over every token-classification window into one tag per
+    word of every sentence (the prediction of the piece that carries the word's label, in
+    the one window that scores it); picklable.
+
+    `windows[r]` is `(sentence index, [(word index, position in window r), ...])`; a word
+    no window reads (a sentence with no tokens) is predicted `O`.
+
+    Example:
+        >>> d = TagDecoder([(0, [(0, 0), (1, 1)])], [2], {0: "O", 1: "B-PER"})
+        >>> d(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
+        [['B-PER', 'O']]
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[int, Sequence[tuple[int, int]]]],
+        num_words: Sequence[int],
+        id2label: Mapping[Any, str],
+    ) -> None:
+        self.windows = [(int(i), [tuple(p) for p in pos]) for i, pos in windows]
+        self.num_words = list(num_words)
+        self.id2label = {int(k): str(v) for k, v in id2label.items()}
+
+    def __call__(self, predictions: Any) -> list[list[str]]:
+        scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+        scores = torch.as_tensor(scores)
+        if scores.shape[0] != len(self.windows):
+            raise ValueError(
+                f"{scores.shape[0]} rows of logits for {len(self.windows)} token-classification "
+                "windows; evaluate on the dataset from the same load_task_data call, in order "
+                "(no shuffling)"
+            )
+        ids = scores.argmax(-1) if scores.dim() == 3 else scores.long()
+        out = [["O"] * n for n in self.num_words]
+        for r, (sentence, positions) in enumerate(self.windows):
+            row = ids[r].tolist()
+            for word, pos in positions:
+                out[sentence][word] = self.id2label.get(int(row[pos]), f"LABEL_{int(row[pos])}")
+        return out
+
+
+def token_label_names(*sources: Any, **reader_options: Any) -> list[str]:
+    """The tag set of one or more token-classification files: `O` first, then sorted (what
+    `load_task_data` picks for one file). `gpt2kit train` uses it on the training and
+    evaluation files together, so a tag only the evaluation file has is still a label.
+
+    Example:
+        >>> token_label_names([{"words": ["a"], "tags": ["B-X"]}], [{"words": ["b"], "tags": ["O"]}])
+        ['O', 'B-X']
+    """
+    seen: set[str] = set()
+    for source in sources:
+        records = _read_tagged(source, dict(reader_options))
+        seen.update(t for r in records for t in r["tags"])
+    return (["O"] if "O" in seen else []) + sorted(seen - {"O"})
+
+
+def _read_tagged(source: Any, options: dict[str, Any]) -> Records:
     if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() not in (
         ".jsonl",
         ".json",
     ):
-        records = readers.read_conll(source, **_reader_options(readers.read_conll, options))
-    else:
-        records = _tagged_rows(source, options)
-    names = records.label_names or []
+        return readers.read_conll(source, **_reader_options(readers.read_conll, options))
+    return _tagged_rows(source, options)
+
+
+def _token_classification(
+    source: Any, tokenizer: Any, options: dict[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    given = options.pop("label_names", None)
+    unknown_tags = options.pop("unknown_tags", "error")
+    if unknown_tags not in ("error", "score"):
+        raise ValueError(f"unknown_tags={unknown_tags!r}; use 'error' or 'score'")
+    # Read with the file's own tag set, then map onto the given one: a tag outside it is an
+    # error naming the fix, or (unknown_tags="score", evaluating a trained model) a gold tag
+    # that counts in the entity scores but not in the loss.
+    records = _read_tagged(source, options)
+    names = list(given) if given is not None else list(records.label_names or [])
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({t for r in records for t in r["tags"] if t not in index})
+    if unknown and unknown_tags == "error":
+        raise DataError(
+            f"tags {unknown} are not among the labels {names}",
+            records.source,
+            None,
+            "pass every tag with --label-names (config key label_names) when training",
+        )
+    if unknown:
+        logger.warning(
+            "%s: tags %s are not among the model's labels; they are scored as gold tags the "
+            "model cannot predict (and left out of the loss)",
+            records.source,
+            unknown,
+        )
     b_to_i = {
-        i: names.index("I-" + n[2:])
-        for i, n in enumerate(names)
-        if n.startswith("B-") and "I-" + n[2:] in names
+        i: index["I-" + n[2:]] for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in index
     }
-    collator = TokenClassificationCollator(
-        tokenizer,
-        label_pieces=options.pop("label_pieces", "first"),
-        b_to_i=b_to_i,
-        max_length=options.pop("max_length", None),
-    )
-    features = [{"words": r["words"], "labels": r["labels"]} for r in records]
+    label_pieces = options.pop("label_pieces", "first")
+    max_length = options.pop("max_length", None)
+    stride = options.pop("stride", None)
+    if max_length is not None and stride is None:
+        stride = min(128, max_length // 2)
+    texts = [list(r["words"]) for r in records]
+    enc = tokenizer(texts, is_split_into_words=True) if texts else None
+    features, windows = [], []
+    for i, record in enumerate(records):
+        ids = list(enc["input_ids"][i])
+        if not ids:
+            continue
+        word_ids = enc.word_ids(i)
+        labels = [index.get(t, IGNORE) for t in record["tags"]]
+        record["labels"] = labels
+        piece_labels = align_labels_with_tokens(word_ids, labels, label_pieces, b_to_i)
+        read = reading_pieces(word_ids, label_pieces)
+        spans = (
+            window_spans(word_ids, max_length, stride)
+            if max_length is not None
+            else [(0, 0, len(ids))]
+        )
+        for start, score_from, end in spans:
+            features.append(
+                {
+                    "input_ids": ids[start:end],
+                    "labels": [
+                        IGNORE if t < score_from else piece_labels[t] for t in range(start, end)
+                    ],
+                }
+            )
+            windows.append(
+                (i, [(w, p - start) for w, p in read.items() if score_from <= p < end])
+            )
+    records.label_names = names
+    id2label = dict(enumerate(names))
+    decode = TagDecoder(windows, [len(r["words"]) for r in records], id2label)
     info = {
-        "id2label": dict(enumerate(names)),
-        "label2id": {n: i for i, n in enumerate(names)},
+        "id2label": id2label,
+        "label2id": index,
         "num_labels": len(names),
-        "metrics": {"id2label": dict(enumerate(names))},
+        "num_features": len(features),
+        "metrics": {
+            "id2label": id2label,
+            "decode": decode,
+            "references": [list(r["tags"]) for r in records],
+        },
     }
-    return TaskDataset(features, records), collator, info
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return TaskDataset(features, records), TokenWindowCollator(pad), info
 
 
 def _tagged_rows(source: Any, options: dict[str, Any]) -> Records:
@@ -330,7 +459,7 @@ def _question_answering(
         [r["context"] for r in records],
         [r["id"] for r in records],
         allow_no_answer=options.pop("allow_no_answer", v2),
-        max_answer_length=options.pop("max_answer_length", 30),
+        max_answer_length=options.pop("max_answer_length", MAX_ANSWER_LENGTH),
     )
     references = {r["id"]: list(r["answers"]["text"]) for r in records}
     info = {
@@ -391,6 +520,69 @@ def _seq2seq(
     return TaskDataset(features, records), collator, info
 
 
+class SlidingWindowDataset(Dataset):
+    """Perplexity windows over a token corpus, each token scored once: the sliding-window
+    method of the GPT-2 paper and transformers' perplexity guide.
+
+    Window `i` reads tokens `[i * stride, i * stride + block_size)` (the last one stops at
+    the end of the split, so no token is left out); its labels are `-100` on the tokens an
+    earlier window already scored, so each token after the first is predicted exactly once,
+    with at least `block_size - stride` tokens of context after the first window.
+    `stride == block_size` is non-overlapping blocks (each block's first token then has no
+    context, as in training).
+
+    Items are `{"input_ids": LongTensor[n], "labels": LongTensor[n]}` (`n <= block_size`).
+
+    Example:
+        >>> import tempfile, os
+        >>> from gpt2kit.tokenizer import GPT2Tokenizer
+        >>> p = os.path.join(tempfile.mkdtemp(), "c.txt")
+        >>> _ = open(p, "w").write("word " * 10)
+        >>> shards = tokenize_to_shards(p, GPT2Tokenizer.from_pretrained("gpt2"), progress=False)
+        >>> ds = SlidingWindowDataset(shards, block_size=6, stride=2)
+        >>> len(ds), ds[1]["labels"].tolist()[:4], len(ds[2]["input_ids"])
+        (4, [-100, -100, -100, -100], 6)
+    """
+
+    def __init__(
+        self,
+        shards: Any,
+        block_size: int,
+        stride: int | None = None,
+        split: str = "all",
+        validation_fraction: float = 0.1,
+    ) -> None:
+        blocks = BlockDataset(shards, 1, split=split, validation_fraction=validation_fraction)
+        self.shards, self.start, self.end = blocks.shards, blocks.start, blocks.end
+        stride = block_size if stride is None else stride
+        if block_size < 2:
+            raise ValueError(f"block_size={block_size}; a window needs at least 2 tokens")
+        if not 0 < stride <= block_size:
+            raise ValueError(
+                f"stride={stride}; use 1..block_size ({block_size}): the step between windows"
+            )
+        self.block_size, self.stride = block_size, stride
+        n = self.end - self.start
+        # windows until one reaches the end
+        self.num_windows = 1 if n <= block_size else 1 + math.ceil((n - block_size) / stride)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_windows:
+            raise IndexError(f"window {index} of {self.num_windows}")
+        begin = self.start + index * self.stride
+        end = min(begin + self.block_size, self.end)
+        ids = torch.from_numpy(np.asarray(self.shards.tokens(begin, end))).long()
+        labels = ids.clone()
+        if index:
+            # tokens before the previous window's end were scored by it
+            prev_end = min(begin - self.stride + self.block_size, self.end)
+            labels[: prev_end - begin] = IGNORE
+        return {"input_ids": ids, "labels": labels}
+
+
 def _causal_lm(
     source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -409,6 +601,26 @@ def _causal_lm(
     block_size = options.pop(
         "block_size", options.pop("max_length", min(1024, tokenizer.model_max_length))
     )
+    window_stride = options.pop("window_stride", None)
+    if window_stride is not None:
+        dataset: Any = SlidingWindowDataset(
+            shards,
+            block_size,
+            window_stride,
+            split=options.pop("split", "all"),
+            validation_fraction=options.pop("validation_fraction", 0.1),
+        )
+        info = {
+            "num_tokens": shards.num_tokens,
+            "num_features": len(dataset),
+            "skipped": shards.skipped_lines,
+            "shards": str(shards.directory),
+            "metrics": {},
+        }
+        collator = DataCollatorWithPadding(
+            pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True
+        )
+        return dataset, collator, info
     dataset = BlockDataset(
         shards,
         block_size,

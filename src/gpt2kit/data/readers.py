@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,6 +39,9 @@ ON_ERROR = ("raise", "skip")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
 _MAX_PROBLEMS = 20  # messages kept in `Records.problems`; the count is always exact
+_LONE_CR = re.compile(r"\r(?!\n)")
+# csv's default 131,072-character field limit would refuse long documents: lift it.
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 class DataError(ValueError):
@@ -133,8 +137,10 @@ def _lines(path: Path, issues: _Issues) -> Iterator[tuple[int, str]]:
     """`(line number, text)` of a file, decoded strictly as UTF-8 (a BOM is dropped)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; check the path")
+    line_shift = [0]  # lines that lone CRs added before the current one
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+        for raw_number, raw in enumerate(f, 1):
+            number = raw_number + line_shift[0]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -146,7 +152,17 @@ def _lines(path: Path, issues: _Issues) -> Iterator[tuple[int, str]]:
                     )
                 )
                 continue
-            yield number, (text.lstrip("\ufeff") if number == 1 else text)
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            if "\r" in text.rstrip("\r\n"):
+                # old Mac line endings (lone CR): each CR ends a line of its own, numbered so
+                parts = _LONE_CR.split(text)
+                for part in parts[:-1]:
+                    yield number, part + "\n"
+                    number += 1
+                text = parts[-1]
+                line_shift[0] += len(parts) - 1
+            yield number, text
 
 
 def _guess_format(path: Path) -> str:
@@ -204,32 +220,94 @@ def iter_rows(
         text = "".join(t for _, t in lines)
         if not text.strip():
             return
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise issues.error(
+                f"not valid JSON ({err.msg} at column {err.colno})",
+                err.lineno,
+                "write a JSON list of objects (or {'data': [...]}), or one object per line as .jsonl",
+            ) from err
         rows = data.get("data", data) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise issues.error(
+                f"expected a JSON list of objects (or {{'data': [...]}}), got {type(rows).__name__}",
+                None,
+                "write a JSON list of objects",
+            )
         for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                issues.report(
+                    issues.error(
+                        f"item {i} is a {type(row).__name__}, not a JSON object",
+                        f"item {i}",
+                        "write a list of objects such as {'text': ..., 'label': ...}",
+                    )
+                )
+                continue
             yield f"item {i}", row
     elif fmt in ("csv", "tsv"):
         sep = delimiter or ("\t" if fmt == "tsv" else ",")
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
         # csv.reader pulls more lines for quoted multi-line fields; line_num tracks them.
-        texts = (t for _, t in lines)
-        reader = csv.reader(texts, delimiter=sep)
-        header = next(reader, None)
+        numbered = iter(lines)
+        at_line = [1]  # the file line the csv reader last pulled
+
+        def texts() -> Iterator[str]:
+            for number, text in numbered:
+                at_line[0] = number
+                yield text
+
+        reader = csv.reader(texts(), delimiter=sep)
+
+        def rows() -> Iterator[list[str]]:
+            while True:
+                try:
+                    yield next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise issues.error(
+                        f"not valid {fmt.upper()} ({err})",
+                        at_line[0],
+                        "check the quoting on this line (a quote opened and never closed?)",
+                    ) from err
+
+        values_iter = rows()
+        header = next(values_iter, None)
         if header is None:
             return
         header = [h.strip() for h in header]
-        for values in reader:
-            if not values or all(not v.strip() for v in values):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise issues.error(
+                f"the header names column(s) {dupes} more than once",
+                at_line[0],
+                "give every column its own name",
+            )
+        for values in values_iter:
+            if not values:
+                continue  # an empty line
+            if all(not v.strip() for v in values):
+                issues.report(
+                    issues.error(
+                        f"blank row ({len(values)} empty fields)",
+                        at_line[0],
+                        "remove the row, or pass on_error='skip' to count and skip such rows",
+                    )
+                )
                 continue
             if len(values) != len(header):
                 issues.report(
                     issues.error(
                         f"{len(values)} fields but the header has {len(header)}",
-                        reader.line_num,
+                        at_line[0],
                         f"quote fields that contain the delimiter {sep!r}",
                     )
                 )
                 continue
-            yield reader.line_num, dict(zip(header, values))
+            yield at_line[0], dict(zip(header, values, strict=True))
     else:
         raise ValueError(f"format={fmt!r}; use 'csv', 'tsv', 'jsonl' or 'json'")
 
@@ -243,13 +321,54 @@ def _pick_column(
 
 
 def _get(row: Mapping[str, Any], column: str, line: Any, issues: _Issues, what: str) -> Any:
-    if column not in row or row[column] is None:
+    if column not in row:
         raise issues.error(
             f"no {what} column {column!r}; columns are {sorted(row)}",
             line,
             f"pass {what}_column= naming one of them",
         )
+    if row[column] is None:
+        raise issues.error(
+            f"the {what} ({column!r}) is null", line, f"give every example its {what}"
+        )
     return row[column]
+
+
+def _text(value: Any, line: Any, issues: _Issues, what: str) -> str:
+    """A text field as a string: numbers are written out, a JSON object, list or boolean
+    where text is expected is an error (str() of it would train on "{'a': 1}")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise issues.error(
+        f"the {what} is a JSON {type(value).__name__} ({str(value)[:60]}), not text",
+        line,
+        f"write the {what} as a string",
+    )
+
+
+def _clean_label(value: Any, line: Any, issues: _Issues) -> Any:
+    """A label with surrounding spaces removed (`' pos'` and `'pos'` are one class); an empty
+    cell, NaN or infinity is an error at its line."""
+    if isinstance(value, (list, tuple)):
+        return [_clean_label(v, line, issues) for v in value]
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise issues.error("empty label", line, "give every example its label")
+    number = _as_number(value)
+    if number is not None and not math.isfinite(number):
+        raise issues.error(
+            f"label {value!r} is not a finite number", line, "write a class name or a number"
+        )
+    if isinstance(value, (dict, bool)):
+        raise issues.error(
+            f"label {value!r} is a JSON {type(value).__name__}",
+            line,
+            "write a class name, an integer id or a number",
+        )
+    return value
 
 
 # ------------------------------------------------------------------------------------------
@@ -334,14 +453,16 @@ def read_classification(
                 )
         t_col, p_col, l_col = columns
         try:
-            example = {"text": str(_get(row, t_col, line, issues, "text"))}
+            example = {"text": _text(_get(row, t_col, line, issues, "text"), line, issues, "text")}
             if p_col is not None:
-                example["text_pair"] = str(_get(row, p_col, line, issues, "text_pair"))
+                example["text_pair"] = _text(
+                    _get(row, p_col, line, issues, "text_pair"), line, issues, "text_pair"
+                )
             if l_col is not None and (require_labels or l_col in row):
                 label = _get(row, l_col, line, issues, "label")
-                if isinstance(label, str) and label_separator is not None:
+                if isinstance(label, str) and label_separator is not None and label.strip():
                     label = [x.strip() for x in label.split(label_separator) if x.strip()]
-                example["label"] = label
+                example["label"] = _clean_label(label, line, issues)
         except DataError as err:
             issues.report(err)
             continue
@@ -376,12 +497,29 @@ def read_classification(
         else:
             names = sorted({str(x) for x in flat})
     index = {n: i for i, n in enumerate(names or [])}
+    # Given names (an eval file read with the training labels) also take integer ids in
+    # range, as documented above. Never silently: the first id read into a name is a
+    # warning at its file:line with the mapping used, so an eval label "1" among names
+    # ("pos", "neg") is seen.
+    warned = [False]
 
     def to_id(value: Any, line: Any) -> int:
         if str(value) in index:
             return index[str(value)]
         number = _as_number(value)
         if number is not None and number == int(number) and 0 <= number < len(index):
+            if not warned[0]:
+                warned[0] = True
+                logger.warning(
+                    "%s:%s: label %r is not a class name; read as class id %d = %r "
+                    "(label_names: %s)",
+                    name,
+                    line,
+                    value,
+                    int(number),
+                    names[int(number)] if names else number,
+                    ", ".join(f"{i}={n}" for n, i in list(index.items())[:10]),
+                )
             return int(number)
         raise issues.error(
             f"unknown label {value!r}; known labels are {list(index)[:20]}",
@@ -679,6 +817,7 @@ def read_squad(source: Source, on_error: str = "raise", check_offsets: bool = Tr
                     },
                 )
             )
+    seen_ids: dict[str, Any] = {}
     for line, ex in items:
         if not isinstance(ex["question"], str) or not isinstance(ex["context"], str):
             issues.report(
@@ -689,10 +828,32 @@ def read_squad(source: Source, on_error: str = "raise", check_offsets: bool = Tr
                 )
             )
             continue
+        if ex["id"] in seen_ids:
+            issues.report(
+                issues.error(
+                    f"question id {ex['id']!r} appears twice (first at {seen_ids[ex['id']]})",
+                    line,
+                    "give every question its own id (predictions and scores are keyed by id)",
+                )
+            )
+            continue
+        seen_ids[ex["id"]] = line
         bad = None
+        if len(ex["answers"]["text"]) != len(ex["answers"]["answer_start"]):
+            bad = (
+                f"question {ex['id']!r} has {len(ex['answers']['text'])} answer texts but "
+                f"{len(ex['answers']['answer_start'])} answer_start offsets"
+            )
         for text, start in zip(ex["answers"]["text"], ex["answers"]["answer_start"]):
-            if not isinstance(start, int) or not isinstance(text, str):
+            if bad:
+                break
+            if not isinstance(start, int) or isinstance(start, bool) or not isinstance(text, str):
                 bad = f"answer {text!r} has answer_start {start!r}; expected a string and an int"
+            elif not 0 <= start <= len(ex["context"]) - len(text):
+                bad = (
+                    f"answer {text!r} of question {ex['id']!r} has answer_start {start}, outside "
+                    f"its context of {len(ex['context'])} characters"
+                )
             elif check_offsets and ex["context"][start : start + len(text)] != text:
                 found = ex["context"][start : start + len(text)]
                 bad = f"answer {text!r} of question {ex['id']!r} is not at offset {start} (the context has {found!r} there)"
@@ -808,11 +969,24 @@ def read_multiple_choice(
                         line,
                         "pass context_column= and choices_column=",
                     )
-                context = str(_get(row, c_col, line, issues, "context"))
+                context = _text(_get(row, c_col, line, issues, "context"), line, issues, "context")
                 choices = _get(row, ch_col, line, issues, "choices")
                 if isinstance(choices, str):
-                    choices = json.loads(choices)
-                choices = [str(c) for c in choices]
+                    try:
+                        choices = json.loads(choices)
+                    except json.JSONDecodeError as err:
+                        raise issues.error(
+                            f"choices {choices[:60]!r} is not a JSON list ({err.msg})",
+                            line,
+                            'write the choices as a JSON list: ["first", "second"]',
+                        ) from err
+                if not isinstance(choices, list):
+                    raise issues.error(
+                        f"choices is a {type(choices).__name__}, not a list",
+                        line,
+                        "write the choices as a list of strings",
+                    )
+                choices = [_text(c, line, issues, "choice") for c in choices]
                 l_col = _pick_column(row, label_column, ("label", "answer", "answerKey"), "label")
                 label = row.get(l_col) if l_col else None
             if label is not None and label != "":
@@ -919,9 +1093,15 @@ def read_seq2seq(
                     "pass source_column= and target_column=",
                 )
         try:
-            example = {"source": str(_get(row, columns[0], line, issues, "source"))}
+            example = {
+                "source": _text(
+                    _get(row, columns[0], line, issues, "source"), line, issues, "source"
+                )
+            }
             if columns[1] is not None and (require_targets or columns[1] in row):
-                example["target"] = str(_get(row, columns[1], line, issues, "target"))
+                example["target"] = _text(
+                    _get(row, columns[1], line, issues, "target"), line, issues, "target"
+                )
         except DataError as err:
             issues.report(err)
             continue

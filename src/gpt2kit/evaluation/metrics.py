@@ -369,10 +369,28 @@ def _classification_fn(problem_type: str | None, threshold: float) -> Any:
     return fn
 
 
-def _token_classification_fn(id2label: dict[int, str] | None) -> Any:
+def _token_classification_fn(
+    id2label: dict[int, str] | None, decode: Any = None, references: Any = None
+) -> Any:
     from .ner import entity_f1
 
+    def entity_scores(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[str, float]:
+        scores_ = entity_f1(pred_tags, gold_tags)
+        out = {f"entity_{key}": scores_[key] for key in ("precision", "recall", "f1")}
+        for type_, s in scores_["per_type"].items():
+            for key in ("precision", "recall", "f1"):
+                out[f"{type_}_{key}"] = s[key]
+        return out
+
     def fn(predictions: Any, labels: Any) -> dict[str, float]:
+        if decode is not None and references is not None:
+            # Whole sentences: word tags gathered from every window (load_task_data's decode),
+            # scored against the file's gold tags, so nothing is left out.
+            pred_tags = decode(predictions)
+            gold_tags = [list(r) for r in references]
+            n = sum(len(g) for g in gold_tags)
+            right = sum(p == g for ps, gs in zip(pred_tags, gold_tags) for p, g in zip(ps, gs))
+            return {"token_accuracy": right / n if n else 0.0, **entity_scores(pred_tags, gold_tags)}
         scores, gold = to_numpy(_first(predictions)), to_numpy(labels)
         ids = scores.argmax(axis=-1) if scores.ndim == gold.ndim + 1 else scores
         keep = gold != -100  # pads and non-first BPE pieces carry no label
@@ -381,11 +399,7 @@ def _token_classification_fn(id2label: dict[int, str] | None) -> Any:
             names = {int(k): v for k, v in id2label.items()}
             pred_tags = [[names[int(i)] for i in row[m]] for row, m in zip(ids, keep)]
             gold_tags = [[names[int(i)] for i in row[m]] for row, m in zip(gold, keep)]
-            scores_ = entity_f1(pred_tags, gold_tags)
-            for key in ("precision", "recall", "f1"):
-                out[f"entity_{key}"] = scores_[key]
-            for type_, s in scores_["per_type"].items():
-                out[f"{type_}_f1"] = s["f1"]
+            out.update(entity_scores(pred_tags, gold_tags))
         return out
 
     return fn
@@ -401,20 +415,28 @@ def _qa_fn(decode: Any, references: Any, version: str | None) -> Any:
             preds = {str(i): p for i, p in enumerate(preds)}
         if not isinstance(refs, dict):
             refs = {str(i): ([r] if isinstance(r, str) else list(r)) for i, r in enumerate(refs)}
-        return squad_metrics(preds, refs, version=version)
+        scores = squad_metrics(preds, refs, version=version)
+        # fractions, as every other metric in the table (squad_metrics itself gives the
+        # official scripts' percentages)
+        return {
+            k: (v / 100.0 if not k.endswith(("total", "thresh")) else v) for k, v in scores.items()
+        }
 
     return fn
 
 
-def _lm_fn() -> Any:
+def _lm_fn(shift: bool = True) -> Any:
+    # shift=False: labels[t] is the target of logits[t] (an encoder-decoder's labels)
     def fn(predictions: Any, labels: Any = None) -> dict[str, float]:
         scores = _first(predictions)
         if np.ndim(to_numpy(scores)) == 0:  # already the mean evaluation loss
             loss = float(to_numpy(scores))
             return {"loss": loss, "perplexity": perplexity(loss)}
-        total, n = token_cross_entropy(scores, labels)
+        total, n = token_cross_entropy(scores, labels, shift=shift)
         loss = total / n if n else 0.0
-        logits, gold = to_numpy(scores)[..., :-1, :], to_numpy(labels)[..., 1:]
+        logits, gold = to_numpy(scores), to_numpy(labels)
+        if shift:
+            logits, gold = logits[..., :-1, :], gold[..., 1:]
         keep = gold != -100
         acc = float((logits.argmax(-1)[keep] == gold[keep]).mean()) if keep.any() else 0.0
         return {"loss": loss, "perplexity": perplexity(loss), "token_accuracy": acc}
@@ -429,7 +451,7 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def _generation_fn(tokenizer: Any) -> Any:
+def _generation_fn(tokenizer: Any, shift: bool = True) -> Any:
     from .generation_metrics import bleu, rouge
 
     def texts(values: Any, what: str) -> list[Any]:
@@ -449,7 +471,7 @@ def _generation_fn(tokenizer: Any) -> Any:
         scores = _first(predictions)
         if hasattr(scores, "shape") and np.ndim(to_numpy(scores)) == 3:
             # Teacher-forced logits: score them as a language model over the target tokens.
-            return _lm_fn()(scores, labels)
+            return _lm_fn(shift)(scores, labels)
         preds = [p.strip() for p in texts(scores, "predictions")]
         refs = texts(labels, "labels")
         refs = [r.strip() if isinstance(r, str) else [x.strip() for x in r] for r in refs]
@@ -482,16 +504,22 @@ def compute_metrics(
       `problem_type` forces the choice (else it is inferred from the shapes and dtypes).
     - `token-classification`: logits `[N, T, K]` or ids `[N, T]`, labels `[N, T]` with
       -100 where nothing is scored -> token accuracy, and with `id2label` entity
-      precision/recall/F1 (conlleval rules) and `<TYPE>_f1`.
+      precision/recall/F1 (conlleval rules) and `<TYPE>_precision`, `<TYPE>_recall`,
+      `<TYPE>_f1`. With `decode` and `references` (what `load_task_data` returns in
+      `info["metrics"]`), the logits of every window are gathered into one tag per word of
+      every sentence and scored against the file's gold tags (sentences longer than the
+      window are scored whole; token accuracy is then per word, as conlleval's).
     - `multiple-choice`: logits `[N, C]`, labels `[N]` -> accuracy.
     - `question-answering`: predicted answer texts (dict id -> text, or a list) and gold
       answers (dict id -> texts, or a list); `decode` maps raw predictions to texts and
       `references` replaces `labels` (what `load_task_data(...)` returns in `info`) ->
-      SQuAD EM/F1 (percent; HasAns/NoAns for v2).
+      SQuAD EM/F1 as fractions, like every other metric here (HasAns/NoAns for v2;
+      `evaluation.squad.squad_metrics` gives the official scripts' percentages).
     - `causal-lm`: logits `[N, T, V]` and labels `[N, T]` (or the mean eval loss alone) ->
       loss, perplexity, next-token accuracy.
     - `seq2seq`, `conditional-generation`: generated and reference texts (or token ids, with
-      `tokenizer`) -> ROUGE-1/2/L/Lsum, BLEU; teacher-forced logits -> as `causal-lm`.
+      `tokenizer`) -> ROUGE-1/2/L/Lsum, BLEU; teacher-forced logits -> as `causal-lm`
+      (`conditional-generation`: labels unshifted, `labels[t]` scored against `logits[t]`).
 
     Example:
         >>> fn = compute_metrics("text-classification")
@@ -528,7 +556,7 @@ def _metric_fn(
     if kind == "classification":
         return _classification_fn(problem_type, threshold)
     if kind == "token-classification":
-        return _token_classification_fn(id2label)
+        return _token_classification_fn(id2label, decode, references)
     if kind == "multiple-choice":
         return lambda predictions, labels: {
             "accuracy": accuracy(to_numpy(_first(predictions)).argmax(axis=-1), labels)
@@ -537,7 +565,8 @@ def _metric_fn(
         return _qa_fn(decode, references, squad_version)
     if kind == "causal-lm":
         return _lm_fn()
-    return _generation_fn(tokenizer)
+    # (GPT2ForConditionalGeneration's labels are unshifted, as EncoderDecoderModel's)
+    return _generation_fn(tokenizer, shift=task != "conditional-generation")
 
 
 def format_table(metrics: dict[str, Any], title: str | None = None, digits: int = 4) -> str:

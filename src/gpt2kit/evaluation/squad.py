@@ -15,10 +15,19 @@ Example:
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import string
 from collections.abc import Mapping, Sequence
 
+logger = logging.getLogger("gpt2kit")
+
+
+class _Missing(str):
+    """The prediction of an unanswered question: matches nothing, not even "no answer"."""
+
+
+_MISSING = _Missing("")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
 
@@ -41,6 +50,8 @@ def exact_match(prediction: str, gold: str) -> int:
         >>> exact_match("An apple.", "apple")
         1
     """
+    if isinstance(prediction, _Missing):
+        return 0
     return int(normalize_answer(prediction) == normalize_answer(gold))
 
 
@@ -54,6 +65,8 @@ def f1_score(prediction: str, gold: str, version: str = "2.0") -> float:
         >>> round(f1_score("the big cat sat", "a cat sat down"), 4)
         0.6667
     """
+    if isinstance(prediction, _Missing):
+        return 0.0
     pred_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
     if version == "2.0" and (not pred_tokens or not gold_tokens):
@@ -75,6 +88,9 @@ def squad_metrics(
     na_prob_thresh: float = 1.0,
 ) -> dict[str, float]:
     """Exact match and F1 over a set of questions (percentages).
+
+    A question with no prediction scores 0 (a warning is logged), as the official v1.1
+    script scores it.
 
     Args:
         predictions: question id -> predicted answer text (`""` for "no answer").
@@ -100,10 +116,14 @@ def squad_metrics(
     """
     missing = [qid for qid in references if qid not in predictions]
     if missing:
-        raise ValueError(
-            f"{len(missing)} questions have no prediction (first: {missing[:3]}); predict every "
-            "question id in the references (use '' for no answer)"
+        # The official v1.1 script: "Unanswered question ... will receive score 0." (An
+        # unanswered question scores 0 in v2.0 too, and counts in every total.)
+        logger.warning(
+            "%d questions have no prediction (first: %s); they score 0",
+            len(missing),
+            missing[:3],
         )
+        predictions = {**predictions, **{qid: _MISSING for qid in missing}}
     if version is None:
         version = "2.0" if any(not _gold(a) for a in references.values()) else "1.1"
     if version not in ("1.1", "2.0"):
@@ -182,7 +202,7 @@ def _best_threshold(
             continue
         if has_ans[qid]:
             diff = scores[qid]
-        elif predictions[qid]:
+        elif predictions[qid] or isinstance(predictions[qid], _Missing):
             diff = -1
         else:
             diff = 0

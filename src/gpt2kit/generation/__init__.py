@@ -10,13 +10,19 @@ Example:
 
 from .config import GENERATION_CONFIG, GenerationConfig
 from .processors import (
+    ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor,
     LogitNormalization,
     MinLengthLogitsProcessor,
     MinNewTokensLogitsProcessor,
     MinPLogitsWarper,
     NoBadWordsLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
+    PrefixConstrainedLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -24,11 +30,20 @@ from .processors import (
     build_processors,
 )
 from .search import GenerateOutput, generate
-from .stopping import StopStringMatcher
+from .stopping import MaxTimeCriteria, StoppingCriteria, StoppingCriteriaList, StopStringMatcher
 from .streaming import IncrementalDecoder, TextIteratorStreamer, TextStreamer, stream_generate
 
 __all__ = [
     "GENERATION_CONFIG",
+    "ForcedBOSTokenLogitsProcessor",
+    "ForcedEOSTokenLogitsProcessor",
+    "MaxTimeCriteria",
+    "PrefixConstrainedLogitsProcessor",
+    "SequenceBiasLogitsProcessor",
+    "StoppingCriteria",
+    "StoppingCriteriaList",
+    "SuppressTokensAtBeginLogitsProcessor",
+    "SuppressTokensLogitsProcessor",
     "GenerateOutput",
     "GenerationConfig",
     "IncrementalDecoder",

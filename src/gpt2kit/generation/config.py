@@ -15,12 +15,55 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 GENERATION_CONFIG = "generation_config.json"
+
+logger = logging.getLogger("gpt2kit")
+
+# `transformers.GenerationConfig` options gpt2kit does not implement, with the values that
+# leave decoding unchanged. Set to anything else (in a file, a transformers config object or
+# as a keyword) they make `generate` fail with their name (`unsupported_options`) rather
+# than decode differently from `transformers` without a word.
+TRANSFORMERS_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "guidance_scale": (None, 1, 1.0),
+    "watermarking_config": (None,),
+    "dola_layers": (None,),
+    "constraints": (None,),
+    "force_words_ids": (None,),
+    "token_healing": (None, False),
+    "epsilon_cutoff": (None, 0, 0.0),
+    "eta_cutoff": (None, 0, 0.0),
+    "top_h": (None,),
+    "encoder_repetition_penalty": (None, 1, 1.0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "exponential_decay_length_penalty": (None,),
+    "remove_invalid_values": (None, False),
+    "low_memory": (None, False),
+    "assistant_early_exit": (None,),
+    "assistant_lookbehind": (None,),
+    "target_lookbehind": (None,),
+    "assistant_ensemble_weight": (None,),
+    "speculation_type": (None,),
+    "prefill_chunk_size": (None,),
+    "use_mtp": (None, False),
+    "cache_config": (None,),
+    "max_cache_len": (None,),
+    "continuous_batching_config": (None,),
+    "is_assistant": (None, False),
+}
+# `transformers` fields that say nothing about how tokens are picked here.
+TRANSFORMERS_NEUTRAL = (
+    "transformers_version",
+    "_from_model_config",
+    "_commit_hash",
+    "decoder_start_token_id",
+    "generation_kwargs",
+)
 
 
 @dataclass
@@ -42,9 +85,12 @@ class GenerationConfig:
     min_new_tokens: int | None = None
     early_stopping: bool | str = False
     stop_strings: str | list[str] | None = None
+    max_time: float | None = None
     # strategy
     do_sample: bool = False
     num_beams: int = 1
+    num_beam_groups: int = 1
+    penalty_alpha: float | None = None
     use_cache: bool = True
     # cache and compilation (`transformers`' names; see `gpt2kit.generation.compiled`)
     cache_implementation: str | None = None
@@ -61,11 +107,25 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     bad_words_ids: list[list[int]] | None = None
     renormalize_logits: bool = False
+    diversity_penalty: float = 0.0
+    suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    sequence_bias: Any = None
+    # assisted decoding (`assistant_model=`) and prompt lookup
+    num_assistant_tokens: int = 20
+    num_assistant_tokens_schedule: str = "constant"
+    assistant_confidence_threshold: float | None = 0.4
+    prompt_lookup_num_tokens: int | None = None
+    max_matching_ngram_size: int | None = None
     # output
     num_return_sequences: int = 1
     return_dict_in_generate: bool = False
     output_scores: bool = False
     output_logits: bool = False
+    output_attentions: bool = False
+    output_hidden_states: bool = False
     # context longer than the model's positions ("error" or "slide"; gpt2kit only)
     context_overflow: str = "error"
     slide_stride: int | None = None
@@ -96,6 +156,38 @@ class GenerationConfig:
         return cls(**{k: v for k, v in data.items() if v is not None})
 
     @classmethod
+    def from_transformers(cls, config: Any) -> GenerationConfig:
+        """Our config from a `transformers.GenerationConfig` object (the fields it sets).
+
+        Its non-default fields are read (`to_diff_dict`), so its `None` defaults become
+        ours; options we do not implement stay in `extra`, where `generate` names them.
+        """
+        data = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config.to_dict()
+        return cls.from_dict(dict(data))
+
+    @classmethod
+    def coerce(cls, config: Any) -> GenerationConfig:
+        """`config` as our `GenerationConfig` (a `transformers` one or a dict are converted)."""
+        if isinstance(config, GenerationConfig):
+            return config
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if hasattr(config, "to_diff_dict") or hasattr(config, "to_dict"):
+            return cls.from_transformers(config)
+        raise TypeError(
+            f"generation_config must be a GenerationConfig (gpt2kit's or transformers'), "
+            f"got {type(config).__name__}"
+        )
+
+    def unsupported_options(self) -> list[str]:
+        """`transformers` options set here that gpt2kit cannot honour (sorted names)."""
+        return sorted(
+            k
+            for k, v in self.extra.items()
+            if k in TRANSFORMERS_UNSUPPORTED and v not in TRANSFORMERS_UNSUPPORTED[k]
+        )
+
+    @classmethod
     def from_model_config(cls, config: Any) -> GenerationConfig:
         """Defaults plus the special tokens of a model config (`bos/eos/pad_token_id`)."""
         return cls(
@@ -120,12 +212,31 @@ class GenerationConfig:
             raise ValueError(f"{path} is not valid JSON ({err})") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object")
+        known = {f.name for f in fields(cls)} | set(TRANSFORMERS_UNSUPPORTED)
+        unknown = sorted(k for k in data if k not in known and k not in TRANSFORMERS_NEUTRAL)
+        if unknown:
+            # Another library's keys, or a typo: kept (written back on save), never applied.
+            logger.warning(
+                "%s: unknown generation option(s) %s are kept but not used by generate",
+                path,
+                ", ".join(unknown),
+            )
         return cls.from_dict(data)
 
-    def update(self, **changes: Any) -> GenerationConfig:
-        """Set fields in place (unknown names go to `extra`); returns self."""
+    # `transformers.Seq2SeqTrainer(predict_with_generate=True)` reads and resets this flag
+    # and fills defaults with the two methods below; our fields hold the effective defaults.
+    _from_model_config = False
+
+    def _get_default_generation_params(self) -> dict[str, Any]:
+        return {}
+
+    def update(self, defaults_only: bool = False, **changes: Any) -> GenerationConfig:
+        """Set fields in place (unknown names go to `extra`); returns self. `defaults_only`
+        (`transformers`' flag): set only fields that are still None."""
         names = {f.name for f in fields(self)} - {"extra"}
         for key, value in changes.items():
+            if defaults_only and getattr(self, key, None) is not None:
+                continue
             if key in names:
                 setattr(self, key, value)
             else:
@@ -142,6 +253,9 @@ class GenerationConfig:
             f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "extra"
         }
         out.update(copy.deepcopy(self.extra))
+        if isinstance(out.get("sequence_bias"), dict):
+            # JSON has no tuple keys: `transformers`' list form, [[ids], bias] per entry.
+            out["sequence_bias"] = [[list(k), v] for k, v in out["sequence_bias"].items()]
         return out
 
     def to_diff_dict(self) -> dict[str, Any]:

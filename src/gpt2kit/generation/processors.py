@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -327,6 +328,205 @@ class LogitNormalization:
         return scores.log_softmax(dim=-1)
 
 
+class SuppressTokensLogitsProcessor:
+    """Never generate `suppress_tokens` (their scores are `-inf` at every step).
+
+    Example:
+        >>> SuppressTokensLogitsProcessor([1])(None, torch.zeros(1, 3))
+        tensor([[0., -inf, 0.]])
+    """
+
+    def __init__(self, suppress_tokens: Sequence[int]):
+        self.tokens = [int(t) for t in suppress_tokens]
+        self._mask: torch.Tensor | None = None
+
+    def _vocab_mask(self, scores: torch.Tensor) -> torch.Tensor:
+        V = scores.shape[-1]
+        if self._mask is None or self._mask.shape[0] != V or self._mask.device != scores.device:
+            mask = torch.zeros(V, dtype=torch.bool, device=scores.device)
+            # Ids past the vocabulary are never produced (as `torch.isin` in `transformers`).
+            mask[[t for t in self.tokens if t < V]] = True
+            self._mask = mask
+        return self._mask
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores.masked_fill(self._vocab_mask(scores), -math.inf)
+
+
+class SuppressTokensAtBeginLogitsProcessor(SuppressTokensLogitsProcessor):
+    """Suppress `begin_suppress_tokens` at the first new token only (sequence length
+    `begin_index`: the prompt's width, as `transformers` counts it).
+
+    Example:
+        >>> p = SuppressTokensAtBeginLogitsProcessor([0], begin_index=2)
+        >>> p(torch.tensor([[5, 6]]), torch.zeros(1, 2)), p(torch.tensor([[5, 6, 1]]), torch.zeros(1, 2))
+        (tensor([[-inf, 0.]]), tensor([[0., 0.]]))
+    """
+
+    def __init__(self, begin_suppress_tokens: Sequence[int], begin_index: int):
+        super().__init__(begin_suppress_tokens)
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != self.begin_index:
+            return scores
+        return super().__call__(input_ids, scores)
+
+
+class ForcedBOSTokenLogitsProcessor:
+    """Force `bos_token_id` as the token that follows a one-token sequence (`transformers`'
+    rule: it only fires when the sequence so far has length 1).
+
+    Example:
+        >>> ForcedBOSTokenLogitsProcessor(1)(torch.tensor([[0]]), torch.zeros(1, 3))
+        tensor([[-inf, 0., -inf]])
+    """
+
+    def __init__(self, bos_token_id: int):
+        self.bos_token_id = int(bos_token_id)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != 1:
+            return scores
+        out = torch.full_like(scores, -math.inf)
+        out[:, self.bos_token_id] = 0
+        return out
+
+
+class ForcedEOSTokenLogitsProcessor:
+    """Force an EOS id as the last token when the sequence reaches `max_length - 1`.
+
+    Example:
+        >>> ForcedEOSTokenLogitsProcessor(3, 0)(torch.tensor([[5, 6]]), torch.zeros(1, 2))
+        tensor([[0., -inf]])
+    """
+
+    def __init__(self, max_length: int, eos_token_id: int | Sequence[int]):
+        self.max_length = max_length
+        self.eos = (
+            [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(t) for t in eos_token_id]
+        )
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != self.max_length - 1:
+            return scores
+        out = torch.full_like(scores, -math.inf)
+        out[:, self.eos] = 0
+        return out
+
+
+class PrefixConstrainedLogitsProcessor:
+    """Only the tokens `prefix_allowed_tokens_fn(batch_id, sent)` returns may come next.
+
+    `sent` is the row's ids so far (`[L]`), `batch_id` the prompt's index; `num_beams`
+    rows belong to each prompt, as in `transformers`. When every row of a prompt has all
+    its allowed tokens at `-inf`, they get score 0, so the constraint still holds.
+    """
+
+    def __init__(
+        self, prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]], num_beams: int
+    ):
+        self.fn = prefix_allowed_tokens_fn
+        self.num_beams = num_beams
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, -math.inf)
+        nb = self.num_beams
+        batch = input_ids.shape[0] // nb
+        for b in range(batch):
+            for k in range(nb):
+                allowed = self.fn(b, input_ids[b * nb + k])
+                if len(allowed) == 0:
+                    raise ValueError(
+                        f"prefix_allowed_tokens_fn returned no token for batch id {b}: the "
+                        "constraint cannot be met; return at least one allowed token id"
+                    )
+                mask[b * nb + k, allowed] = 0
+        out = scores + mask
+        stuck = out.amax(dim=-1).isneginf().view(batch, -1).all(dim=-1, keepdim=True)
+        return torch.where(stuck.repeat_interleave(nb, dim=0), mask, out)
+
+
+def _bias_items(sequence_bias: Any) -> list[tuple[tuple[int, ...], float]]:
+    """`sequence_bias` (a dict of id tuples, or `[[ids], bias]` pairs) as checked pairs."""
+    items = (
+        list(sequence_bias.items())
+        if isinstance(sequence_bias, dict)
+        else [
+            tuple(x) if isinstance(x, (list, tuple)) and len(x) == 2 else (x, None)
+            for x in sequence_bias
+        ]
+        if isinstance(sequence_bias, (list, tuple))
+        else None
+    )
+    ok = bool(items) and all(
+        isinstance(k, (list, tuple))
+        and len(k) > 0
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in k)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        for k, v in items  # type: ignore[union-attr]
+    )
+    if not ok:
+        raise ValueError(
+            "sequence_bias must be a non-empty dict {(token ids...): bias} or a list of "
+            f"[[token ids], bias] pairs, got {sequence_bias!r}"
+        )
+    return [(tuple(int(t) for t in k), float(v)) for k, v in items]  # type: ignore[union-attr]
+
+
+class SequenceBiasLogitsProcessor:
+    """Add a bias to the last token of a sequence when the ids so far end with the rest
+    (a one-token sequence is always biased). `transformers`' namesake, same arithmetic.
+
+    Example:
+        >>> p = SequenceBiasLogitsProcessor({(2,): -1.0, (0, 1): 5.0})
+        >>> p(torch.tensor([[3, 0]]), torch.zeros(1, 3))
+        tensor([[ 0.,  5., -1.]])
+    """
+
+    def __init__(self, sequence_bias: Any):
+        self.items = _bias_items(sequence_bias)
+        self._prepared: tuple | None = None
+
+    def _prepare(self, scores: torch.Tensor) -> tuple:
+        V = scores.shape[-1]
+        too_big = [t for k, _ in self.items for t in k if t >= V]
+        if too_big:
+            raise ValueError(f"sequence_bias holds ids outside the vocabulary of {V}: {too_big}")
+        single = torch.zeros(V, dtype=torch.float, device=scores.device)
+        ones = [(k[0], v) for k, v in self.items if len(k) == 1]
+        if ones:
+            single[[t for t, _ in ones]] = torch.tensor([v for _, v in ones], device=scores.device)
+        groups: dict[int, list[tuple[tuple[int, ...], float]]] = {}
+        for k, v in self.items:
+            if len(k) > 1:
+                groups.setdefault(len(k) - 1, []).append((k, v))
+        multi = [
+            (
+                torch.tensor([k[:-1] for k, _ in g], device=scores.device),
+                torch.tensor([k[-1] for k, _ in g], device=scores.device),
+                torch.tensor([v for _, v in g], dtype=torch.float, device=scores.device),
+            )
+            for g in groups.values()
+        ]
+        return single, multi
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self._prepared is None:
+            self._prepared = self._prepare(scores)
+        single, multi = self._prepared
+        bias = torch.zeros_like(scores)
+        bias += single
+        for prefixes, last, values in multi:
+            n = prefixes.shape[1]
+            if n > input_ids.shape[1]:
+                continue
+            hit = (input_ids[:, None, -n:] == prefixes).all(dim=-1)
+            bias.index_add_(1, last, torch.where(hit, values, 0.0).to(bias.dtype))
+        return scores + bias
+
+
 def build_processors(
     cfg: GenerationConfig,
     *,
@@ -335,11 +535,16 @@ def build_processors(
     pad_lengths: torch.Tensor | None = None,
     num_beams: int = 1,
     extra: Sequence[LogitsProcessor] = (),
+    max_length: int | None = None,
+    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]] | None = None,
+    rows_per_prompt: int | None = None,
 ) -> list[LogitsProcessor]:
     """The processors `cfg` asks for, in `transformers.generate`'s order.
 
-    Penalties and constraints first, then user `extra` processors, then (sampling only)
-    the warpers temperature, top-k, top-p, min-p, typical-p.
+    Sequence bias, penalties and constraints first (`max_length` for a forced EOS,
+    `rows_per_prompt` for `prefix_allowed_tokens_fn`: the rows decoded per prompt), then
+    user `extra` processors, then (sampling only) the warpers temperature, top-k, top-p,
+    min-p, typical-p.
 
     Example:
         >>> ps = build_processors(GenerationConfig(do_sample=True, top_k=5), prompt_length=3, eos_token_ids=[0])
@@ -347,6 +552,8 @@ def build_processors(
         ['TopKLogitsWarper']
     """
     out: list[LogitsProcessor] = []
+    if cfg.sequence_bias is not None:
+        out.append(SequenceBiasLogitsProcessor(cfg.sequence_bias))
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
         out.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, pad_lengths))
     if cfg.no_repeat_ngram_size:
@@ -357,7 +564,31 @@ def build_processors(
         out.append(MinLengthLogitsProcessor(cfg.min_length, eos_token_ids))
     if eos_token_ids and cfg.min_new_tokens and cfg.min_new_tokens > 0:
         out.append(MinNewTokensLogitsProcessor(prompt_length, cfg.min_new_tokens, eos_token_ids))
-    out.extend(extra)
+    if prefix_allowed_tokens_fn is not None:
+        n = rows_per_prompt or max(num_beams, cfg.num_return_sequences)
+        out.append(PrefixConstrainedLogitsProcessor(prefix_allowed_tokens_fn, n))
+    if cfg.forced_bos_token_id is not None:
+        out.append(ForcedBOSTokenLogitsProcessor(cfg.forced_bos_token_id))
+    if cfg.forced_eos_token_id is not None:
+        length = max_length if max_length is not None else cfg.max_length
+        out.append(ForcedEOSTokenLogitsProcessor(length, cfg.forced_eos_token_id))
+    if cfg.suppress_tokens is not None:
+        out.append(SuppressTokensLogitsProcessor(cfg.suppress_tokens))
+    if cfg.begin_suppress_tokens is not None:
+        begin = (
+            prompt_length
+            if (prompt_length > 1 or cfg.forced_bos_token_id is None)
+            else prompt_length + 1
+        )
+        out.append(SuppressTokensAtBeginLogitsProcessor(cfg.begin_suppress_tokens, begin))
+    built_in = len(out)
+    for p in extra:
+        # A user processor of a built-in's type takes its place (`transformers`' merge rule).
+        same = next((i for i, q in enumerate(out[:built_in]) if type(q) is type(p)), None)
+        if same is None:
+            out.append(p)
+        else:
+            out[same] = p
     if cfg.do_sample:
         # Beam sampling keeps room for every EOS plus one token to continue with.
         keep = max(2, len(eos_token_ids) + 1) if num_beams > 1 else 1

@@ -10,6 +10,7 @@ so a multi-byte stop string is found however the tokenizer split it. Text APIs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -143,3 +144,64 @@ class StopStringMatcher:
             if i != -1 and (best == -1 or i + len(s) < best):
                 best = i + len(s)
         return (text, False) if best == -1 else (text[:best], True)
+
+
+class StoppingCriteria:
+    """Base of `transformers`-style stopping criteria: `(input_ids [N, L], scores) -> [N] bool`.
+
+    `scores` is the tuple of per-step scores when `output_scores` records them, else None
+    (what `transformers` passes). A criterion may also return one bool for every row.
+    Subclass it (or pass any such callable, `transformers`' own included).
+    """
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+class MaxTimeCriteria(StoppingCriteria):
+    """Stop every row once `max_time` seconds passed since `initial_timestamp` (default:
+    construction, i.e. just before the prompt is encoded, as in `transformers`)."""
+
+    def __init__(self, max_time: float, initial_timestamp: float | None = None) -> None:
+        self.max_time = float(max_time)
+        self.initial_timestamp = time.time() if initial_timestamp is None else initial_timestamp
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = time.time() - self.initial_timestamp > self.max_time
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class StoppingCriteriaList(list):
+    """Criteria applied together: a row is done when any criterion says so.
+
+    Example:
+        >>> import torch
+        >>> stop = StoppingCriteriaList([lambda ids, scores: ids[:, -1] == 3])
+        >>> stop(torch.tensor([[1, 3], [3, 1]]), None)
+        tensor([ True, False])
+    """
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        n = input_ids.shape[0]
+        done = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
+        for criterion in self:
+            hit = criterion(input_ids, scores, **kwargs)
+            hit = torch.as_tensor(hit, dtype=torch.bool, device=input_ids.device)
+            if hit.dim() == 0:
+                hit = hit.expand(n)
+            if hit.shape != (n,):
+                raise ValueError(
+                    f"stopping criterion {criterion!r} returned shape {tuple(hit.shape)}; "
+                    f"it must return one bool per row ([{n}]) or a single bool"
+                )
+            done = done | hit
+        return done
+
+    @property
+    def row_free(self) -> bool:
+        """True when no criterion can keep per-row state (rows may be dropped)."""
+        return all(type(c) is MaxTimeCriteria for c in self)

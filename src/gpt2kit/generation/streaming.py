@@ -22,10 +22,12 @@ from typing import Any
 
 import torch
 
-from ..decode import cpu_decoder
-from .compiled import select_decoder
+from .inputs import as_list as _as_list
+from .inputs import plan as _plan
+from .inputs import resolve_config
 from .processors import build_processors
-from .search import _as_list, _plan, decode_steps, resolve_config
+from .sampling import decode_steps
+from .search import build_decoder, generation_mode
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -214,6 +216,12 @@ def stream_generate(
         raise ValueError(
             "stream_generate streams one sequence: drop num_beams / num_return_sequences"
         )
+    mode = generation_mode(cfg, None)
+    if mode != "sample":
+        raise ValueError(
+            f"stream_generate runs greedy decoding or sampling, not {mode} decoding: drop "
+            "penalty_alpha / prompt_lookup_num_tokens, or call generate"
+        )
     plan = _plan(model, cfg, ids, None, seed, generator)
     inputs, generator, eos, pad, max_new = (
         plan.inputs,
@@ -246,11 +254,8 @@ def stream_generate(
         sent = max(sent, end)
         return piece, found
 
-    # cache_implementation="static": the same compiled step as `generate` uses; else on
-    # CPU the decoder of `gpt2kit.decode`
-    step_model = select_decoder(model, cfg, 1, T + max_new, False, {})
-    if step_model is model:
-        step_model = cpu_decoder(model, 1) or model
+    # The same step function as `generate` builds (static/compiled, or the CPU decoder).
+    step_model = build_decoder(model, cfg, 1, T + max_new, {})
     steps = decode_steps(
         step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {}
     )

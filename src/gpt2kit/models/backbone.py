@@ -331,6 +331,9 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
+        from ..config_checks import check_allocation
+
+        check_allocation(config)  # a size no memory holds is refused before anything is built
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)

@@ -9,8 +9,22 @@ from typing import Any
 class GenerationMixin:
     """`generate` for models with an LM head; the decoding loop lives in `gpt2kit.generation`."""
 
-    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
-        """Continue `input_ids [B, T]` (see `gpt2kit.generation.generate` for every option).
+    def generate(
+        self,
+        inputs: Any = None,
+        generation_config: Any = None,
+        logits_processor: Any = None,
+        stopping_criteria: Any = None,
+        prefix_allowed_tokens_fn: Any = None,
+        synced_gpus: bool | None = None,
+        assistant_model: Any = None,
+        streamer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Continue `inputs [B, T]` (see `gpt2kit.generation.generate` for every option).
+
+        `transformers`' signature and positional order (`generate(ids, generation_config)`);
+        `input_ids=` is accepted for `inputs`, as there.
 
         Example:
             >>> import torch
@@ -21,7 +35,25 @@ class GenerationMixin:
         """
         from ..generation import generate
 
-        return generate(self, input_ids, **kwargs)
+        if "input_ids" in kwargs:
+            if inputs is not None:
+                raise ValueError("pass the prompt once: inputs or input_ids, not both")
+            inputs = kwargs.pop("input_ids")
+        if synced_gpus:
+            raise ValueError(
+                "synced_gpus=True is not supported (gpt2kit's generate runs on one device); drop it"
+            )
+        return generate(
+            self,
+            inputs,
+            generation_config=generation_config,
+            logits_processor=logits_processor or (),
+            stopping_criteria=stopping_criteria,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+            assistant_model=assistant_model,
+            streamer=streamer,
+            **kwargs,
+        )
 
     @property
     def generation_config(self) -> Any:

@@ -185,8 +185,9 @@ class DocumentClassifierOutput(ModelOutput):
 
 @dataclass
 class Seq2SeqLMOutput(ModelOutput):
-    """Encoder-decoder LM: decoder `logits [B, T, V]`, `loss` the shifted decoder CE;
-    `encoder_last_hidden_state [B, S, d]` what the decoder attended to."""
+    """Encoder-decoder LM: decoder `logits [B, T, V]`, `loss` the decoder CE against the
+    unshifted labels; `encoder_last_hidden_state [B, S, e]` the encoder's output;
+    `transformers`' fields and order."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -195,3 +196,5 @@ class Seq2SeqLMOutput(ModelOutput):
     decoder_attentions: Tensors | None = None
     cross_attentions: Tensors | None = None
     encoder_last_hidden_state: torch.Tensor | None = None
+    encoder_hidden_states: Tensors | None = None
+    encoder_attentions: Tensors | None = None

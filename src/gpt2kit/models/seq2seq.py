@@ -12,6 +12,7 @@ from ..tasks.seq2seq import (
     pad_sequences,
     trim_generated,
 )
+from .base import UnsupportedArgumentError
 from .lm import GPT2LMHeadModel
 
 
@@ -23,9 +24,11 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
     labels are `-100` on the source and the separator, so the loss covers `target <eos>`
     only. The separator is config `sep_token_id` (default: the EOS id; GPT-2 has no SEP).
 
-    `generate(sources)` prompts with `source <sep>` and returns only the target tokens of
-    each source, cut at EOS; greedy, sampling and beam search come from
-    `gpt2kit.generation.generate` (every keyword argument is passed on).
+    `generate(input_ids, ...)` is a causal LM's (`GPT2LMHeadModel.generate`: tensors in,
+    prompt + continuation out, as `transformers`). `generate_target(sources)` is the
+    seq2seq convenience: id lists (or a padded tensor) in, it prompts with `source <sep>`
+    and returns only each target's ids, cut at EOS; greedy, sampling and beam search come
+    from `gpt2kit.generation.generate` (every keyword argument is passed on).
 
     Example:
         >>> from gpt2kit.config import GPT2Config
@@ -35,6 +38,8 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
         >>> batch = Seq2SeqCollator(sep_token_id=99, eos_token_id=99)([([1, 2, 3], [3, 2, 1])])
         >>> model(**batch).loss.dim()
         0
+        >>> len(model.eval().generate_target([1, 2, 3], max_new_tokens=2, eos_token_id=None))
+        2
     """
 
     task = "text2text-generation"
@@ -54,8 +59,20 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
     def sep_token_id(self) -> int:
         return int(self.config.get("sep_token_id", self.eos_token_id))
 
+    def generate(self, input_ids: Any = None, **kwargs: Any) -> Any:
+        """A causal LM's `generate` (see `GPT2LMHeadModel.generate`): `input_ids [B, T]`
+        tensors already holding `source <sep>`; returns prompt + new ids. Python id lists
+        are refused rather than read as one prompt: `generate_target` takes those."""
+        if isinstance(input_ids, (list, tuple)) or "sources" in kwargs:
+            raise UnsupportedArgumentError(
+                "GPT2ForSequenceToSequence.generate is a causal LM's (input_ids tensors in, "
+                "prompt + continuation out); for source id lists in and target ids out use "
+                "generate_target(sources, ...)"
+            )
+        return super().generate(input_ids, **kwargs)
+
     @torch.no_grad()
-    def generate(
+    def generate_target(
         self, sources: Any, attention_mask: torch.Tensor | None = None, **gen_kwargs: Any
     ) -> list[list[int]] | list[int]:
         """Target ids for each source (prompt stripped, cut at EOS).

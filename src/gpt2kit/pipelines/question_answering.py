@@ -17,7 +17,8 @@ class QuestionAnsweringPipeline(Pipeline):
     `{"question": ..., "context": ...}` dicts. The question is read first, then the context
     in windows of `max_seq_len` tokens overlapping by `doc_stride` (`gpt2kit.tasks.qa`), so
     contexts of any length work. Options: `top_k` (answers per question), `max_answer_len`
-    (tokens), `handle_impossible_answer` (allow "" when the model's no-answer score wins,
+    (tokens; default `tasks.qa.MAX_ANSWER_LENGTH`, 30, the same as `gpt2kit evaluate`, where
+    transformers' pipeline uses 15), `handle_impossible_answer` (allow "" when the model's no-answer score wins,
     SQuAD v2), `max_seq_len`, `doc_stride`, `max_question_len`.
 
     Each answer is `{"answer", "start", "end", "score"}`: `context[start:end] == answer`, and
@@ -63,7 +64,12 @@ class QuestionAnsweringPipeline(Pipeline):
 
     @torch.inference_mode()
     def _run_batch(self, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
-        from ..tasks.qa import collate_qa_features, decode_spans, prepare_qa_features
+        from ..tasks.qa import (
+            MAX_ANSWER_LENGTH,
+            collate_qa_features,
+            decode_spans,
+            prepare_qa_features,
+        )
 
         for item in inputs:
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
@@ -106,7 +112,7 @@ class QuestionAnsweringPipeline(Pipeline):
             end_logits,
             contexts,
             n_best=max(20, top_k),
-            max_answer_length=int(params.get("max_answer_len", 15)),
+            max_answer_length=int(params.get("max_answer_len", MAX_ANSWER_LENGTH)),
             allow_no_answer=allow_none,
         )
         results = []

@@ -168,7 +168,7 @@ class Text2TextGenerationPipeline(_GenerationBase):
         if params.get("seed") is not None:
             gen["seed"] = params["seed"]
         gen.pop("stop_strings", None)
-        targets = self.model.generate(seqs, **gen)
+        targets = self.model.generate_target(seqs, **gen)
         per = len(targets) // len(sources)
         stops = (
             [params["stop"]]

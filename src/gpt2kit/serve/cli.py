@@ -14,6 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "serve",
         help="serve a model over HTTP (OpenAI-compatible completions, task endpoints, playground)",
         description="Serve a model over HTTP. See docs/serving.md for the endpoints.",
+        epilog="examples:\n"
+        "  gpt2kit serve                                   # the embedded model, port 8000\n"
+        "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
+        "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
+        "  curl localhost:8000/v1/completions -d '{\"prompt\": \"ROMEO:\", \"max_tokens\": 20}'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--model", default=None, help="model folder or Hub id (default: the bundled default model)"

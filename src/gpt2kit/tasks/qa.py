@@ -26,6 +26,11 @@ from typing import Any
 
 import torch
 
+# Longest answer span in tokens, for every decoder of this package (evaluation, pipeline,
+# `gpt2kit answer`): one model gets one SQuAD score. 30 is the SQuAD evaluation scripts'
+# `max_answer_length` (transformers' `run_qa.py`); transformers' pipeline defaults to 15.
+MAX_ANSWER_LENGTH = 30
+
 
 @dataclass
 class QAFeature:
@@ -189,7 +194,7 @@ def decode_spans(
     contexts: Sequence[str],
     *,
     n_best: int = 20,
-    max_answer_length: int = 30,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
     allow_no_answer: bool = False,
     null_threshold: float = 0.0,
 ) -> list[QAPrediction]:

@@ -5,7 +5,8 @@ Two layouts:
   `source <sep> target <eos>`; the loss is on `target <eos>` only (labels `-100` on the
   source, the separator and pads).
 - encoder-decoder (`EncoderDecoderCollator`, for `GPT2ForConditionalGeneration`): the source
-  goes to the encoder; the decoder reads `<start> target` and predicts `target <eos>`.
+  goes to the encoder (`input_ids`); the decoder reads `decoder_input_ids = <start> target`
+  and predicts the unshifted `labels = target <eos>` (`transformers`' layout).
 
 Both pad dynamically (to the longest item of the batch) with an attention mask, so the pad
 id never matters.
@@ -106,17 +107,19 @@ class Seq2SeqCollator:
 
 @dataclass
 class EncoderDecoderCollator:
-    """Encoder-decoder batches: the source for the encoder, `<start> target <eos>` for the decoder.
+    """Encoder-decoder batches in `transformers`' layout (`EncoderDecoderModel`,
+    `DataCollatorForSeq2Seq`): the source for the encoder, the target for the decoder.
 
-    Returns `encoder_input_ids`, `encoder_attention_mask` (the source, right-padded),
-    `input_ids`, `attention_mask` (decoder: `<start> target <eos>`) and `labels` (the decoder
-    ids with `-100` on the start token and pads; the model shifts them).
+    Returns `input_ids`, `attention_mask` (the source, right-padded), `labels` (`target
+    <eos>`, UNshifted, `-100` on pads), `decoder_input_ids` (`<start> target`: the labels
+    shifted right) and `decoder_attention_mask`. The model needs no shifting and no pad id:
+    the decoder inputs are given, and position t predicts `labels[:, t]`.
 
     Example:
         >>> c = EncoderDecoderCollator(decoder_start_token_id=8, eos_token_id=9)
         >>> b = c([([1, 2, 3], [4]), ([5], [6, 7])])
-        >>> b["encoder_input_ids"].tolist(), b["input_ids"].tolist(), b["labels"].tolist()
-        ([[1, 2, 3], [5, 0, 0]], [[8, 4, 9, 0], [8, 6, 7, 9]], [[-100, 4, 9, -100], [-100, 6, 7, 9]])
+        >>> b["input_ids"].tolist(), b["decoder_input_ids"].tolist(), b["labels"].tolist()
+        ([[1, 2, 3], [5, 0, 0]], [[8, 4, 0], [8, 6, 7]], [[4, 9, -100], [6, 7, 9]])
     """
 
     decoder_start_token_id: int
@@ -134,18 +137,47 @@ class EncoderDecoderCollator:
             if self.max_target_length is not None:
                 target = target[: self.max_target_length]
             sources.append(source)
-            decoder.append([self.decoder_start_token_id, *target, self.eos_token_id])
-            labels.append([-100, *target, self.eos_token_id])
+            decoder.append([self.decoder_start_token_id, *target])
+            labels.append([*target, self.eos_token_id])
         enc_ids, enc_mask = pad_sequences(sources, self.pad_token_id)
         ids, mask = pad_sequences(decoder, self.pad_token_id)
         lab, _ = pad_sequences(labels, -100)
         return {
-            "encoder_input_ids": enc_ids,
-            "encoder_attention_mask": enc_mask,
-            "input_ids": ids,
-            "attention_mask": mask,
+            "input_ids": enc_ids,
+            "attention_mask": enc_mask,
+            "decoder_input_ids": ids,
+            "decoder_attention_mask": mask,
             "labels": lab,
         }
+
+
+def shift_tokens_right(
+    labels: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int | None
+) -> torch.Tensor:
+    """Decoder inputs from unshifted `labels [B, T]`: start token first, `-100` -> pad id.
+
+    `transformers`' `shift_tokens_right` (same errors: both ids must be set).
+
+    Example:
+        >>> shift_tokens_right(torch.tensor([[4, 5, 9, -100]]), 0, 8).tolist()
+        [[8, 4, 5, 9]]
+    """
+    if decoder_start_token_id is None:
+        raise ValueError(
+            "Make sure to set the decoder_start_token_id attribute of the model's "
+            "configuration (config.decoder_start_token_id): the decoder inputs are the labels "
+            "shifted right behind it. Or pass decoder_input_ids"
+        )
+    if pad_token_id is None:
+        raise ValueError(
+            "Make sure to set the pad_token_id attribute of the model's configuration "
+            "(config.pad_token_id): it replaces -100 in the shifted labels. Or pass "
+            "decoder_input_ids"
+        )
+    shifted = labels.new_zeros(labels.shape)
+    shifted[:, 1:] = labels[:, :-1].clone()
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
 
 
 def as_id_lists(
@@ -168,14 +200,14 @@ def as_id_lists(
 def check_target_generation_kwargs(gen_kwargs: dict) -> None:
     """Reject options whose result the target-only `generate` of seq2seq models cannot return.
 
-    Those `generate` methods return lists of target ids; per-step scores belong to the whole
-    decoded rows, which `gpt2kit.generation.generate(model, ...)` returns.
+    Those `generate_target` methods return lists of target ids; per-step scores belong to
+    the whole decoded rows, which the models' `generate(input_ids, ...)` returns.
     """
     if gen_kwargs.get("return_dict_in_generate"):
         raise ValueError(
-            "model.generate(sources) returns target ids only; for scores/logits call "
-            "gpt2kit.generation.generate(model, input_ids, return_dict_in_generate=True, ...) "
-            "on the prepared prompt"
+            "model.generate_target(sources) returns target ids only; for scores/logits call "
+            "model.generate(input_ids, return_dict_in_generate=True, ...) (or "
+            "gpt2kit.generation.generate) on the prepared input"
         )
 
 

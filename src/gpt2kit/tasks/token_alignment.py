@@ -156,3 +156,101 @@ def word_predictions(
         else:
             out[w] = int(p[p.max(-1).values.argmax()].argmax())
     return out
+
+
+def reading_pieces(word_ids: Sequence[int | None], label_pieces: str = "first") -> dict[int, int]:
+    """`{word index: the piece whose prediction is the word's}`: its first piece (`"first"`,
+    `"all"`) or its last (`"last"`), the piece that carries the word's label in training.
+
+    Example:
+        >>> reading_pieces([0, 1, 1, 2]), reading_pieces([0, 1, 1, 2], "last")
+        ({0: 0, 1: 1, 2: 3}, {0: 0, 1: 2, 2: 3})
+    """
+    out: dict[int, int] = {}
+    for t, w in enumerate(word_ids):
+        if w is None:
+            continue
+        if label_pieces == "last" or w not in out:
+            out[w] = t
+    return out
+
+
+def window_spans(
+    word_ids: Sequence[int | None], max_length: int, stride: int
+) -> list[tuple[int, int, int]]:
+    """Cut one sentence's pieces into windows the model can read: `(start, score_from, end)`.
+
+    A window holds pieces `[start, end)`, at most `max_length`; it scores (carries labels
+    for, and is read for) the pieces `[score_from, end)`; the pieces before `score_from`
+    are left context, at most `stride` of them, so a causal model reads each scored piece
+    with context. Every piece is scored in exactly one window, so a sentence of any length
+    is scored whole. Window ends fall on word starts (no word is split) unless one word is
+    longer than the window. `stride` is the overlap, as QA's `doc_stride`.
+
+    Example:
+        >>> window_spans([0, 1, 2, 3, 4, 5], 4, 2)
+        [(0, 0, 4), (2, 4, 6)]
+        >>> window_spans([0, 0, 1, 1, 2, 2], 3, 2)   # ends fall on word starts
+        [(0, 0, 2), (2, 2, 4), (4, 4, 6)]
+        >>> window_spans([0, 1, 2, 2, 3, 4], 4, 2)
+        [(0, 0, 4), (2, 4, 6)]
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length={max_length}; use a positive number of pieces")
+    if not 0 <= stride < max_length:
+        raise ValueError(f"stride={stride} must be in [0, max_length={max_length})")
+    n = len(word_ids)
+    if n <= max_length:
+        return [(0, 0, n)]
+    starts = [t for t in range(n) if t == 0 or word_ids[t] != word_ids[t - 1]]
+    windows: list[tuple[int, int, int]] = []
+    start = score_from = 0
+    while True:
+        end = min(start + max_length, n)
+        if end < n:
+            # back off to the last word start inside the window, if it still scores something
+            inside = [s for s in starts if score_from < s <= end]
+            if inside:
+                end = inside[-1]
+        windows.append((start, score_from, end))
+        if end >= n:
+            return windows
+        score_from = end
+        # the most context (<= stride pieces, from a word start) that leaves room for the
+        # next whole word
+        word_end = next((s for s in starts if s > score_from), n)
+        context = [
+            s
+            for s in starts
+            if score_from - stride <= s <= score_from and word_end - s <= max_length
+        ]
+        start = context[0] if context else score_from
+
+
+class TokenWindowCollator:
+    """Pad token-classification windows (`{"input_ids", "labels"}` id lists) into a batch:
+    right padding, `attention_mask`, labels `-100` on pads.
+
+    Example:
+        >>> TokenWindowCollator(0)([{"input_ids": [5, 6], "labels": [1, -100]}, {"input_ids": [7], "labels": [0]}])["labels"].tolist()
+        [[1, -100], [0, -100]]
+    """
+
+    def __init__(self, pad_token_id: int = 0) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        for r, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[r, :n] = torch.as_tensor(list(f["input_ids"]), dtype=torch.long)
+            mask[r, :n] = 1
+            if "labels" in f:
+                labels[r, :n] = torch.as_tensor(list(f["labels"]), dtype=torch.long)
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if all("labels" in f for f in features):
+            batch["labels"] = labels
+        return batch

@@ -8,12 +8,106 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 NAN_POLICIES = ("error", "skip")
+
+# (field, kind, low, high, inclusive high): what every numeric option may hold. Checked when
+# the arguments are built, and by `check_cli_options` before a run reads any data.
+_INT, _FLOAT = "an integer", "a number"
+RANGES: tuple[tuple[str, str, float | None, float | None, bool, bool], ...] = (
+    # name, kind, low, high, optional (None allowed), high inclusive
+    ("num_train_epochs", _FLOAT, 0, None, False, True),
+    ("per_device_train_batch_size", _INT, 1, None, False, True),
+    ("per_device_eval_batch_size", _INT, 1, None, True, True),
+    ("gradient_accumulation_steps", _INT, 1, None, False, True),
+    ("learning_rate", _FLOAT, 0, None, False, True),
+    ("weight_decay", _FLOAT, 0, None, False, True),
+    ("adam_beta1", _FLOAT, 0, 1, False, False),
+    ("adam_beta2", _FLOAT, 0, 1, False, False),
+    ("adam_epsilon", _FLOAT, 0, None, False, True),
+    ("max_grad_norm", _FLOAT, 0, None, True, True),
+    ("warmup_steps", _INT, 0, None, False, True),
+    ("warmup_ratio", _FLOAT, 0, 1, False, True),
+    ("seed", _INT, 0, 2**64 - 1, False, True),
+    ("data_seed", _INT, 0, 2**64 - 1, True, True),
+    ("eval_steps", _INT, 1, None, True, True),
+    ("save_steps", _INT, 1, None, True, True),
+    ("save_total_limit", _INT, 1, None, True, True),
+    ("early_stopping_patience", _INT, 1, None, True, True),
+    ("early_stopping_threshold", _FLOAT, 0, None, False, True),
+    ("max_time_minutes", _FLOAT, 0, None, True, True),
+    ("logging_steps", _INT, 1, None, False, True),
+    ("dataloader_num_workers", _INT, 0, None, False, True),
+)
+
+# `gpt2kit train` flags -> the fields they set, so an out-of-range flag fails by its own name.
+CLI_FLAGS = {
+    "epochs": "num_train_epochs",
+    "max_steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "lr": "learning_rate",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "warmup_steps": "warmup_steps",
+    "warmup_ratio": "warmup_ratio",
+    "seed": "seed",
+    "eval_steps": "eval_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "early_stopping_patience": "early_stopping_patience",
+    "logging_steps": "logging_steps",
+    "max_minutes": "max_time_minutes",
+    "num_workers": "dataloader_num_workers",
+}
+
+
+def check_option(name: str, value: Any, shown: str | None = None) -> None:
+    """Raise `ValueError` naming `shown` (default `name`) when `value` is out of range for the
+    training option `name` (wrong type, NaN/inf, negative where counts are meant...)."""
+    shown = shown or name
+    if name == "max_steps":
+        if not isinstance(value, int) or isinstance(value, bool) or (value < 1 and value != -1):
+            raise ValueError(
+                f"{shown} must be a positive number of optimizer steps, or -1 to train for "
+                f"num_train_epochs epochs; got {value!r}"
+            )
+        return
+    for field_name, kind, low, high, optional, high_inclusive in RANGES:
+        if field_name != name:
+            continue
+        if value is None:
+            if optional:
+                return
+            raise ValueError(f"{shown} must be {kind}, got None")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{shown} must be {kind}, got {value!r} ({type(value).__name__})")
+        if kind == _INT and not isinstance(value, int):
+            raise ValueError(f"{shown} must be an integer, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{shown} must be a finite number, got {value!r}")
+        too_high = high is not None and (value > high if high_inclusive else value >= high)
+        if (low is not None and value < low) or too_high:
+            span = f"[{low}, {'inf' if high is None else high}{']' if high_inclusive else ')'}"
+            off = " (or None: off)" if optional else ""
+            raise ValueError(f"{shown} must be in {span}{off}, got {value!r}")
+        return
+
+
+def check_cli_options(args: Any) -> None:
+    """Check the numeric flags of `gpt2kit train` before any data or model is loaded."""
+    for flag, name in CLI_FLAGS.items():
+        if hasattr(args, flag):
+            value = getattr(args, flag)
+            if value is None and flag in ("lr", "weight_decay", "max_grad_norm"):
+                continue  # None: the task's default
+            check_option(name, value, shown=f"--{flag.replace('_', '-')}")
 
 
 @dataclass
@@ -149,13 +243,9 @@ class TrainingArguments:
         fsdp_mode(self.fsdp)  # a ValueError naming the choices for anything else
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 are both set: pick one mixed-precision mode")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "save_steps", "save_total_limit", "early_stopping_patience"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None (off), got {value}")
+        check_option("max_steps", self.max_steps)
+        for name, *_ in RANGES:
+            check_option(name, getattr(self, name))
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0: there is nothing to train")
 

@@ -52,10 +52,54 @@ DATA_OPTIONS = (
     "context_column",
 )
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
+LABELLED = (
+    "sequence-classification",
+    "text-classification",
+    "document-classification",
+    "token-classification",
+)
 
 
 class TrainCLIError(ValueError):
     """A bad command line or config file; the message says what to change."""
+
+
+def _names(value: Any) -> list[str]:
+    """`--label-names O,B-PER,I-PER` (or a list from a config file) as a list of names."""
+    names = [str(v).strip() for v in value] if isinstance(value, list) else str(value).split(",")
+    names = [n.strip() for n in names if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"label names {value!r}: give distinct names, comma-separated (O,B-PER,I-PER)"
+        )
+    return names
+
+
+TRAIN_EXAMPLES = """examples:
+  # a tiny model from scratch (no download): SST-2's GLUE TSV (sentence, label columns)
+  gpt2kit train --task sequence-classification --model gpt2 --from-scratch --n-layer 2 \\
+      --n-embd 64 --n-head 2 --train-file SST-2/train.tsv --eval-file SST-2/dev.tsv \\
+      --output-dir sst2 --epochs 1 --seed 0
+  # CoNLL-2003 as distributed (IOB1, -DOCSTART- lines), every tag named
+  gpt2kit train --task token-classification --model ./gpt2 --train-file eng.train \\
+      --eval-file eng.testa --output-dir ner --label-names O,B-PER,I-PER,B-LOC,I-LOC,B-ORG,I-ORG,B-MISC,I-MISC
+  gpt2kit train --task question-answering --model ./gpt2 --train-file train-v1.1.json \\
+      --eval-file dev-v1.1.json --output-dir squad --epochs 2 --lr 3e-5 --max-minutes 60
+  gpt2kit train --task causal-lm --model gpt2 --from-scratch --n-layer 4 --n-embd 256 \\
+      --n-head 4 --train-file corpus.txt --output-dir lm --max-steps 2000 --block-size 256
+  gpt2kit train --config run.yaml        # the same keys as the flags (dashes or underscores)
+  torchrun --standalone --nproc-per-node 8 -m gpt2kit train ... --fsdp
+See docs/data-formats.md for every task's files and docs/cli.md for more."""
+
+EVALUATE_EXAMPLES = """examples:
+  gpt2kit evaluate --task sequence-classification --model sst2 --eval-file SST-2/dev.tsv \\
+      --json metrics.json --predictions dev.labels          # one label per line
+  gpt2kit evaluate --task token-classification --model ner --eval-file eng.testb \\
+      --predictions testb.conll     # 'word gold pred' lines: perl conlleval < testb.conll
+  gpt2kit evaluate --task question-answering --model squad --eval-file dev-v1.1.json \\
+      --predictions predictions.json  # python evaluate-v1.1.py dev-v1.1.json predictions.json
+  gpt2kit evaluate --task causal-lm --model lm --eval-file test.txt --block-size 1024 --stride 512
+See docs/cli.md for what each task reports."""
 
 
 # -- parsers ---------------------------------------------------------------------------------------
@@ -77,6 +121,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     for name in DATA_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", help=f"data column: {name.replace('_', ' ')}")
+    p.add_argument(
+        "--label-names",
+        type=_names,
+        help="labels/tags in id order, comma-separated (config: a list); default: those the "
+        "data holds (train: the training and eval files together)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="tokens shared by consecutive windows of a long sentence (token-classification, "
+        "default max-length/2) or context (question-answering, default max-length/4); causal-lm "
+        "evaluate: the step between perplexity windows (default: --block-size)",
+    )
+    p.add_argument(
+        "--max-answer-length",
+        type=int,
+        help="question-answering: longest answer in tokens (default 30, as gpt2kit answer)",
+    )
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or GPU)")
     p.add_argument(
         "--fp16", action="store_true", help="float16 autocast with loss scaling (CUDA only)"
@@ -99,6 +161,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="fine-tune a model or train one from scratch",
         description="Fine-tune a model (or train one from scratch) on a task's data; checkpoints resume exactly.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(t)
     t.add_argument(
@@ -187,10 +251,32 @@ def register(subparsers: Any) -> None:
     e = subparsers.add_parser(
         "evaluate",
         help="score a model on a task's data",
-        description="Evaluate a model on a data file: prints a metrics table, optionally writes JSON.",
+        description="Evaluate a model on a data file: prints a metrics table, optionally writes "
+        "JSON and per-example predictions. Every example is scored whole (long sentences and "
+        "contexts in windows).",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(e)
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument(
+        "--predictions",
+        help="write per-example predictions in the official scorer's input format: SQuAD "
+        "predictions.json (question id -> answer), conlleval 'word gold pred' lines, one label "
+        "per line (classification, multiple-choice), one generated text per line (seq2seq)",
+    )
+    e.add_argument(
+        "--block-size",
+        type=int,
+        help="causal-lm: tokens per perplexity window (default: the training block size, "
+        "else n_positions)",
+    )
+    e.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="seq2seq --predictions: longest generated text (64)",
+    )
     e.set_defaults(func=cmd_evaluate, _parser=e)
 
 
@@ -255,6 +341,21 @@ def _data_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
     opts = {name: getattr(args, name) for name in DATA_OPTIONS if getattr(args, name, None)}
     if args.max_length and task != "causal-lm":
         opts["max_length"] = args.max_length
+    if getattr(args, "label_names", None):
+        if task not in LABELLED:
+            raise TrainCLIError(f"--label-names applies to {', '.join(LABELLED)}, not {task}")
+        opts["label_names"] = _names(args.label_names)
+    if getattr(args, "stride", None) is not None and task != "causal-lm":
+        if task not in ("token-classification", "question-answering"):
+            raise TrainCLIError(
+                f"--stride applies to token-classification, question-answering and causal-lm "
+                f"evaluate, not {task}"
+            )
+        opts["stride"] = args.stride
+    if getattr(args, "max_answer_length", None) is not None:
+        if task != "question-answering":
+            raise TrainCLIError(f"--max-answer-length applies to question-answering, not {task}")
+        opts["max_answer_length"] = args.max_answer_length
     return opts
 
 
@@ -308,8 +409,10 @@ def _fit_lengths(task: str, config: Any, options: dict[str, Any]) -> None:
         default = min(config.n_positions, 2 * options["max_length"])
         options["pack_length"] = int(config.get("pack_length", default))
     elif task == "question-answering":
-        # windows overlap by at most a quarter, leaving room for the question
-        options["stride"] = min(128, options["max_length"] // 4)
+        # windows overlap by at most a quarter, leaving room for the question (the same
+        # windows as `gpt2kit answer` and the question-answering pipeline)
+        options.setdefault("stride", min(128, options["max_length"] // 4))
+        options["max_question_length"] = min(64, options["max_length"] // 4)
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -348,12 +451,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "train_file", "output_dir")
+    from .arguments import check_cli_options
+
+    check_cli_options(args)  # out-of-range numbers fail before any data or model is read
     task = args.task
     tokenizer = load_tokenizer(args.model, args.from_scratch)
     config = _model_config(args, tokenizer)
     options = _data_options(args, task)
     progress = not args.no_progress
 
+    if args.stride is not None and task == "causal-lm":
+        raise TrainCLIError("--stride with causal-lm is for evaluate (perplexity windows)")
+    block = None
     if task == "causal-lm":
         block = min(args.block_size or args.max_length or config.n_positions, config.n_positions)
         lm = dict(block_size=block, progress=progress)
@@ -379,6 +488,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_ds, eval_info = None, {}
     else:
         _fit_lengths(task, config, options)
+        if task == "token-classification" and args.eval_file and "label_names" not in options:
+            # a tag only the eval file has is still a label (not a fatal surprise)
+            from ..data.datasets import token_label_names
+
+            reader = {k: v for k, v in options.items() if k in ("word_column", "tag_column")}
+            for path in (args.train_file, args.eval_file):
+                if not Path(path).exists():
+                    raise TrainCLIError(f"data file {path} does not exist")
+            options["label_names"] = token_label_names(args.train_file, args.eval_file, **reader)
         train_ds, collator, info = _load_data(task, args.train_file, tokenizer, dict(options))
         eval_ds, eval_info = None, {}
         if args.eval_file:
@@ -389,6 +507,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_ds, _, eval_info = _load_data(task, args.eval_file, tokenizer, eval_opts)
 
     overrides = _label_overrides(info)
+    if task != "causal-lm" and tokenizer.pad_token_id is not None:
+        # transformers' GPT2ForSequenceClassification finds each row's last token with it: a
+        # classifier saved without one fails on any batch larger than 1 there
+        overrides["pad_token_id"] = tokenizer.pad_token_id
+    # --seed decides the new head's (or the whole model's) initialization too, so two runs
+    # with one seed are the same run
+    from .trainer import set_seed
+
+    set_seed(args.seed)
     if args.from_scratch:
         model = AutoModelForArchitecture.from_config(config.copy(**overrides), task=task)
     else:
@@ -462,6 +589,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "steps": result.global_step,
             **result.metrics,
         }
+        if block is not None:
+            summary["block_size"] = block  # `gpt2kit evaluate` windows perplexity with it
         _print_metrics(summary, title=f"{task}: {args.output_dir}")
         (Path(args.output_dir) / "train_results.json").write_text(
             json.dumps(summary, indent=2) + "\n"
@@ -470,6 +599,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- evaluate --------------------------------------------------------------------------------------
+def _training_block_size(model: str) -> int | None:
+    """The block size `gpt2kit train` used (its train_results.json), if the folder has one."""
+    path = Path(model) / "train_results.json"
+    if path.is_file():
+        try:
+            value = json.loads(path.read_text()).get("block_size")
+        except (ValueError, AttributeError):
+            return None
+        return int(value) if value else None
+    return None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `gpt2kit evaluate`; returns the exit status."""
     from ..config import GPT2Config
@@ -483,20 +624,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     config = GPT2Config.from_pretrained(args.model)
     options = _data_options(args, task)
+    method = None
     if task == "causal-lm":
-        block = min(args.max_length or config.n_positions, config.n_positions)
-        options = {"block_size": block, "split": "all", "progress": False}
+        if args.predictions:
+            raise TrainCLIError(
+                "--predictions: causal-lm has no per-example predictions (it reports perplexity)"
+            )
+        trained = _training_block_size(args.model)
+        block = args.block_size or args.max_length or trained or config.n_positions
+        if block > config.n_positions:
+            raise TrainCLIError(
+                f"--block-size {block} exceeds the model's n_positions ({config.n_positions})"
+            )
+        stride = args.stride or block
+        if not 0 < stride <= block:
+            raise TrainCLIError(f"--stride {stride}: use 1..--block-size ({block})")
+        source = (
+            "--block-size"
+            if args.block_size or args.max_length
+            else "training block size"
+            if trained
+            else "n_positions"
+        )
+        method = (
+            f"perplexity: sliding window, block {block} ({source}), stride {stride}: every token "
+            f"scored once, with at least {block - stride} tokens of context after the first window"
+            if stride < block
+            else f"perplexity: non-overlapping blocks of {block} tokens ({source}); a block's "
+            "first token has no context (pass --stride < --block-size for a sliding window)"
+        )
+        options = {"block_size": block, "split": "all", "progress": False, "window_stride": stride}
     else:
+        if args.block_size:
+            raise TrainCLIError("--block-size applies to causal-lm")
         _fit_lengths(task, config, options)
         names = _label_names(config.get("id2label"))
-        if names and "classification" in task:
+        if names and "classification" in task and "label_names" not in options:
             options["label_names"] = names
+        if task == "token-classification":
+            options["unknown_tags"] = "score"  # gold tags the model lacks still count
     dataset, collator, info = _load_data(task, args.eval_file, tokenizer, options)
     model = (
         task_class(task).from_pretrained(args.model)
         if task
         else AutoModelForArchitecture.from_pretrained(args.model)
     )
+    metric_fn = _metrics_fn(task, info)
+    captured: dict[str, Any] = {}
+    if metric_fn is not None and args.predictions:
+        inner = metric_fn
+
+        def metric_fn(prediction: Any) -> dict[str, float]:  # keep what the model predicted
+            captured["prediction"] = prediction
+            return inner(prediction)
+
     with tempfile.TemporaryDirectory() as scratch:
         trainer_args = TrainingArguments(
             output_dir=scratch,
@@ -508,18 +689,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             disable_tqdm=True,
             report_to_tensorboard=False,
         )
-        trainer = Trainer(
-            model, trainer_args, data_collator=collator, compute_metrics=_metrics_fn(task, info)
-        )
+        trainer = Trainer(model, trainer_args, data_collator=collator, compute_metrics=metric_fn)
         metrics = trainer.evaluate(dataset)
     metrics = {
         k.removeprefix("eval_"): v
         for k, v in metrics.items()
         if not (isinstance(v, float) and math.isnan(v))
     }
+    if task == "causal-lm":
+        metrics.update(block_size=options["block_size"], stride=options["window_stride"])
+        metrics["scored_tokens"] = max(0, info["num_tokens"] - 1)
+        print(method)
     _print_metrics(metrics, title=f"{task}: {args.model} on {args.eval_file}")
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if args.predictions:
+        from ..evaluation.predictions import write_predictions
+
+        count = write_predictions(
+            args.predictions,
+            task,
+            captured.get("prediction"),
+            info,
+            model=model,
+            tokenizer=tokenizer,
+            dataset=dataset,
+            batch_size=args.eval_batch_size or args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+        )
+        print(f"wrote {count} predictions to {args.predictions}")
     return 0
 
 

@@ -21,6 +21,7 @@ can resume under a different number of processes or with FSDP switched on or off
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -32,12 +33,25 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import atomic_folder, from_hf_state_dict, read_state_dict
+from ..checkpoint import (
+    CheckpointError,
+    atomic_folder,
+    from_hf_state_dict,
+    read_state_dict,
+    recover_folder,
+)
 from .distributed import is_fsdp, load_full_state, plain_class
+
+logger = logging.getLogger("gpt2kit")
 
 STATE_FILE = "trainer_state.json"
 PLAIN_WEIGHTS = "module_state.safetensors"  # modules without save_pretrained
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_KILLED_SWAP_RE = re.compile(r"^\.(checkpoint-\d+)\.old-\d+$")
+
+
+class DamagedCheckpointError(ValueError):
+    """A file of a training checkpoint cannot be read (cut short, corrupted); names the file."""
 
 
 @dataclass
@@ -63,7 +77,14 @@ class TrainerState:
 
     @classmethod
     def from_json(cls, text: str) -> TrainerState:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object of trainer counters")
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown fields {', '.join(unknown)}")
+        return cls(**data)
 
 
 @dataclass
@@ -107,6 +128,10 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir)
     if not root.is_dir():
         return []
+    for p in list(root.iterdir()):  # a save killed mid-swap left `.checkpoint-N.old-<pid>`
+        m = _KILLED_SWAP_RE.match(p.name)
+        if m and not (root / m.group(1)).exists():
+            recover_folder(root / m.group(1))
     found = [
         (int(m.group(1)), p)
         for p in root.iterdir()
@@ -189,7 +214,28 @@ def save_checkpoint(
 
 
 def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A `torch.save`d file of plain tensors and numbers; a damaged one names itself."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise DamagedCheckpointError(f"{path} is missing; the checkpoint is incomplete") from err
+    except Exception as err:
+        raise DamagedCheckpointError(
+            f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "the file is cut short or corrupted. Resume from an earlier checkpoint "
+            "(--resume takes the newest good one)"
+        ) from err
+
+
+def _read_state(folder: Path) -> TrainerState:
+    path = folder / STATE_FILE
+    try:
+        return TrainerState.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise DamagedCheckpointError(
+            f"{path} is not a valid trainer state ({err}); the file is cut short or corrupted. "
+            "Resume from an earlier checkpoint (--resume takes the newest good one)"
+        ) from err
 
 
 def load_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -236,24 +282,72 @@ def load_checkpoint(
     scheduler: Any,
     scaler: Any = None,
 ) -> TrainerState:
-    """Restore `model`, `optimizer`, `scheduler`, `scaler` and the RNGs from `folder`."""
+    """Restore `model`, `optimizer`, `scheduler`, `scaler` and the RNGs from `folder`.
+
+    Every file is read before anything is restored, so a damaged checkpoint
+    (`DamagedCheckpointError`, naming the file) leaves the model and optimizer untouched and
+    an earlier checkpoint can be loaded instead (`load_latest_checkpoint`).
+    """
     folder = Path(folder)
     if not (folder / STATE_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a training checkpoint (no {STATE_FILE}); pass a checkpoint-<step> "
             "folder written by Trainer, or resume_from_checkpoint=True to take the newest one"
         )
-    load_weights(model, folder)
+    state = _read_state(folder)
     optim_state = _load(folder / "optimizer.pt")
+    scheduler_state = _load(folder / "scheduler.pt")
+    scaler_state = (
+        _load(folder / "scaler.pt")
+        if scaler is not None and (folder / "scaler.pt").is_file()
+        else None
+    )
+    rng_states = _load(folder / "rng_state.pt")
+    try:
+        load_weights(model, folder)  # reads every weight before copying any
+    except CheckpointError as err:
+        raise DamagedCheckpointError(str(err)) from err
     if is_fsdp(model) or _keyed_by_name(optim_state):
         load_full_state(model, None, optimizer, _by_name(optim_state, model, optimizer))
     else:
         optimizer.load_state_dict(optim_state)
-    scheduler.load_state_dict(_load(folder / "scheduler.pt"))
-    if scaler is not None and (folder / "scaler.pt").is_file():
-        scaler.load_state_dict(_load(folder / "scaler.pt"))
-    RNGState(_load(folder / "rng_state.pt")).restore()
-    return TrainerState.from_json((folder / STATE_FILE).read_text())
+    scheduler.load_state_dict(scheduler_state)
+    if scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
+    RNGState(rng_states).restore()
+    return state
+
+
+def load_latest_checkpoint(
+    output_dir: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any = None,
+) -> tuple[Path, TrainerState] | None:
+    """Resume from the newest checkpoint in `output_dir` that reads; a damaged newer one is
+    skipped with a warning naming it and the file, so a run killed while the disk was
+    failing still resumes. None when there is no checkpoint; the last error when none reads.
+    """
+    dirs = [d for d in checkpoint_dirs(output_dir) if (d / STATE_FILE).is_file()]
+    damaged: list[str] = []
+    for folder in reversed(dirs):
+        try:
+            state = load_checkpoint(folder, model, optimizer, scheduler, scaler)
+        except DamagedCheckpointError as err:
+            if folder == dirs[0]:
+                raise
+            damaged.append(folder.name)
+            logger.warning("%s is damaged: %s; trying the previous checkpoint", folder.name, err)
+            continue
+        if damaged:
+            logger.warning(
+                "resuming from %s instead of the newest checkpoint %s, which is damaged",
+                folder.name,
+                damaged[0],
+            )
+        return folder, state
+    return None
 
 
 def _keyed_by_name(optim_state: dict[str, Any]) -> bool:

@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader
 from . import distributed as dist_utils
 from .arguments import TrainingArguments
 from .distributed import SeededBatchSampler, unwrap
-from .optim import create_optimizer, create_scheduler
+from .optim import create_optimizer, create_scheduler, schedule_lambda
 from .state import (
     TrainerState,
-    last_checkpoint,
     load_checkpoint,
+    load_latest_checkpoint,
     load_weights,
     rotate_checkpoints,
     save_checkpoint,
@@ -148,8 +148,13 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _count_tokens(batch: dict[str, Any]) -> int:
-    if isinstance(batch.get("attention_mask"), torch.Tensor):
-        return int(batch["attention_mask"].sum())
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return int(mask.sum())
+    if isinstance(batch.get("text_spans"), torch.Tensor):
+        # packed rows: a [R, 1, L, L] mask counts token pairs; the spans count the tokens
+        spans = batch["text_spans"]
+        return int((spans[:, 2] - spans[:, 1]).sum())
     if isinstance(batch.get("input_ids"), torch.Tensor):
         return batch["input_ids"].numel()
     return 0
@@ -165,7 +170,8 @@ def _loss_weight(batch: dict[str, Any], out: Any) -> int:
     """
     labels = batch.get("labels")
     if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
-        if type(out).__name__ in ("CausalLMOutput", "Seq2SeqLMOutput", "DoubleHeadsModelOutput"):
+        # (an encoder-decoder's Seq2SeqLMOutput scores its labels unshifted)
+        if type(out).__name__ in ("CausalLMOutput", "DoubleHeadsModelOutput"):
             labels = labels[..., 1:]
         return int((labels != -100).sum())
     return next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor)), 1)
@@ -365,21 +371,26 @@ class Trainer:
             fused=args.optim_fused,
         )
         self.scheduler = create_scheduler(self.optimizer, args.lr_scheduler_type, warmup, max_steps)
+        self._schedule = (warmup, max_steps)  # max_time_minutes may shorten the schedule
         self.scaler = torch.amp.GradScaler("cuda", enabled=args.fp16) if args.fp16 else None
         self.state = TrainerState(max_steps=max_steps)
 
         if resume_from_checkpoint:
-            folder = (
-                last_checkpoint(self.output_dir)
-                if resume_from_checkpoint is True
-                else Path(resume_from_checkpoint)  # type: ignore[arg-type]
-            )
-            if folder is None:
-                raise FileNotFoundError(
-                    f"resume_from_checkpoint=True but {self.output_dir} holds no checkpoint-<step> "
-                    "folder; start without resuming or pass the checkpoint's path"
+            if resume_from_checkpoint is True:  # the newest that reads (a damaged one is skipped)
+                found = load_latest_checkpoint(
+                    self.output_dir, model, self.optimizer, self.scheduler, self.scaler
                 )
-            self.state = load_checkpoint(folder, model, self.optimizer, self.scheduler, self.scaler)
+                if found is None:
+                    raise FileNotFoundError(
+                        f"resume_from_checkpoint=True but {self.output_dir} holds no "
+                        "checkpoint-<step> folder; start without resuming or pass the checkpoint's path"
+                    )
+                folder, self.state = found
+            else:
+                folder = Path(resume_from_checkpoint)  # type: ignore[arg-type]
+                self.state = load_checkpoint(
+                    folder, model, self.optimizer, self.scheduler, self.scaler
+                )
             self.state.max_steps = max_steps
             logger.info("resumed from %s at step %d", folder, self.state.global_step)
 
@@ -424,6 +435,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         t_log = t_start = time.perf_counter()
         time_up = False
+        state_start_step = state.global_step
 
         while state.global_step < max_steps and not (stopped_early or interrupted):
             loader = self._loader(
@@ -496,6 +508,14 @@ class Trainer:
                 if save_now or interrupted or (stopped_early and args.save_at_end):
                     self._save(step)
                     last_save_step = step
+                if args.max_time_minutes and step >= 2:
+                    # the time budget shortens the LR schedule: its end is the step the run
+                    # reaches when time is up (at the pace so far), not max_steps
+                    pace = (time.perf_counter() - t_start) / (step - state_start_step or 1)
+                    reach = state_start_step + math.ceil(60 * args.max_time_minutes / pace)
+                    total = min(self._schedule[1], max(step + 1, reach))
+                    fit = schedule_lambda(args.lr_scheduler_type, self._schedule[0], total)
+                    self.scheduler.lr_lambdas = [fit] * len(self.scheduler.lr_lambdas)
                 if (
                     args.max_time_minutes
                     and time.perf_counter() - t_start > 60 * args.max_time_minutes
