@@ -154,7 +154,14 @@ class _Row:
             top_p=p.top_p,
             repetition_penalty=p.repetition_penalty or 1.0,
         )
-        self.processors = build_processors(cfg, prompt_length=self.n_prompt, eos_token_ids=[])
+        # `max_length`: where the row ends, for processors that act at the last position
+        # (a forced EOS); the server sets none of them today, but the length is known.
+        self.processors = build_processors(
+            cfg,
+            prompt_length=self.n_prompt,
+            eos_token_ids=[],
+            max_length=self.n_prompt + max(p.max_tokens, 0),
+        )
 
 
 class Batcher:
