@@ -80,6 +80,10 @@ def raw_post(c: httpx.Client, path: str, text: str) -> httpx.Response:
 def test_degenerate_sampling_values_are_400_naming_the_field(client, field, value):
     r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, field: value})
     assert_400(r, field)
+    r = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], field: value}
+    )
+    assert_400(r, field)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
@@ -227,6 +231,13 @@ def test_task_inputs_are_counted_too(lm, tok):
         ("/v1/completions", '{"prompt": "ok", "stop": ["\\ud83d"]}', "stop.0"),
         ("/v1/score", '{"input": "\\udfff"}', "input"),
         ("/v1/embed", '{"input": ["a", "\\ud800b"]}', "input.1"),
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages.0.content",
+        ),
+        ("/v1/embeddings", '{"input": ["ok", "\\udbff"]}', "input.1"),
+        ("/tokenize", '{"prompt": "\\udc00"}', "prompt"),
     ],
 )
 def test_lone_surrogate_is_400_in_openai_shape(client, path, raw, param):
