@@ -130,7 +130,8 @@ def main() -> None:
     finally:
         batcher.stop()
     print(
-        f"model {args.layers}x{args.width}, {args.rows} rows x {n} tokens, {args.rounds} rounds, interleaved"
+        f"model {args.layers}x{args.width}, {args.rows} rows x {n} tokens, {args.rounds} rounds, "
+        f"interleaved, {torch.get_num_threads()} torch threads"
     )
     for name in variants:
         print(
