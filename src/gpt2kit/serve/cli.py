@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "  gpt2kit serve                                   # the embedded model, port 8000\n"
         "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
         "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
+        "  GPT2KIT_API_KEY=sk-... gpt2kit serve --model ./lm --chat-template chat.jinja\n"
         '  curl localhost:8000/v1/completions -d \'{"prompt": "ROMEO:", "max_tokens": 20}\'',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
