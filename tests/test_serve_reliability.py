@@ -80,6 +80,10 @@ def raw_post(c: httpx.Client, path: str, text: str) -> httpx.Response:
 def test_degenerate_sampling_values_are_400_naming_the_field(client, field, value):
     r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, field: value})
     assert_400(r, field)
+    r = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], field: value}
+    )
+    assert_400(r, field)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
@@ -227,6 +231,13 @@ def test_task_inputs_are_counted_too(lm, tok):
         ("/v1/completions", '{"prompt": "ok", "stop": ["\\ud83d"]}', "stop.0"),
         ("/v1/score", '{"input": "\\udfff"}', "input"),
         ("/v1/embed", '{"input": ["a", "\\ud800b"]}', "input.1"),
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages.0.content",
+        ),
+        ("/v1/embeddings", '{"input": ["ok", "\\udbff"]}', "input.1"),
+        ("/tokenize", '{"prompt": "\\udc00"}', "prompt"),
     ],
 )
 def test_lone_surrogate_is_400_in_openai_shape(client, path, raw, param):
@@ -282,6 +293,7 @@ def test_empty_api_key_is_refused():
             resolve_api_key(flag, None, env)
 
 
+@pytest.mark.slow  # a Python start with torch: ~5 s quiet, ~20 s on a loaded machine
 def test_cli_refuses_empty_api_key():
     import subprocess
     import sys
@@ -352,3 +364,56 @@ def test_a_row_done_at_its_first_token_ends_exactly_once(lm, tok):
         assert events[0][-1] == ("done", "length", 1)
     finally:
         batcher.stop()
+
+
+@pytest.mark.slow  # starts the real CLI server in a subprocess
+def test_cli_wires_env_key_and_loopback_host_check(tmp_path, lm, tok):
+    """`gpt2kit serve` on loopback: the key from $GPT2KIT_API_KEY, Host names checked."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    lm.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GPT2KIT_API_KEY": KEY}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gpt2kit",
+            "serve",
+            "--model",
+            str(tmp_path / "m"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=url, timeout=10) as c:
+            while True:
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.3)
+            assert c.get("/v1/models").status_code == 401
+            ok = c.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+            assert ok.status_code == 200
+            evil = c.get("/healthz", headers={"Host": f"evil.example:{port}"})
+            assert evil.status_code == 400 and evil.json()["error"]["code"] == "invalid_host"
+            assert c.get("/healthz", headers={"Host": f"localhost:{port}"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,8 +1,9 @@
 """HTTP serving (optional `serve` extra: `pip install gpt2kit[serve]`).
 
-`create_app(model)` builds a FastAPI app with an OpenAI-compatible `/v1/completions`
-(continuously batched, streamed as server-sent events), task endpoints for whatever the
-loaded model can do, `/healthz`, `/metrics` and a browser playground at `/`.
+`create_app(model)` builds a FastAPI app with OpenAI-compatible `/v1/completions`,
+`/v1/chat/completions` and `/v1/embeddings` (continuously batched, streamed as
+server-sent events, with logprobs and structured output), `/tokenize`, task endpoints
+for whatever the loaded model can do, `/healthz`, `/metrics` and a browser playground.
 `gpt2kit serve --model PATH` runs it with uvicorn. See docs/serving.md.
 
 Example:

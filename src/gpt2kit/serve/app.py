@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from .batching import Batcher
-from .chat_template import compile_template, find_template
+from .chat_template import check_template
 from .errors import APIError, install_handlers
 from .guard import Guard
 from .metrics import Metrics
@@ -109,8 +109,8 @@ def create_app(
         allowed_hosts: host names accepted in the `Host:` header (None: any); `gpt2kit
             serve` passes the loopback names when it binds to loopback (DNS rebinding).
         chat_template: Jinja2 chat template text for `/v1/chat/completions` (default: the
-            model folder's `chat_template.jinja` or `tokenizer_config.json` template; no
-            template means chat requests get a 400 naming it).
+            tokenizer's, read from the folder's `chat_template.jinja` or
+            `tokenizer_config.json`; no template means chat requests get a 400 naming it).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -118,13 +118,12 @@ def create_app(
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
-    folder = DEFAULT_MODEL_DIR if model is None else model
-    if chat_template is None and isinstance(folder, (str, os.PathLike)):
-        chat_template = find_template(folder, None)
-    if chat_template is not None:
-        compile_template(chat_template)
     model, tokenizer, default_name = load_model(model, tokenizer, device)
     name = model_name or default_name
+    if chat_template is None:
+        chat_template = getattr(tokenizer, "chat_template", None)
+    if chat_template is not None:
+        check_template(chat_template)
     tasks = supported_tasks(model)
     if chat_template is not None and "completions" in tasks:
         tasks.insert(tasks.index("completions") + 1, "chat")

@@ -154,7 +154,14 @@ class _Row:
             top_p=p.top_p,
             repetition_penalty=p.repetition_penalty or 1.0,
         )
-        self.processors = build_processors(cfg, prompt_length=self.n_prompt, eos_token_ids=[])
+        # `max_length`: where the row ends, for processors that act at the last position
+        # (a forced EOS); the server sets none of them today, but the length is known.
+        self.processors = build_processors(
+            cfg,
+            prompt_length=self.n_prompt,
+            eos_token_ids=[],
+            max_length=self.n_prompt + max(p.max_tokens, 0),
+        )
 
 
 class Batcher:
@@ -515,23 +522,23 @@ class Batcher:
     ) -> list[TokenInfo | None]:
         """The picked tokens' logprobs under the raw logits, with top-k alternatives.
 
-        Batched: one logsumexp, one gather and one top-k over the rows that asked, rather
-        than a full `[S, V]` log-softmax and per-row work.
+        Batched: one log-softmax, one gather and one top-k over the rows that asked,
+        not per-row work.
         """
         want = [r.req.params.logprobs if t is not None else None for r, t in zip(rows, picked)]
         ask = [i for i, k in enumerate(want) if k is not None]
         out: list[TokenInfo | None] = [None] * len(rows)
         if not ask:
             return out
-        sub = logits[ask]
-        lse = sub.logsumexp(-1, keepdim=True)
-        chosen = (sub.gather(1, torch.tensor([[picked[i]] for i in ask])) - lse)[:, 0].tolist()
+        # (log_softmax is one fused kernel: faster than logsumexp's several passes)
+        lp = (logits if len(ask) == len(rows) else logits[ask]).log_softmax(-1)
+        chosen = lp.gather(1, torch.tensor([[picked[i]] for i in ask]))[:, 0].tolist()
         k = max(want[i] or 0 for i in ask)
         top_i: list[list[int]] = [[] for _ in ask]
         top_v: list[list[float]] = [[] for _ in ask]
         if k:
-            top = sub.topk(k, -1)
-            top_i, top_v = top.indices.tolist(), (top.values - lse).tolist()
+            top = lp.topk(k, -1)
+            top_i, top_v = top.indices.tolist(), top.values.tolist()
         for j, i in enumerate(ask):
             n = want[i] or 0
             alts = list(zip(top_i[j][:n], top_v[j][:n]))

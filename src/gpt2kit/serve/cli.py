@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "  gpt2kit serve                                   # the embedded model, port 8000\n"
         "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
         "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
-        "  curl localhost:8000/v1/completions -d '{\"prompt\": \"ROMEO:\", \"max_tokens\": 20}'",
+        "  GPT2KIT_API_KEY=sk-... gpt2kit serve --model ./lm --chat-template chat.jinja\n"
+        '  curl localhost:8000/v1/completions -d \'{"prompt": "ROMEO:", "max_tokens": 20}\'',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
     from .app import create_app
-    from .chat_template import find_template
+    from .chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         api_key=resolve_api_key(args.api_key, args.api_key_file),
         allowed_hosts=allowed,
-        chat_template=find_template(None, args.chat_template) if args.chat_template else None,
+        chat_template=read_template_file(args.chat_template) if args.chat_template else None,
         max_prompt_tokens=args.max_prompt_tokens,
         max_tokens_cap=args.max_tokens_cap,
         timeout=args.timeout,

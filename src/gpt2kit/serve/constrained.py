@@ -86,12 +86,13 @@ class Matcher:
         milliseconds on its thread pool; numpy runs these two passes in ~0.1 ms.
         """
         bits = np.frombuffer(self.m.compute_bitmask(), dtype=np.uint8)
-        allowed = np.unpackbits(bits, bitorder="little").view(bool)
         v = scores.shape[-1]
+        allowed = np.unpackbits(bits, bitorder="little").view(bool)
         if allowed.shape[0] < v:
             allowed = np.concatenate([allowed, np.zeros(v - allowed.shape[0], dtype=bool)])
         values = scores.detach().cpu().float().numpy()[0]
-        return torch.from_numpy(np.where(allowed[:v], values, -np.inf).astype(np.float32))[None]
+        out = np.where(allowed[:v], values, np.float32(-np.inf))  # stays float32
+        return torch.from_numpy(out)[None]
 
     def consume(self, token: int) -> None:
         if not self.m.consume_token(token):

@@ -62,14 +62,11 @@ def chat_prompt(
 ) -> list[int]:
     """The prompt's token ids: the template rendered, then tokenized (in a worker thread)."""
     text = render(
+        state.tokenizer,
         state.chat_template,
         message_dicts(messages),
         add_generation_prompt=add_generation_prompt and not continue_final_message,
         continue_final_message=continue_final_message,
-        special={
-            "bos_token": getattr(state.tokenizer, "bos_token", None) or "",
-            "eos_token": getattr(state.tokenizer, "eos_token", None) or "",
-        },
         extra=extra,
     )
     ids = state.tokenizer.encode(text)
