@@ -201,9 +201,7 @@ def test_question_answering_end_to_end(tmp_path, tok, tiny_config):
     start = torch.full((len(ds), T), -10.0).scatter(1, batch["start_positions"][:, None], 10.0)
     end = torch.full((len(ds), T), -10.0).scatter(1, batch["end_positions"][:, None], 10.0)
     metrics = compute_metrics("question-answering", **info["metrics"])((start, end), None)
-    assert (
-        metrics["exact"] == 1.0 and metrics["HasAns_total"] == 1 and metrics["NoAns_total"] == 1
-    )
+    assert metrics["exact"] == 1.0 and metrics["HasAns_total"] == 1 and metrics["NoAns_total"] == 1
 
 
 def test_multiple_choice_end_to_end(tok, tiny_config):
