@@ -365,6 +365,13 @@ class GPT2Model(GPT2PreTrainedModel):
                 raise ValueError("pass the cache as past_key_values or as cache, not both")
             past_key_values = cache
         input_ids = as_token_ids(input_ids, self.device)
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            if not isinstance(attention_mask, (list, tuple)):
+                raise ValueError(
+                    "attention_mask must be a tensor [batch, tokens] (or lists of 0/1); got "
+                    f"{type(attention_mask).__name__}"
+                )
+            attention_mask = as_token_ids(attention_mask, self.device)  # lists, as input_ids
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
