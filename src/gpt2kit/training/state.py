@@ -245,7 +245,13 @@ def load_weights(model: torch.nn.Module, folder: Path) -> None:
     folder and keeps its shard), so call it on every rank together.
     """
     if (Path(folder) / PLAIN_WEIGHTS).is_file():
-        plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))
+        try:
+            plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))
+        except Exception as err:
+            raise CheckpointError(
+                f"{Path(folder) / PLAIN_WEIGHTS} is not a readable safetensors file ({err}); "
+                "it is cut short or corrupted"
+            ) from err
         if is_fsdp(model):
             load_full_state(model, plain)
         else:
