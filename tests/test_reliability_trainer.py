@@ -18,7 +18,7 @@ from gpt2kit.training import state as state_mod
 from gpt2kit.training.state import DamagedCheckpointError, checkpoint_dirs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_resume import RUN, assert_identical, run  # noqa: E402
+from test_resume import RUN, StopAt, assert_identical, run  # noqa: E402
 from test_trainer import lm_data, tiny_lm  # noqa: E402
 
 torch.set_num_threads(1)
@@ -31,9 +31,9 @@ def cut_short(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory) -> Path:
-    """A run stopped after step 4 with checkpoints at steps 2 and 4."""
+    """A 7-step run stopped after step 4, with checkpoints at steps 2 and 4."""
     out = tmp_path_factory.mktemp("run") / "out"
-    run(out, save_steps=2, max_steps=4)
+    run(out, save_steps=2, callbacks=[StopAt(4)])
     assert [p.name for p in checkpoint_dirs(out)] == ["checkpoint-2", "checkpoint-4"]
     return out
 
@@ -164,3 +164,23 @@ def test_cli_options_checked_before_data_loads(tmp_path, capsys, flag, value, wo
     err = capsys.readouterr().err
     assert code == 1 and words in err, err  # not "no such file": nothing was read
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_killed_mid_swap_is_recovered_by_resume(two_checkpoints, tmp_path):
+    import shutil
+    import subprocess
+
+    from gpt2kit.checkpoint import _HOST
+
+    out = copy_of(two_checkpoints, tmp_path / "out")
+    dead = subprocess.run(["true"]).returncode or subprocess.Popen(["true"])
+    dead.wait()  # a process id that is gone
+    owner = f"{dead.pid}.{_HOST}"
+    # the state a kill between the two renames leaves: target gone, old + complete scratch
+    shutil.copytree(out / "checkpoint-4", out / f".checkpoint-4.tmp-{owner}-x1")
+    (out / "checkpoint-4").rename(out / f".checkpoint-4.old-{owner}")
+    assert [p.name for p in checkpoint_dirs(out)] == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    resumed = run(out, resume=True, save_steps=2)
+    reference = run(copy_of(two_checkpoints, tmp_path / "ref"), resume=True, save_steps=2)
+    assert_identical(reference, resumed)  # the recovered checkpoint-4 is the one written
