@@ -49,6 +49,13 @@ def test_empty_label_cell_is_an_error_at_file_line(tmp_path):
         read_classification(p)
     skipped = read_classification(tmp_path / "e.csv", on_error="skip")
     assert skipped.skipped == 1 and len(skipped) == 2
+    # prediction inputs may leave labels empty; a multi-label cell may name no class
+    unlabeled = read_classification(tmp_path / "e.csv", require_labels=False)
+    assert "label" not in unlabeled[1] and len(unlabeled) == 3
+    multi = read_classification(
+        write(tmp_path / "m.csv", "text,label\na,x|y\nb,\n"), label_separator="|"
+    )
+    assert [x["label"] for x in multi] == [[1.0, 1.0], [0.0, 0.0]]
 
 
 def test_spaces_around_headers_and_values_are_one_class(tmp_path):
