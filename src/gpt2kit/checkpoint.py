@@ -637,6 +637,8 @@ def _alive(pid: int, host: str = _HOST) -> bool:
         return True  # another machine's save: never ours to judge
     if pid == os.getpid():
         return True  # ours: another thread's save may be under way
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would send CTRL_C there: never judge, never delete
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
