@@ -223,6 +223,12 @@ def test_python_lists_as_input_ids_are_converted():
         model([["a", "b"]])
     with pytest.raises(ValueError, match="attention_mask must be a tensor"):
         model(ids, attention_mask="all")
+    with pytest.raises(ValueError, match="attention_mask must hold 0"):
+        model(ids, attention_mask=[[1, 1, 0.5], [1, 1, 1]])  # refused, not truncated to 0
+    with pytest.raises(ValueError, match="attention_mask must be rectangular"):
+        model(ids, attention_mask=[[1, 1], [1, 1, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model([1, 2, 3], attention_mask=[1, 1, 1]).logits, one)
 
 
 @pytest.mark.parametrize("bad", [2, -1, 0.5])
