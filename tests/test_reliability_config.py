@@ -4,6 +4,7 @@ docs/reliability.md has a row for each (tests/test_reliability_table.py keeps it
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -68,16 +69,25 @@ def test_nan_in_config_file_names_file_and_field(tmp_path):
 
 
 @pytest.mark.parametrize("field", ["bos_token_id", "eos_token_id", "pad_token_id"])
-def test_special_ids_inside_vocabulary(field):
-    with pytest.raises(ConfigError, match=f"{field} 100 is outside the vocabulary"):
-        GPT2Config(**TINY, **{field: 100})
+def test_special_ids_inside_vocabulary(field, caplog):
     with pytest.raises(ConfigError, match=f"{field} -1 is outside the vocabulary"):
         GPT2Config(**TINY, **{field: -1})
+    if field == "pad_token_id":
+        with pytest.raises(ConfigError, match="pad_token_id 100 is outside the vocabulary"):
+            GPT2Config(**TINY, pad_token_id=100)
+    else:  # bos/eos beyond the vocabulary: named in a warning (documented), once
+        with caplog.at_level(logging.WARNING, logger="gpt2kit"):
+            GPT2Config(**TINY, **{field: 100 + len(field)})
+            GPT2Config(**TINY, **{field: 100 + len(field)})
+        warned = [
+            r for r in caplog.records if f"{field} {100 + len(field)} is outside" in r.message
+        ]
+        assert len(warned) == 1
     if field == "eos_token_id":
-        with pytest.raises(ConfigError, match="eos_token_id 200 is outside"):
-            GPT2Config(**TINY, eos_token_id=[5, 200])
+        with pytest.raises(ConfigError, match="eos_token_id -2 is outside"):
+            GPT2Config(**TINY, eos_token_id=[5, -2])
         assert GPT2Config(**TINY, eos_token_id=[5, 6]).eos_token_id == [5, 6]
-    # transformers' default bos/eos (50256) in a small config stays accepted (documented)
+    # transformers' default bos/eos (50256) in a small config passes without a word
     assert GPT2Config(**TINY).eos_token_id == 50256
 
 

@@ -17,12 +17,14 @@ What differs between the files and our modules, and is fixed here only:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import pickle
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -629,14 +631,27 @@ def atomic_folder(target: Path) -> _AtomicFolder:
     return _AtomicFolder(target)
 
 
-# Scratch folders beside a target: `.<name>.tmp-<pid>-<random>` (being written) and
-# `.<name>.old-<pid>` (the previous version, during the swap).
-_SCRATCH = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+# Scratch folders beside a target: `.<name>.tmp-<pid>.<host>-<random>` (being written) and
+# `.<name>.old-<pid>.<host>` (the previous version, during the swap). `<host>` is a hash of
+# the host name: on a shared file system only the host that wrote one can tell whether
+# its process is gone.
+_SCRATCH = re.compile(
+    r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)\.(?P<host>[0-9a-f]{8})(?:-.*)?$"
+)
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _alive(pid: int) -> bool:
+def _owner() -> str:
+    return f"{os.getpid()}.{_HOST}"
+
+
+def _alive(pid: int, host: str = _HOST) -> bool:
+    if host != _HOST:
+        return True  # another machine's save: never ours to judge
     if pid == os.getpid():
         return True  # ours: another thread's save may be under way
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would send CTRL_C there: never judge, never delete
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -666,8 +681,8 @@ def _fsync_tree(root: Path) -> None:
         _fsync_path(Path(dirpath))
 
 
-def _scratch_of(target: Path) -> list[tuple[str, int, Path]]:
-    """`(kind, pid, path)` of the scratch folders that saves of `target` left beside it."""
+def _scratch_of(target: Path) -> list[tuple[str, int, str, Path]]:
+    """`(kind, pid, host, path)` of the scratch folders saves of `target` left beside it."""
     parent = target.parent
     if not parent.is_dir():
         return []
@@ -675,14 +690,14 @@ def _scratch_of(target: Path) -> list[tuple[str, int, Path]]:
     for item in parent.iterdir():
         m = _SCRATCH.match(item.name)
         if m and m["name"] == target.name:
-            found.append((m["kind"], int(m["pid"]), item))
+            found.append((m["kind"], int(m["pid"]), m["host"], item))
     return found
 
 
 def recover_folder(target: str | os.PathLike) -> bool:
     """Finish or undo a save of `target` that was killed, before the folder is read or saved.
 
-    A save writes `.<name>.tmp-<pid>-*`, then renames `target` to `.<name>.old-<pid>` and the
+    A save writes `.<name>.tmp-<pid>.<host>-*`, then renames `target` to `.<name>.old-<pid>.<host>` and the
     scratch folder to `target`. Killed between the two renames, `target` is missing and the
     pair is there: the scratch folder is complete (the first rename happens only after it
     is written and fsynced), so it becomes `target`. Scratch folders of dead processes are
@@ -690,7 +705,7 @@ def recover_folder(target: str | os.PathLike) -> bool:
     """
     target = Path(target)
     restored = False
-    scratch = [(k, pid, p) for k, pid, p in _scratch_of(target) if not _alive(pid)]
+    scratch = [(k, pid, p) for k, pid, host, p in _scratch_of(target) if not _alive(pid, host)]
     if not target.exists():
         olds = {pid: p for k, pid, p in scratch if k == "old"}
         for kind, pid, path in scratch:
@@ -741,7 +756,7 @@ class _AtomicFolder:
             recover_folder(self.target)
             self.tmp = Path(
                 tempfile.mkdtemp(
-                    prefix=f".{self.target.name}.tmp-{os.getpid()}-", dir=self.target.parent
+                    prefix=f".{self.target.name}.tmp-{_owner()}-", dir=self.target.parent
                 )
             )
         except OSError as err:
@@ -776,7 +791,7 @@ class _AtomicFolder:
                     dest = self.tmp / item.name
                     (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
             _fsync_tree(self.tmp)
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            old = self.target.with_name(f".{self.target.name}.old-{_owner()}")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(self.target, old)

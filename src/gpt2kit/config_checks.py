@@ -9,6 +9,7 @@ check here raises `ConfigError` naming the field, the value and what would be ac
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -32,9 +33,11 @@ TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index", "attn")
 # `transformers.GPT2Config`'s default bos/eos: it stays in every small config written from
 # the defaults (tiny test models with `vocab_size=100` included), so an out-of-vocabulary
-# bos/eos of exactly this value is accepted (generation can never emit it); any other
-# out-of-vocabulary id is an error.
+# bos/eos of exactly this value passes without a word; another bos/eos beyond the
+# vocabulary is a warning, a negative one or an out-of-vocabulary pad an error.
 GPT2_EOS = 50256
+_WARNED: set[tuple[str, int, int]] = set()
+logger = logging.getLogger("gpt2kit")
 
 # The sizes of GPT-2 XL: how far a field is past them says which field made a size absurd.
 _XL = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 1600, "n_layer": 48, "n_inner": 6400}
@@ -146,13 +149,20 @@ def check_fields(cfg: Any) -> None:
                     "an integer or a list of integers" if name == "eos_token_id" else "an integer"
                 )
                 raise _error(f"{name} must be {kind} (or null), got {value!r}")
-            if not 0 <= token < cfg.vocab_size and not (
-                token == GPT2_EOS and name != "pad_token_id"
-            ):
-                raise _error(
-                    f"{name} {token} is outside the vocabulary [0, {cfg.vocab_size}); "
-                    "fix the id or vocab_size"
-                )
+            if 0 <= token < cfg.vocab_size or (token == GPT2_EOS and name != "pad_token_id"):
+                continue
+            message = (
+                f"{name} {token} is outside the vocabulary [0, {cfg.vocab_size}); "
+                "fix the id or vocab_size"
+            )
+            if name == "pad_token_id" or token < 0:
+                raise _error(message)
+            # bos/eos beyond the vocabulary: the model can never emit them (generation then
+            # never stops at eos), but configs written so exist (a test config whose
+            # vocabulary was shrunk): named once per (field, id, size), not refused
+            if (name, token, cfg.vocab_size) not in _WARNED:
+                _WARNED.add((name, token, cfg.vocab_size))
+                logger.warning("config: %s; the model can never produce it", message)
 
 
 def parameter_count(cfg: Any) -> dict[str, int]:

@@ -458,9 +458,13 @@ def read_classification(
                 example["text_pair"] = _text(
                     _get(row, p_col, line, issues, "text_pair"), line, issues, "text_pair"
                 )
-            if l_col is not None and (require_labels or l_col in row):
+            unlabeled = not require_labels and (
+                row.get(l_col) is None or str(row.get(l_col)).strip() == ""
+            )
+            if l_col is not None and (require_labels or l_col in row) and not unlabeled:
                 label = _get(row, l_col, line, issues, "label")
-                if isinstance(label, str) and label_separator is not None and label.strip():
+                if isinstance(label, str) and label_separator is not None:
+                    # multi-label: an empty cell is "none of the classes", not a missing label
                     label = [x.strip() for x in label.split(label_separator) if x.strip()]
                 example["label"] = _clean_label(label, line, issues)
         except DataError as err:

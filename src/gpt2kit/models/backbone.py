@@ -365,6 +365,20 @@ class GPT2Model(GPT2PreTrainedModel):
                 raise ValueError("pass the cache as past_key_values or as cache, not both")
             past_key_values = cache
         input_ids = as_token_ids(input_ids, self.device)
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            if not isinstance(attention_mask, (list, tuple)):
+                raise ValueError(
+                    "attention_mask must be a tensor [batch, tokens] (or lists of 0/1); got "
+                    f"{type(attention_mask).__name__}"
+                )
+            try:  # lists, as input_ids; no dtype forced, so 0.5 is refused below, not truncated
+                attention_mask = torch.tensor(attention_mask, device=self.device)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"attention_mask must be rectangular lists of 0/1, one row per input ({err})"
+                ) from err
+            if attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]  # one row, as a flat input_ids list
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:

@@ -47,7 +47,7 @@ logger = logging.getLogger("gpt2kit")
 STATE_FILE = "trainer_state.json"
 PLAIN_WEIGHTS = "module_state.safetensors"  # modules without save_pretrained
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_KILLED_SWAP_RE = re.compile(r"^\.(checkpoint-\d+)\.old-\d+$")
+_KILLED_SWAP_RE = re.compile(r"^\.(checkpoint-\d+)\.old-")
 
 
 class DamagedCheckpointError(ValueError):
@@ -128,7 +128,7 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    for p in list(root.iterdir()):  # a save killed mid-swap left `.checkpoint-N.old-<pid>`
+    for p in list(root.iterdir()):  # a save killed mid-swap left `.checkpoint-N.old-*`
         m = _KILLED_SWAP_RE.match(p.name)
         if m and not (root / m.group(1)).exists():
             recover_folder(root / m.group(1))
@@ -245,7 +245,13 @@ def load_weights(model: torch.nn.Module, folder: Path) -> None:
     folder and keeps its shard), so call it on every rank together.
     """
     if (Path(folder) / PLAIN_WEIGHTS).is_file():
-        plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))
+        try:
+            plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))
+        except Exception as err:
+            raise CheckpointError(
+                f"{Path(folder) / PLAIN_WEIGHTS} is not a readable safetensors file ({err}); "
+                "it is cut short or corrupted"
+            ) from err
         if is_fsdp(model):
             load_full_state(model, plain)
         else:
