@@ -118,9 +118,16 @@ def test_fields_over_csv_limit_are_read(tmp_path):
 
 
 def test_unclosed_quote_is_an_error_at_file_line(tmp_path):
-    p = write(tmp_path / "q.tsv", 'text\tlabel\ngood\tpos\n"bad\tneg\n')
-    with pytest.raises(DataError, match=r"q\.tsv:\d+: "):
+    p = write(tmp_path / "q.csv", 'text,label\ngood,pos\n"bad,neg\n')
+    with pytest.raises(DataError, match=r"q\.csv:\d+: "):
         read_classification(p)
+
+
+def test_tsv_quotes_are_text_as_glue_writes_them(tmp_path):
+    # GLUE's TSVs are unquoted: a sentence opening with `"` must not swallow the rows after it
+    p = write(tmp_path / "train.tsv", 'sentence\tlabel\n"a quote\t1\nplain\t0\nthird "x"\t1\n')
+    rows = read_classification(p)
+    assert [r["text"] for r in rows] == ['"a quote', "plain", 'third "x"']
 
 
 def test_invalid_json_file_named(tmp_path):
@@ -227,6 +234,15 @@ def test_python_lists_as_input_ids_are_converted():
         model(ids, attention_mask=[[1, 1, 0.5], [1, 1, 1]])  # refused, not truncated to 0
     with pytest.raises(ValueError, match="attention_mask must be rectangular"):
         model(ids, attention_mask=[[1, 1], [1, 1, 1]])
+    # the heads that read input_ids before the backbone convert them too
+    from gpt2kit import GPT2ForDocumentClassification, GPT2ForSequenceClassification
+
+    for cls in (GPT2ForSequenceClassification, GPT2ForDocumentClassification):
+        head = cls(CFG.__class__(**{**CFG.to_dict(), "num_labels": 2, "pad_token_id": 0})).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                head(ids).logits, head(torch.tensor(ids)).logits, rtol=0, atol=0
+            )
     with torch.no_grad():
         torch.testing.assert_close(model([1, 2, 3], attention_mask=[1, 1, 1]).logits, one)
 

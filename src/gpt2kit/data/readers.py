@@ -259,7 +259,11 @@ def iter_rows(
                 at_line[0] = number
                 yield text
 
-        reader = csv.reader(texts(), delimiter=sep)
+        # TSV is read without quoting, as GLUE writes it (and `datasets`' GLUE loader reads
+        # it): a sentence that starts with `"` is text, not a quoted field that would swallow
+        # the rows after it.
+        quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+        reader = csv.reader(texts(), delimiter=sep, quoting=quoting)
 
         def rows() -> Iterator[list[str]]:
             while True:

@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
 from .arguments import pad_token_lists
-from .backbone import GPT2Model
+from .backbone import GPT2Model, as_token_ids
 from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import DocumentClassifierOutput
@@ -109,6 +109,7 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
         labels: torch.Tensor | None = None,
         window_batch_size: int | None = None,
     ) -> DocumentClassifierOutput:
+        input_ids = as_token_ids(input_ids, self.device)
         if documents is None:
             if input_ids is None:
                 raise ValueError("pass documents (lists of token ids) or input_ids [B, T]")

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import GPT2Config
 from .arguments import BackboneArgs, Unpack, head_forward
-from .backbone import GPT2Model
+from .backbone import GPT2Model, as_token_ids
 from .base import GPT2PreTrainedModel
 from .losses import classification_loss
 from .outputs import SequenceClassifierOutput
@@ -47,6 +47,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         labels: torch.Tensor | None = None,
         **backbone: Unpack[BackboneArgs],
     ) -> SequenceClassifierOutput:
+        input_ids = as_token_ids(input_ids, self.device)  # (the pooling reads them too)
         out = self.transformer(input_ids, **backbone)
         hidden = out.last_hidden_state  # (B, T, d)
         B, T = hidden.shape[:2]
