@@ -16,13 +16,13 @@ from gpt2kit.models.auto import (
     model_class,
     task_class,
 )
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.double_heads import GPT2DoubleHeadsModel
 from gpt2kit.models.lm import GPT2ForCausalLM, GPT2LMHeadModel
 from gpt2kit.models.multiple_choice import GPT2ForMultipleChoice
 from gpt2kit.models.question_answering import GPT2ForQuestionAnswering
 from gpt2kit.models.sequence_classification import GPT2ForSequenceClassification
 from gpt2kit.models.token_classification import GPT2ForTokenClassification
+from gpt2kit.nn.backbone import GPT2Model
 from harness import tiny_config
 
 MINE = [

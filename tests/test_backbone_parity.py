@@ -14,9 +14,9 @@ import transformers
 from conftest import make_hf_twin
 from gpt2kit.checkpoint import _CONV1D
 from gpt2kit.config import ACTIVATIONS
-from gpt2kit.models.backbone import GPT2Model
-from gpt2kit.models.cache import KVCache
 from gpt2kit.models.lm import GPT2LMHeadModel
+from gpt2kit.nn.backbone import GPT2Model
+from gpt2kit.nn.cache import KVCache
 from harness import tiny_config
 
 ATOL = 1e-5

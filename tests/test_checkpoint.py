@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_hf_twin
 from gpt2kit.checkpoint import CheckpointError
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.lm import GPT2ForCausalLM, GPT2LMHeadModel
+from gpt2kit.nn.backbone import GPT2Model
 from harness import tiny_config
 
 

@@ -10,7 +10,7 @@ import torch
 
 import gpt2kit
 from gpt2kit.hub import HubOptions, push_folder
-from gpt2kit.models.base import UnsupportedArgumentError
+from gpt2kit.nn.base import UnsupportedArgumentError
 from harness import tiny_config
 
 

@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.conditional_generation import GPT2ForConditionalGeneration
+from gpt2kit.nn.backbone import GPT2Model
 from gpt2kit.tasks.seq2seq import EncoderDecoderCollator, pad_sequences
 from harness import ModelCase, check_model_case, exact_match, tiny_config, train_reverser
 

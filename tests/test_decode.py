@@ -14,7 +14,7 @@ import torch
 
 from gpt2kit import GPT2LMHeadModel, decode, generate
 from gpt2kit.decode.weights import projection_weights
-from gpt2kit.models.base import GPT2PreTrainedModel
+from gpt2kit.nn.base import GPT2PreTrainedModel
 from harness import tiny_config
 
 

@@ -232,7 +232,7 @@ def test_fsdp_argument_and_flag():
 
 
 def test_fsdp_units_are_blocks_that_share_nothing():
-    from gpt2kit.models.backbone import GPT2Block
+    from gpt2kit.nn.backbone import GPT2Block
     from gpt2kit.training.distributed import shard_units
     from test_trainer import tiny_lm
 

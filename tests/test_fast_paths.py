@@ -22,7 +22,7 @@ from conftest import make_hf_twin
 from gpt2kit import GPT2Config, GPT2LMHeadModel, decode
 from gpt2kit.decode import native
 from gpt2kit.models import losses
-from gpt2kit.models.cache import KVCache
+from gpt2kit.nn.cache import KVCache
 from harness import tiny_config
 from test_backbone_parity import CONFIGS, close, random_ids
 

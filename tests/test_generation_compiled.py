@@ -25,7 +25,7 @@ from gpt2kit.generation.compiled import (
     release_static_decoders,
     static_capacity,
 )
-from gpt2kit.models.cache import StaticKVCache
+from gpt2kit.nn.cache import StaticKVCache
 from harness import left_padded_prompts, tiny_config
 
 PAD = 98

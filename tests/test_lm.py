@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import make_hf_twin
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.lm import GPT2ForCausalLM, GPT2LMHeadModel
+from gpt2kit.nn.backbone import GPT2Model
 from harness import SEQ, ModelCase, backbone_batch, check_model_case, lm_batch, tiny_config
 
 V, D = 100, 32

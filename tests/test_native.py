@@ -81,7 +81,7 @@ def test_gemv_propagates_non_finite_values():
 
 
 def test_decoder_products_use_the_kernel_only_without_autograd(monkeypatch):
-    from gpt2kit.models import backbone
+    from gpt2kit.nn import backbone
 
     calls = []
     monkeypatch.setattr(native, "gemv", lambda *a: calls.append(a) or F.linear(*a))
@@ -138,7 +138,7 @@ def test_compiled_one_row_product_calls_the_kernel_op():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,pos,hs", [(1, 0, 16), (1, 37, 16), (3, 5, 16), (2, 9, 12)])
 def test_attend_one_equals_cache_update_and_sdpa(dtype, batch, pos, hs):
-    from gpt2kit.models.cache import KVCache
+    from gpt2kit.nn.cache import KVCache
 
     g = torch.Generator().manual_seed(pos)
     H = 4
@@ -183,7 +183,7 @@ def test_attend_one_uses_threads_on_long_contexts_with_the_same_result():
 
 
 def test_a_cache_of_another_dtype_is_never_written_by_the_kernel():
-    from gpt2kit.models.cache import KVCache
+    from gpt2kit.nn.cache import KVCache
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_config()).eval()

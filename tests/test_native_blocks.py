@@ -19,7 +19,7 @@ from conftest import make_hf_twin
 from gpt2kit import GPT2LMHeadModel, decode, generate
 from gpt2kit.decode import native, plan
 from gpt2kit.decode.decoder import _held
-from gpt2kit.models.cache import KVCache
+from gpt2kit.nn.cache import KVCache
 from harness import tiny_config
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler on this machine")
@@ -323,7 +323,7 @@ def test_the_backbone_alone_runs_its_modules_with_the_decoders_products(spy):
 
 def _untied_head_with_bias(model):
     """A new LM head (its own weight and a bias): the plan must point at it."""
-    from gpt2kit.models.backbone import Linear
+    from gpt2kit.nn.backbone import Linear
 
     old = model.lm_head
     head = Linear(old.in_features, old.out_features, bias=True)

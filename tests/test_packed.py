@@ -23,7 +23,7 @@ from gpt2kit.decode.decoder import _held
 from gpt2kit.decode.packed import PackedWeight, packing_available
 from gpt2kit.decode.weights import projection_weights
 from gpt2kit.generation import generate
-from gpt2kit.models.backbone import Linear
+from gpt2kit.nn.backbone import Linear
 from harness import tiny_config
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN linear ops")
@@ -145,7 +145,7 @@ def test_small_batches_take_the_kernel_without_packing(monkeypatch):
 def test_bf16_products_upcast_from_32_rows_without_bf16_units(monkeypatch, rows):
     """Without AVX512-BF16/AMX a bf16 product of >= 32 rows runs in fp32 and is rounded
     back to bf16: the fp32 product's rounding, close to the native bf16 product."""
-    from gpt2kit.models import backbone
+    from gpt2kit.nn import backbone
 
     monkeypatch.setattr(backbone, "_cpu_has_bf16_units", lambda: False)
     torch.manual_seed(0)

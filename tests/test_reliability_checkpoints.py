@@ -17,8 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt2kit.checkpoint import CheckpointError, verify_checkpoint
+from gpt2kit.checkpoint import CheckpointError
 from gpt2kit.config import GPT2Config
+from gpt2kit.models.auto import verify_checkpoint
 from gpt2kit.models.lm import GPT2LMHeadModel
 
 TINY = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64)

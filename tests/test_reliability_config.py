@@ -11,8 +11,8 @@ import torch
 
 from gpt2kit.config import ConfigError, GPT2Config
 from gpt2kit.config_checks import check_allocation
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.lm import GPT2LMHeadModel
+from gpt2kit.nn.backbone import GPT2Model
 
 TINY = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64)
 

@@ -19,8 +19,8 @@ from gpt2kit.data.readers import (
     read_seq2seq,
     read_squad,
 )
-from gpt2kit.models.backbone import GPT2Model
 from gpt2kit.models.lm import GPT2LMHeadModel
+from gpt2kit.nn.backbone import GPT2Model
 
 
 def write(path: Path, text: str | bytes) -> Path:

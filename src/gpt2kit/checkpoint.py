@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 
 from .config import GPT2Config
+from .config_checks import check_allocation
 from .hub import HubError, HubOptions, resolve_folder
 
 logger = logging.getLogger("gpt2kit")
@@ -66,6 +68,7 @@ class LoadReport:
     dropped_keys: list[str] = field(default_factory=list)  # another head's weights, not used
     mismatched_keys: list[str] = field(default_factory=list)  # re-initialized (when allowed)
     unexpected_keys: list[str] = field(default_factory=list)  # ignored (when allowed)
+    folder: Path | None = None  # the local folder read (a Hub id's download)
 
 
 # -- locating files ------------------------------------------------------------------------------
@@ -285,11 +288,21 @@ _ST_DTYPE = {
 }
 
 
-def verify_checkpoint(folder: str | os.PathLike, config: GPT2Config | None = None) -> list[str]:
+def verify_checkpoint(
+    folder: str | os.PathLike,
+    config: GPT2Config | None = None,
+    *,
+    model_class: type | Callable[[GPT2Config], type],
+) -> list[str]:
     """What is wrong with the checkpoint in `folder`, one sentence per problem (empty: it
     loads). Reads file headers only: missing or unreadable shards, keys the index names but
     no shard holds, duplicate keys, missing backbone weights, shapes that disagree with the
-    config, integer tensors where weights are floats. `gpt2kit info` prints these."""
+    config, integer tensors where weights are floats. `gpt2kit info` prints these.
+
+    `model_class` is the class the weights are checked against, or a function of the config
+    that picks it (`gpt2kit.models.auto.architecture_class`; `gpt2kit.models.auto.
+    verify_checkpoint` passes it): the checkpoint layer sits below the models and never
+    imports them."""
     folder = Path(folder)
     damage: list[str] = []
     if config is None:
@@ -335,10 +348,8 @@ def verify_checkpoint(folder: str | os.PathLike, config: GPT2Config | None = Non
             return [f"{files[0].name} cannot be read ({str(err).splitlines()[0][:160]})"]
     if damage:
         return damage
-    from .models.auto import architecture_class
-
     try:
-        cls = architecture_class(config)
+        cls = model_class if isinstance(model_class, type) else model_class(config)
         with torch.device("meta"):
             model = cls(config)
     except Exception as err:  # noqa: BLE001
@@ -454,8 +465,6 @@ def load_model(
 
     # Build on the meta device (no random init of weights about to be overwritten), then
     # allocate for real and copy.
-    from .config_checks import check_allocation
-
     check_allocation(config, dtype, device)  # before anything is allocated
     with torch.device("meta"):
         model = cls(config)
@@ -523,11 +532,10 @@ def load_model(
         _init_keys(model, missing + sorted(reinit))
     model.tie_weights()
     model.eval()
-    if (folder / "generation_config.json").is_file():
-        # Decoding defaults saved with the checkpoint become `generate`'s defaults.
-        from .generation.config import GenerationConfig
-
-        model.generation_config = GenerationConfig.from_pretrained(folder)
+    report.folder = folder
+    # Files beside the weights that the model class owns (a generation-capable model reads
+    # `generation_config.json`): the class reads them, so this loader knows no such format.
+    model.load_extra_files(folder)
     # A model may fill new weights from loaded ones (an encoder copied from the backbone);
     # it does so before the report is logged, so the log names only what is really new.
     model.complete_loading(report)
@@ -811,8 +819,12 @@ def save_model(
     max_shard_size: int | str = "5GB",
     tokenizer: Any = None,
     dtype: torch.dtype | None = None,
+    extra_files: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write `model` as a Hugging Face folder; see `GPT2PreTrainedModel.save_pretrained`."""
+    """Write `model` as a Hugging Face folder; see `GPT2PreTrainedModel.save_pretrained`.
+
+    `extra_files(scratch)` writes the files the model class owns (`generation_config.json`)
+    into the scratch folder, so they land with the weights in the one atomic rename."""
     target = Path(directory)
     state = to_hf_state_dict(model)
     if dtype is not None:
@@ -822,9 +834,8 @@ def save_model(
     with atomic_folder(target) as tmp:
         write_weights(state, tmp, max_shard_size)
         config.save_pretrained(tmp)
-        generation_config = getattr(model, "generation_config", None)
-        if generation_config is not None:
-            generation_config.save_pretrained(tmp)
+        if extra_files is not None:
+            extra_files(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return target

@@ -596,7 +596,7 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
 
     folder = Path(resolve_checkpoint_dir(name_or_path))
     config = GPT2Config.from_pretrained(folder)
-    from .checkpoint import verify_checkpoint
+    from .models.auto import verify_checkpoint
 
     damage = verify_checkpoint(folder, config)  # a missing shard or key, an unreadable file
     shapes: dict[str, tuple[list[int], str]] = {}

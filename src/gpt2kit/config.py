@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config_checks import (
+    ConfigError,
     check_fields,
     normalize_architectures,
     normalize_id2label,
@@ -57,10 +58,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
     "distilgpt2": dict(n_layer=6, n_head=12, n_embd=768),
 }
-
-
-class ConfigError(ValueError):
-    """A config field has a value no GPT-2 model can be built from."""
 
 
 @dataclass

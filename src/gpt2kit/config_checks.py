@@ -43,9 +43,17 @@ logger = logging.getLogger("gpt2kit")
 _XL = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 1600, "n_layer": 48, "n_inner": 6400}
 
 
-def _error(message: str) -> Exception:
-    from .config import ConfigError
+class ConfigError(ValueError):
+    """A config field has a value no GPT-2 model can be built from.
 
+    Defined here, in the leaf module that raises it, and re-exported by `gpt2kit.config`:
+    config imports the checks, never the reverse.
+    """
+
+    __module__ = "gpt2kit.config"
+
+
+def _error(message: str) -> Exception:
     return ConfigError(message)
 
 

@@ -43,11 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import backbone
-from ..models.backbone import GPT2Attention, Linear
-from ..models.cache import KVCache
-from ..models.lm import GPT2LMHeadModel
-from ..models.outputs import CausalLMOutput
+from ..nn import backbone
+from ..nn.backbone import PLAIN_LM_STEP, GPT2Attention, Linear
+from ..nn.cache import KVCache
+from ..nn.outputs import CausalLMOutput
 from . import native, packed
 from .plan import LINEAR_TYPES, lm_step
 from .weights import DecodeWeights, projection_weights
@@ -115,10 +114,9 @@ class CPUDecoder:
 
     def __init__(self, model: nn.Module, weights: DecodeWeights, kernel: bool) -> None:
         self.model, self.weights, self.kernel = model, weights, kernel
-        self._whole_steps = kernel and (
-            isinstance(model, GPT2LMHeadModel)
-            and type(model).forward is GPT2LMHeadModel.forward  # (same computation)
-        )
+        # `GPT2LMHeadModel.forward` carries this mark (set in models/lm.py; a subclass that
+        # overrides `forward` lacks it): the decoder reads a mark, never imports the heads.
+        self._whole_steps = kernel and getattr(type(model).forward, PLAIN_LM_STEP, False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -33,8 +33,8 @@ import operator
 import torch
 from torch import nn
 
-from ..models.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
-from ..models.cache import KVCache
+from ..nn.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
+from ..nn.cache import KVCache
 from . import native
 
 # the projection types the kernel stands in for (same math: `F.linear`)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..models.cache import KVCache
+from ..nn.cache import KVCache
 from .config import GenerationConfig
 from .outputs import Record
 from .processors import LogitsProcessor, apply_processors

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models.cache import KVCache
+from ..nn.cache import KVCache
 from .config import GenerationConfig
 from .outputs import Record
 from .processors import LogitsProcessor, apply_processors

@@ -64,9 +64,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.backbone import GPT2Model
-from ..models.cache import KVCache, StaticKVCache
-from ..models.outputs import CausalLMOutput
+from ..nn.backbone import GPT2Model
+from ..nn.cache import KVCache, StaticKVCache
+from ..nn.outputs import CausalLMOutput
 from .config import GenerationConfig
 
 logger = logging.getLogger("gpt2kit")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..models.outputs import ModelOutput
+from ..nn.outputs import ModelOutput
 
 
 @dataclass

@@ -25,10 +25,11 @@ import importlib
 import os
 from typing import Any
 
+from ..checkpoint import verify_checkpoint as _verify_checkpoint
 from ..config import GPT2Config
 
 MODEL_CLASSES: dict[str, str] = {
-    "GPT2Model": "gpt2kit.models.backbone",
+    "GPT2Model": "gpt2kit.nn.backbone",
     "GPT2LMHeadModel": "gpt2kit.models.lm",
     "GPT2ForCausalLM": "gpt2kit.models.lm",
     "GPT2DoubleHeadsModel": "gpt2kit.models.double_heads",
@@ -110,6 +111,13 @@ def architecture_class(config: GPT2Config) -> type:
         f"{', '.join(MODEL_CLASSES)}. Load with a class directly (e.g. GPT2LMHeadModel."
         "from_pretrained) or with AutoModelForArchitecture.for_task(task, path)"
     )
+
+
+def verify_checkpoint(folder: str | os.PathLike, config: GPT2Config | None = None) -> list[str]:
+    """What is wrong with the checkpoint in `folder`, one sentence per problem (empty: it
+    loads): `gpt2kit.checkpoint.verify_checkpoint` against the class `config.json` names
+    (the checkpoint layer takes the class; it never imports the models)."""
+    return _verify_checkpoint(folder, config, model_class=architecture_class)
 
 
 class AutoModelForArchitecture:

@@ -9,6 +9,7 @@ Why the layout is `transformers`' and not our own: users arrive with encoder-dec
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import CheckpointError, atomic_folder, to_hf_state_dict, write_weights
 from ..config import GPT2Config
+from ..generation import generate
+from ..nn.backbone import GPT2Model
+from ..nn.base import GPT2PreTrainedModel, UnsupportedArgumentError
+from ..nn.outputs import Seq2SeqLMOutput
 from ..tasks.seq2seq import (
     as_id_lists,
     check_target_generation_kwargs,
@@ -25,12 +31,9 @@ from ..tasks.seq2seq import (
     shift_tokens_right,
     trim_generated,
 )
-from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel, UnsupportedArgumentError
 from .generation_mixin import GenerationMixin
 from .lm import GPT2LMHeadModel
 from .losses import keep_positions, linear_cross_entropy, wants_logits
-from .outputs import Seq2SeqLMOutput
 
 logger = logging.getLogger("gpt2kit")
 
@@ -417,8 +420,6 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
             `[B * num_return_sequences, T + new]` decoder ids starting with the start token
             (finished rows padded with `pad_token_id`), or a `GenerateOutput`.
         """
-        from ..generation import generate
-
         for name in list(gen_kwargs):
             if name in _RENAMED:
                 raise _renamed_error(name, "generate")
@@ -604,10 +605,6 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
     ) -> Path:
         """Write an `EncoderDecoderModel` folder `transformers` loads: `encoder.*`,
         `decoder.transformer.*` (Conv1D layout, tied `lm_head` not written), nested config."""
-        import json
-
-        from ..checkpoint import atomic_folder, to_hf_state_dict, write_weights
-
         state = to_hf_state_dict(self)
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -620,9 +617,7 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
                 json.dumps(self.encoder_decoder_config_dict(), indent=2, sort_keys=True) + "\n",
                 encoding="utf-8",
             )
-            generation_config = getattr(self, "generation_config", None)
-            if generation_config is not None:
-                generation_config.save_pretrained(tmp)
+            self.save_extra_files(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         return target
@@ -685,8 +680,6 @@ def _field(outputs: Any, name: str) -> Any:
 
 
 def _checkpoint_error(message: str) -> Exception:
-    from ..checkpoint import CheckpointError
-
     return CheckpointError(message)
 
 

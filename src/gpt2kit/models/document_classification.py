@@ -9,11 +9,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model, as_token_ids
+from ..nn.base import ConfigOption, GPT2PreTrainedModel
+from ..nn.outputs import DocumentClassifierOutput
 from .arguments import pad_token_lists
-from .backbone import GPT2Model, as_token_ids
-from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
-from .outputs import DocumentClassifierOutput
 from .pooling import POOLERS, AttentionPooling, pool_max, pool_mean
 
 AGGREGATIONS = ("mean", "max", "attention")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model, Linear, as_token_ids
+from ..nn.base import GPT2PreTrainedModel
+from ..nn.outputs import DoubleHeadsModelOutput
 from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
-from .backbone import GPT2Model, Linear, as_token_ids
-from .base import GPT2PreTrainedModel
 from .generation_mixin import GenerationMixin
 from .losses import class_cross_entropy, keep_positions, lm_head_outputs, wants_logits
-from .outputs import DoubleHeadsModelOutput
 from .pooling import SequenceSummary
 
 

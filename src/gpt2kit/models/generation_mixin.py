@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from ..generation import generate
+from ..generation.config import GENERATION_CONFIG, GenerationConfig
 
 
 class GenerationMixin:
@@ -33,8 +37,6 @@ class GenerationMixin:
             >>> model.generate(torch.tensor([[1, 2]]), max_new_tokens=3).shape
             torch.Size([1, 5])
         """
-        from ..generation import generate
-
         if "input_ids" in kwargs:
             if inputs is not None:
                 raise ValueError("pass the prompt once: inputs or input_ids, not both")
@@ -62,8 +64,6 @@ class GenerationMixin:
         `transformers`; written by `save_pretrained`)."""
         config = self.__dict__.get("_generation_config")
         if config is None:
-            from ..generation.config import GenerationConfig
-
             config = GenerationConfig.from_model_config(self.config)  # type: ignore[attr-defined]
             self.__dict__["_generation_config"] = config
         return config
@@ -75,3 +75,17 @@ class GenerationMixin:
     @generation_config.deleter
     def generation_config(self) -> None:  # (back to the one built from the model config)
         self.__dict__.pop("_generation_config", None)
+
+    def load_extra_files(self, folder: Path) -> None:
+        """Decoding defaults saved with the checkpoint (`generation_config.json`) become
+        `generate`'s defaults (called by the checkpoint loader; see `GPT2PreTrainedModel`)."""
+        super().load_extra_files(folder)  # type: ignore[misc]
+        if (Path(folder) / GENERATION_CONFIG).is_file():
+            self.generation_config = GenerationConfig.from_pretrained(folder)
+
+    def save_extra_files(self, folder: Path) -> None:
+        """Write `generation_config.json` into the save's scratch folder."""
+        super().save_extra_files(folder)  # type: ignore[misc]
+        generation_config = self.generation_config
+        if generation_config is not None:
+            generation_config.save_pretrained(folder)

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GPT2Config
+from ..nn.backbone import PLAIN_LM_STEP, GPT2Model, Linear
+from ..nn.base import GPT2PreTrainedModel
+from ..nn.outputs import CausalLMOutput
 from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
-from .backbone import GPT2Model, Linear
-from .base import GPT2PreTrainedModel
 from .generation_mixin import GenerationMixin
 from .losses import keep_positions, lm_head_outputs, wants_logits
-from .outputs import CausalLMOutput
 
 
 class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
@@ -72,6 +72,10 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
             attentions=out.attentions,
             cross_attentions=out.cross_attentions,
         )
+
+
+# `gpt2kit.decode` may run this exact forward as one native call per batch-1 step.
+setattr(GPT2LMHeadModel.forward, PLAIN_LM_STEP, True)
 
 
 @dataclass

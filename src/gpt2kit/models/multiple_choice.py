@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model
+from ..nn.base import GPT2PreTrainedModel
+from ..nn.outputs import MultipleChoiceModelOutput
 from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
-from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
-from .outputs import MultipleChoiceModelOutput
 from .pooling import gather_index, pool_last
 from .token_classification import classifier_dropout
 

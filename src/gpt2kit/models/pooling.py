@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..nn.activations import ACT_FNS
+
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token of each row of `attention_mask [..., T]` (left or right pad)."""
@@ -116,8 +118,6 @@ class SequenceSummary(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        from .backbone import ACT_FNS  # the backbone's activation table; no import cycle
-
         self.summary_type = config.summary_type
         if self.summary_type not in ("cls_index", "last", "first", "mean"):
             raise ValueError(

@@ -6,13 +6,14 @@ from typing import Any
 
 import torch
 
+from ..generation import generate
+from ..nn.base import UnsupportedArgumentError
 from ..tasks.seq2seq import (
     as_id_lists,
     check_target_generation_kwargs,
     pad_sequences,
     trim_generated,
 )
-from .base import UnsupportedArgumentError
 from .lm import GPT2LMHeadModel
 
 
@@ -87,8 +88,6 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
             A list of target id lists (one per source, or per returned sequence), or one id
             list when a single source was given.
         """
-        from ..generation import generate
-
         check_target_generation_kwargs(gen_kwargs)
         seqs, single = as_id_lists(sources, attention_mask)
         pad = (

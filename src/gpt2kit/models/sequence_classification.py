@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model, as_token_ids
+from ..nn.base import GPT2PreTrainedModel
+from ..nn.outputs import SequenceClassifierOutput
 from .arguments import BackboneArgs, Unpack, head_forward
-from .backbone import GPT2Model, as_token_ids
-from .base import GPT2PreTrainedModel
 from .losses import classification_loss
-from .outputs import SequenceClassifierOutput
 from .pooling import last_token_index, last_token_without_mask
 
 

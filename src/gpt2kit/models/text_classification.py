@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model
+from ..nn.base import ConfigOption, GPT2PreTrainedModel
+from ..nn.outputs import TextClassifierOutput
 from ..tasks.packing import PackedBatch, pack_texts, pool_spans
 from .arguments import BackboneArgs, Unpack, head_forward, pad_token_lists
-from .backbone import GPT2Model
-from .base import ConfigOption, GPT2PreTrainedModel
 from .losses import classification_loss
-from .outputs import TextClassifierOutput
 from .pooling import POOLERS
 
 

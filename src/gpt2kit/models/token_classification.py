@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from ..config import GPT2Config
+from ..nn.backbone import GPT2Model
+from ..nn.base import GPT2PreTrainedModel
+from ..nn.outputs import TokenClassifierOutput
 from .arguments import BackboneArgs, Unpack, head_forward
-from .backbone import GPT2Model
-from .base import GPT2PreTrainedModel
 from .losses import class_cross_entropy
-from .outputs import TokenClassifierOutput
 
 
 def classifier_dropout(config: GPT2Config) -> float:

@@ -41,7 +41,7 @@ import torch
 from ..decode import cpu_decoder
 from ..generation import GenerationConfig, IncrementalDecoder, build_processors
 from ..generation.processors import apply_processors
-from ..models.cache import KVCache
+from ..nn.cache import KVCache
 
 logger = logging.getLogger("gpt2kit.serve")
 

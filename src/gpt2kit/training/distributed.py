@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..nn.backbone import GPT2Block
+
 logger = logging.getLogger("gpt2kit")
 
 FSDP_MODES = ("full_shard", "shard_grad_op")
@@ -152,8 +154,6 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     pair across two groups (each would shard and all-gather it separately), so such a block
     stays in the root group instead.
     """
-    from ..models.backbone import GPT2Block
-
     refs: dict[int, int] = {}
     for _, param in model.named_parameters(remove_duplicate=False):
         refs[id(param)] = refs.get(id(param), 0) + 1

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..config import GPT2Config
+from ..checkpoint import load_model, save_model
+from ..config import ALIASES, GPT2Config
+from ..hub import HubOptions, push_folder
 
 M = TypeVar("M", bound="GPT2PreTrainedModel")
 
@@ -226,8 +228,6 @@ class GPT2PreTrainedModel(nn.Module):
         if needed) through `huggingface_hub`; returns its commit info."""
         import tempfile
 
-        from ..hub import push_folder
-
         with tempfile.TemporaryDirectory() as scratch:
             folder = self.save_pretrained(
                 Path(scratch) / "model", max_shard_size=max_shard_size, tokenizer=tokenizer
@@ -294,9 +294,6 @@ class GPT2PreTrainedModel(nn.Module):
         Example:
             >>> model = GPT2LMHeadModel.from_pretrained("path/to/gpt2")  # doctest: +SKIP
         """
-        from ..checkpoint import load_model
-        from ..hub import HubOptions
-
         if model_args:
             raise UnsupportedArgumentError(
                 f"{cls.__name__}.from_pretrained takes the path and keywords only; got "
@@ -374,11 +371,23 @@ class GPT2PreTrainedModel(nn.Module):
         `config.json`, and the tokenizer files when `tokenizer` is given. Atomic: the folder
         is built beside the target and renamed into place.
         """
-        from ..checkpoint import save_model
-
         return save_model(
-            self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype
+            self,
+            directory,
+            max_shard_size=max_shard_size,
+            tokenizer=tokenizer,
+            dtype=dtype,
+            extra_files=self.save_extra_files,
         )
+
+    def load_extra_files(self, folder: Path) -> None:
+        """Called by the checkpoint loader with the folder it read, after the weights: a class
+        that owns other files of the folder reads them here (`GenerationMixin` reads
+        `generation_config.json`), so the loader below the models knows no such format."""
+
+    def save_extra_files(self, folder: Path) -> None:
+        """Called by `save_pretrained` with the save's scratch folder (renamed into place
+        with the weights, atomically): a class writes the files it owns there."""
 
 
 class UnsupportedArgumentError(TypeError, ValueError):
@@ -409,8 +418,6 @@ _KNOWN_UNSUPPORTED = {
 def check_config_overrides(cls: type, overrides: dict[str, Any]) -> None:
     """Raise naming the first keyword that is neither a config field nor an option of `cls`."""
     from dataclasses import fields
-
-    from ..config import ALIASES
 
     allowed = {f.name for f in fields(GPT2Config)} - {"extra"}
     allowed |= set(ALIASES) | {"num_labels", "label2id"} | set(getattr(cls, "config_options", ()))

@@ -222,7 +222,7 @@ class _PositionedCache:
 
     `single_query` tells the attention layers that each row brings one query over the
     whole capacity-wide buffers, so they attend with sums a compiler fuses instead of an
-    SDPA kernel (`gpt2kit.models.backbone._single_query_attention`).
+    SDPA kernel (`gpt2kit.nn.backbone._single_query_attention`).
     """
 
     single_query = True

@@ -17,45 +17,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
+from ..config_checks import check_allocation
+from .activations import ACT_FNS
 from .base import GPT2PreTrainedModel
 from .cache import ForeignCache, KVCache
 from .outputs import BaseModelOutput
 
-
-# Named functions, not lambdas: a model holds its activation, and pickling the model
-# (`torch.save(model)`, `copy.deepcopy`) needs it importable by name.
-def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    # `gelu_new` is OpenAI's tanh approximation; `F.gelu(approximate="tanh")` computes the
-    # same function in one fused kernel (agrees with `transformers`' formula to ~1e-7).
-    return F.gelu(x, approximate="tanh")
-
-
-def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-ACT_FNS = {
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu": F.gelu,
-    "gelu_fast": _gelu_fast,
-    "quick_gelu": _quick_gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "mish": F.mish,
-    "linear": _identity,
-}
+# The mark on a head's `forward` that says it is exactly GPT-2's LM step (backbone, then the
+# tied `lm_head` on the kept positions): `gpt2kit.decode` may then run a plain batch-1 step
+# as one native call. Set on `GPT2LMHeadModel.forward` only; a subclass that overrides
+# `forward` lacks it. A mark, so the decode layer never imports the heads.
+PLAIN_LM_STEP = "_gpt2kit_plain_lm_step"
 
 
 @functools.cache
@@ -331,8 +303,6 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
-        from ..config_checks import check_allocation
-
         check_allocation(config)  # a size no memory holds is refused before anything is built
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
