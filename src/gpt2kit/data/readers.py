@@ -32,6 +32,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.ner import get_entities
+
 logger = logging.getLogger("gpt2kit")
 
 Source = str | os.PathLike | Iterable[Mapping[str, Any]]
@@ -582,8 +584,6 @@ def convert_tags(tags: Sequence[str], to_scheme: str = "IOB2") -> list[str]:
         >>> convert_tags(["B-LOC", "I-LOC", "B-PER"], "BIOES")
         ['B-LOC', 'E-LOC', 'S-PER']
     """
-    from ..evaluation.ner import get_entities
-
     if to_scheme not in TAG_SCHEMES:
         raise ValueError(f"to_scheme={to_scheme!r}; use one of {TAG_SCHEMES}")
     out = ["O"] * len(tags)

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .generation_metrics import bleu, rouge
+from .ner import entity_f1
+from .squad import squad_metrics
+
 AVERAGES = ("macro", "micro", "weighted", "binary", None)
 
 
@@ -372,8 +376,6 @@ def _classification_fn(problem_type: str | None, threshold: float) -> Any:
 def _token_classification_fn(
     id2label: dict[int, str] | None, decode: Any = None, references: Any = None
 ) -> Any:
-    from .ner import entity_f1
-
     def entity_scores(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[str, float]:
         scores_ = entity_f1(pred_tags, gold_tags)
         out = {f"entity_{key}": scores_[key] for key in ("precision", "recall", "f1")}
@@ -409,8 +411,6 @@ def _token_classification_fn(
 
 
 def _qa_fn(decode: Any, references: Any, version: str | None) -> Any:
-    from .squad import squad_metrics
-
     def fn(predictions: Any, labels: Any = None) -> dict[str, float]:
         preds = decode(predictions) if decode is not None else predictions
         refs = references if references is not None else labels
@@ -455,8 +455,6 @@ def _is_text(value: Any) -> bool:
 
 
 def _generation_fn(tokenizer: Any, shift: bool = True) -> Any:
-    from .generation_metrics import bleu, rouge
-
     def texts(values: Any, what: str) -> list[Any]:
         if isinstance(values, (list, tuple)) and all(_is_text(v) for v in values):
             return list(values)

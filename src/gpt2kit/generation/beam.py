@@ -16,6 +16,7 @@ from ..nn.cache import KVCache
 from .config import GenerationConfig
 from .outputs import Record
 from .processors import LogitsProcessor, apply_processors
+from .sampling import select_processors
 from .stopping import StoppingCriteriaList, StopStringMatcher
 from .window import SlidingWindow
 
@@ -471,6 +472,4 @@ def group_beam_search(
 
 def _rows(processors: Sequence[LogitsProcessor], rows: torch.Tensor) -> Sequence[LogitsProcessor]:
     """`processors` for a group's rows (per-row state selected; unknown ones as they are)."""
-    from .sampling import select_processors
-
     return select_processors(processors, rows) or processors

@@ -23,6 +23,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config import GPT2Config
+from ..models.auto import architecture_class, model_class
+from ..tokenizer import GPT2Tokenizer
+
 logger = logging.getLogger("gpt2kit")
 
 # The small GPT-2 trained on Tiny Shakespeare that ships inside the package (its model card
@@ -58,8 +62,6 @@ def load_tokenizer(tokenizer: Any, source: str | os.PathLike | None) -> Any:
     tokenizer files, and otherwise the GPT-2 tokenizer shipped with gpt2kit does (every
     GPT-2 checkpoint shares that vocabulary).
     """
-    from ..tokenizer import GPT2Tokenizer
-
     if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
         return tokenizer
     if tokenizer is not None:
@@ -166,9 +168,6 @@ class Pipeline:
             if device is not None or dtype is not None:
                 model = model.to(device=device, dtype=_as_dtype(dtype))
             return model
-        from ..config import GPT2Config
-        from ..models.auto import architecture_class, model_class
-
         cls = architecture_class(GPT2Config.from_pretrained(model))
         if not self._accepts(cls):
             raise self._wrong(f"the checkpoint {model}", cls.__name__)

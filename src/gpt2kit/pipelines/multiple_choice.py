@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..tasks.multiple_choice import MultipleChoiceCollator
 from .base import Pipeline
 
 
@@ -59,8 +60,6 @@ class MultipleChoicePipeline(Pipeline):
         return {"context": context, "choices": [str(c) for c in item["choices"]]}
 
     def _choice_logits(self, examples: list[dict[str, Any]]) -> torch.Tensor:
-        from ..tasks.multiple_choice import MultipleChoiceCollator
-
         collate = MultipleChoiceCollator(self.tokenizer, max_length=self.model.config.n_positions)
         batch = {k: v.to(self.device) for k, v in collate(examples).items()}
         out = self.model(

@@ -7,6 +7,12 @@ from typing import Any
 
 import torch
 
+from ..tasks.qa import (
+    MAX_ANSWER_LENGTH,
+    collate_qa_features,
+    decode_spans,
+    prepare_qa_features,
+)
 from .base import Pipeline
 
 
@@ -64,13 +70,6 @@ class QuestionAnsweringPipeline(Pipeline):
 
     @torch.inference_mode()
     def _run_batch(self, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
-        from ..tasks.qa import (
-            MAX_ANSWER_LENGTH,
-            collate_qa_features,
-            decode_spans,
-            prepare_qa_features,
-        )
-
         for item in inputs:
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
                 raise ValueError(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..generation import generate, stream_generate
 from .base import Pipeline, logger
 
 # Options that belong to the pipeline, not to `GenerationConfig`.
@@ -87,8 +88,6 @@ class TextGenerationPipeline(_GenerationBase):
 
     def stream(self, prompt: str, **options: Any) -> Iterator[str]:
         """Yield the continuation of `prompt` as text pieces while it is generated."""
-        from ..generation import stream_generate
-
         params = {k: v for k, v in self._params(options).items() if k != "stream"}
         ids = self._encode(prompt) or [self._bos()]
         gen = self._generation_options(params, len(ids))
@@ -104,8 +103,6 @@ class TextGenerationPipeline(_GenerationBase):
 
     @torch.inference_mode()
     def _run_batch(self, prompts: list[str], params: dict[str, Any]) -> list[Any]:
-        from ..generation import generate
-
         if not all(isinstance(p, str) for p in prompts):
             raise TypeError("text-generation inputs must be strings")
         seqs = [self._encode(p) or [self._bos()] for p in prompts]

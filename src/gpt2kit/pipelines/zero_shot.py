@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..models.lm import GPT2ForCausalLM
 from .base import Pipeline
 from .multiple_choice import choice_result
 
@@ -43,8 +44,6 @@ class _LMScorer(Pipeline):
         self, context: str, candidates: list[str], normalization: str
     ) -> list[float]:
         """Log-likelihood of each candidate after `context` (mean per token or sum)."""
-        from ..models.lm import GPT2ForCausalLM
-
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"length_normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}"

@@ -21,6 +21,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..models.auto import AutoModelForArchitecture
+from ..tokenizer import GPT2Tokenizer
 from .batching import Batcher
 from .chat_template import check_template
 from .errors import APIError, install_handlers
@@ -41,8 +43,6 @@ def load_model(
     model: Any, tokenizer: Any = None, device: str | None = None
 ) -> tuple[Any, Any, str]:
     """`(model, tokenizer, name)` from a model object or a path / Hub id (None: the default model)."""
-    from ..tokenizer import GPT2Tokenizer
-
     if model is None:
         if not DEFAULT_MODEL_DIR.is_dir():
             raise FileNotFoundError(
@@ -50,8 +50,6 @@ def load_model(
             )
         model = str(DEFAULT_MODEL_DIR)
     if isinstance(model, (str, os.PathLike)):
-        from ..models.auto import AutoModelForArchitecture
-
         name = os.fspath(model)
         kwargs = {"device": device} if device else {}
         obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)

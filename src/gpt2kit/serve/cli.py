@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
+    # (FastAPI and jinja2, the serve extra, load only when the command runs: `gpt2kit --help`
+    # and the other commands work without them)
     from .app import create_app
     from .chat_template import read_template_file
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..models.lm import GPT2ForCausalLM
+
 logger = logging.getLogger("gpt2kit.serve")
 
 _LM = {"GPT2LMHeadModel", "GPT2ForCausalLM", "GPT2DoubleHeadsModel"}
@@ -66,7 +68,7 @@ class TaskRunner:
 
     def _pipeline(self, task: str) -> Any | None:
         if task not in self._pipes:
-            try:
+            try:  # (imported on first use: a task endpoint nobody calls costs nothing)
                 from ..pipelines import pipeline
             except ImportError:
                 self._pipes[task] = None
@@ -92,8 +94,6 @@ class TaskRunner:
 
     # -- tasks ----------------------------------------------------------------------------
     def _score(self, items: list[dict]) -> list[dict]:
-        from ..models.lm import GPT2ForCausalLM
-
         # `score` is defined on GPT2ForCausalLM; GPT2LMHeadModel has the same weights.
         out = GPT2ForCausalLM.score(self.model, [it["text"] for it in items], self.tokenizer)
         return [

@@ -238,7 +238,7 @@ class TrainingArguments:
             )
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy={self.nan_policy!r}: choose 'error' or 'skip'")
-        from .distributed import fsdp_mode
+        from .distributed import fsdp_mode  # (torch.distributed loads only when checked)
 
         fsdp_mode(self.fsdp)  # a ValueError naming the choices for anything else
         if self.bf16 and self.fp16:

@@ -10,6 +10,10 @@ Examples:
         --n-head 4 --train-file corpus.txt --output-dir lm --max-steps 2000 --lr 6e-4
     gpt2kit train --config run.yaml          # the same keys as the flags (dashes or underscores)
     torchrun --standalone --nproc-per-node 8 -m gpt2kit train ... --fsdp  # FSDP2
+
+The commands import torch, the models and the data modules inside their functions, so
+`gpt2kit --help` (which registers these subcommands) stays fast; none of those imports
+avoids a cycle (tests/test_architecture.py checks the layers).
     gpt2kit evaluate --task sequence-classification --model out --eval-file test.csv --json m.json
 """
 

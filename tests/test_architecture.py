@@ -1,0 +1,239 @@
+"""The import graph of `gpt2kit` stays layered (docs/architecture.md).
+
+Computed from the source with `ast` (no module is imported): every `import` and `from ...
+import` of a gpt2kit module, at module level or inside a function, is an edge between the
+packages (`gpt2kit.<package>...`) of the two modules. The package graph must have no cycle,
+every edge must go from a higher layer to a strictly lower one, and function-level imports
+of gpt2kit modules may only appear where they exist for import cost (the command-line and
+server entry points), never to dodge a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "gpt2kit"
+
+# Layer of each top-level package or module of gpt2kit, lowest first. An import may only go
+# to a strictly lower layer. A new package needs a row here (and in docs/architecture.md).
+LAYERS: dict[str, int] = {
+    "gpt2kit": 0,  # the root: PEP 562 lazy names, imports nothing at module level
+    "hub": 0,
+    "config_checks": 0,
+    "tasks": 0,
+    "evaluation": 0,
+    "config": 1,
+    "tokenizer": 1,
+    "data": 1,
+    "checkpoint": 2,
+    "nn": 3,  # the backbone layer: backbone, base, cache, outputs, activations
+    "decode": 4,
+    "generation": 5,
+    "models": 6,  # the task heads (heads that generate import generation)
+    "pipelines": 7,
+    "training": 7,
+    "adapters": 7,
+    "quantization": 7,
+    "serve": 8,
+    "cli": 9,
+    "__main__": 10,
+}
+
+# Modules whose function-level imports of gpt2kit modules exist for import cost: the
+# `gpt2kit` command registers every subcommand and must start without torch, FastAPI or
+# jinja2; the server loads its optional extras only when it runs; the root resolves its
+# public names on first use (PEP 562).
+LAZY_ALLOWED = {
+    "gpt2kit.cli",
+    "gpt2kit.training.cli",
+    "gpt2kit.training.arguments",
+    "gpt2kit.serve",
+    "gpt2kit.serve.app",
+    "gpt2kit.serve.cli",
+    "gpt2kit.serve.tasks",
+}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+        if name.endswith(".__init__"):
+            name = name[: -len(".__init__")]
+        mods[name] = path
+    return mods
+
+
+def _known(name: str, mods: dict[str, Path]) -> str | None:
+    """The module `name` is, or the nearest enclosing package that exists as a file
+    (`gpt2kit.models.backbone`, an alias of `gpt2kit.nn.backbone`, counts as
+    `gpt2kit.models`); None outside gpt2kit."""
+    parts = name.split(".")
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in mods:
+            return candidate
+        parts.pop()
+    return None
+
+
+def _targets(module: str, node: ast.AST, mods: dict[str, Path]) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = module.split(".")
+            if mods[module].name != "__init__.py":
+                base = base[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        names = [target] + [f"{target}.{a.name}" for a in node.names]
+    else:
+        names = [a.name for a in node.names]  # type: ignore[attr-defined]
+    found = []
+    for name in names:
+        if not name.startswith("gpt2kit"):
+            continue
+        hit = name if name in mods else None
+        if hit is None and name == names[0]:
+            hit = _known(name, mods)
+        if hit is not None and hit != module:
+            found.append(hit)
+    return found
+
+
+def _is_top_level(node: ast.AST, tree: ast.Module) -> bool:
+    if node in tree.body:
+        return True
+    return any(
+        node in getattr(n, "body", []) or node in getattr(n, "orelse", [])
+        for n in tree.body
+        if isinstance(n, (ast.If, ast.Try))
+    ) or any(node in h.body for n in tree.body if isinstance(n, ast.Try) for h in n.handlers)
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "gpt2kit"
+
+
+def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """(package -> packages it imports, module-level edges, function-level edges)."""
+    mods = _modules()
+    packages: dict[str, set[str]] = {}
+    edges: list[tuple[str, str]] = []
+    lazy: list[tuple[str, str]] = []
+    for module, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        packages.setdefault(_layer(module), set())
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target in _targets(module, node, mods):
+                edges.append((module, target))
+                if _layer(target) != _layer(module):
+                    packages[_layer(module)].add(_layer(target))
+                if not _is_top_level(node, tree):
+                    lazy.append((module, target))
+    return packages, edges, lazy
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_package_import_graph_has_no_cycle():
+    packages, _, _ = import_graph()
+    assert _cycles(packages) == []
+
+
+def test_every_package_has_a_layer():
+    packages, _, _ = import_graph()
+    unknown = sorted(set(packages) - set(LAYERS))
+    assert not unknown, f"add {unknown} to LAYERS here and to docs/architecture.md"
+
+
+def test_lower_layers_never_import_upper_ones():
+    _, edges, _ = import_graph()
+    upward = sorted(
+        {
+            (a, b)
+            for a, b in edges
+            if _layer(a) != _layer(b) and LAYERS.get(_layer(b), 99) >= LAYERS.get(_layer(a), 99)
+        }
+    )
+    assert not upward, "imports against the layers (docs/architecture.md): " + ", ".join(
+        f"{a} -> {b}" for a, b in upward
+    )
+
+
+def test_backbone_layer_imports_no_head_generation_or_decode():
+    _, edges, _ = import_graph()
+    bad = [
+        (a, b)
+        for a, b in edges
+        if _layer(a) == "nn" and _layer(b) in {"models", "generation", "decode"}
+    ]
+    assert not bad
+    bad = [
+        (a, b) for a, b in edges if _layer(a) in {"generation", "decode"} and _layer(b) == "models"
+    ]
+    assert not bad, "generation and decode import the backbone layer (gpt2kit.nn), never heads"
+
+
+def test_function_level_imports_only_for_import_cost():
+    _, _, lazy = import_graph()
+    dodges = sorted({(a, b) for a, b in lazy if a not in LAZY_ALLOWED})
+    assert not dodges, (
+        "function-level imports of gpt2kit modules outside the entry points (import at "
+        "module level; a cycle means a module is in the wrong layer): "
+        + ", ".join(f"{a} -> {b}" for a, b in dodges)
+    )
+
+
+@pytest.mark.parametrize("name", ["backbone", "base", "cache", "outputs"])
+def test_old_module_names_are_the_backbone_modules(name):
+    import importlib
+
+    old = importlib.import_module(f"gpt2kit.models.{name}")
+    new = importlib.import_module(f"gpt2kit.nn.{name}")
+    assert old is new
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
