@@ -1,0 +1,187 @@
+"""The modules an adapter puts in a model: `LoraLinear` around a projection and
+`ModulesToSave` around a module trained in full (a task head).
+
+They mirror `peft`'s (`peft.tuners.lora.Linear`, `peft.utils.ModulesToSaveWrapper`) down to
+the submodule names (`base_layer`, `lora_A.<adapter>`, `lora_B.<adapter>`,
+`original_module`, `modules_to_save.<adapter>`), so a model's `state_dict()` keys are the
+ones `peft` gives the same model, and the computation is `peft`'s op for op:
+`base(x) + lora_B(lora_A(dropout(x))) * scaling`, summed over the active adapters.
+
+They replace the model's modules in place (the wrapped module is kept inside), so the
+model classes know nothing about adapters; `gpt2kit.decode` sees a module type that is not
+a stock projection and runs those layers through their own `forward` (correct, not the
+fused batch-1 step).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class LoraLinear(nn.Module):
+    """`base_layer(x) + sum over active adapters of lora_B(lora_A(dropout(x))) * scaling`.
+
+    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`); `lora_A[name]` is an
+    `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both without bias, as in
+    `peft`. `merge` adds `B @ A * scaling` into the base weight in place (the parameter
+    object and its storage stay; its version changes, so copies of it are refreshed).
+    """
+
+    def __init__(self, base_layer: nn.Linear) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+        self.r: dict[str, int] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+
+    # the base layer's surface, for code that reads it off the projection
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    def add(
+        self, name: str, r: int, alpha: float, scaling: float, dropout: float, init: bool | str
+    ) -> None:
+        """Create adapter `name` (rank `r`) on this layer, initialized as `peft` does."""
+        weight = self.base_layer.weight
+        kw = {"device": weight.device, "dtype": weight.dtype}
+        a = nn.Linear(self.in_features, r, bias=False, **kw)
+        b = nn.Linear(r, self.out_features, bias=False, **kw)
+        if init is not False:
+            with torch.no_grad():
+                if init is True:
+                    nn.init.kaiming_uniform_(a.weight, a=5**0.5)
+                else:  # "gaussian"
+                    nn.init.normal_(a.weight, std=1 / r)
+                nn.init.zeros_(b.weight)
+        self.lora_A[name], self.lora_B[name] = a, b
+        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.r[name], self.lora_alpha[name], self.scaling[name] = r, alpha, scaling
+
+    def remove(self, name: str) -> None:
+        if name in self.merged_adapters:
+            self.unmerge([name])
+        for table in (self.lora_A, self.lora_B, self.lora_dropout):
+            if name in table:
+                del table[name]
+        for table in (self.r, self.lora_alpha, self.scaling):
+            table.pop(name, None)
+        if name in self.active_adapters:
+            self.active_adapters.remove(name)
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """`B @ A * scaling` in the base weight's layout `[out, in]`, computed in fp32."""
+        a = self.lora_A[name].weight.float()
+        b = self.lora_B[name].weight.float()
+        return (b @ a) * self.scaling[name]
+
+    @torch.no_grad()
+    def merge(self, names: list[str] | None = None) -> None:
+        weight = self.base_layer.weight
+        for name in names if names is not None else self.active_adapters:
+            if name in self.lora_A and name not in self.merged_adapters:
+                weight.add_(self.delta_weight(name).to(weight.dtype))
+                self.merged_adapters.append(name)
+
+    @torch.no_grad()
+    def unmerge(self, names: list[str] | None = None) -> None:
+        weight = self.base_layer.weight
+        for name in list(reversed(self.merged_adapters)):
+            if names is None or name in names:
+                weight.sub_(self.delta_weight(name).to(weight.dtype))
+                self.merged_adapters.remove(name)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disabled:
+            if self.merged_adapters:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        dtype = result.dtype
+        for name in self.active_adapters:
+            if name not in self.lora_A or name in self.merged_adapters:
+                continue
+            a = self.lora_A[name]
+            h = x if x.dtype == a.weight.dtype else x.to(a.weight.dtype)  # (as `peft`)
+            result = result + self.lora_B[name](a(self.lora_dropout[name](h))) * self.scaling[name]
+        return result.to(dtype)
+
+    def extra_repr(self) -> str:
+        ranks = ", ".join(f"{n}: r={r}" for n, r in self.r.items())
+        return f"adapters=[{ranks}], active={self.active_adapters}, merged={self.merged_adapters}"
+
+
+class ModulesToSave(nn.Module):
+    """A module trained in full beside an adapter: `modules_to_save[name]` is the adapter's
+    own copy, `original_module` the base model's. The active adapter's copy runs; with
+    adapters disabled, or an active adapter that has no copy here, the original runs.
+
+    Attributes other than these (e.g. `out_features`, `weight`) read through to the module
+    that would run, so code that inspects the head still works.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.original_module = module
+        self.modules_to_save = nn.ModuleDict()
+        self.active_adapters: list[str] = []
+        self.disabled = False
+
+    def add(self, name: str, trainable: bool) -> None:
+        duplicate = copy.deepcopy(self.original_module)
+        duplicate.requires_grad_(trainable)
+        self.modules_to_save[name] = duplicate
+
+    def remove(self, name: str) -> None:
+        if name in self.modules_to_save:
+            del self.modules_to_save[name]
+        if name in self.active_adapters:
+            self.active_adapters.remove(name)
+
+    def current(self) -> nn.Module:
+        """The module a call runs now."""
+        if not self.disabled:
+            for name in self.active_adapters[:1]:  # (`peft`: the first active adapter)
+                if name in self.modules_to_save:
+                    return self.modules_to_save[name]
+        return self.original_module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if (
+                name in ("original_module", "modules_to_save", "_modules")
+                or "_modules" not in self.__dict__
+            ):
+                raise
+            return getattr(self.current(), name)
