@@ -9,7 +9,7 @@
 See `docs/adapters.md` for the design and what is not supported.
 """
 
-from .config import ADAPTER_CONFIG, AdapterConfigError, LoraConfig
+from .config import ADAPTER_CONFIG, AdapterConfigError, LoraConfig, parse_lora_spec
 from .inject import (
     ADAPTER_WEIGHTS,
     AdapterError,
@@ -18,6 +18,7 @@ from .inject import (
     load_state,
     merge_and_unload,
 )
+from .inject import load_checkpoint as load_adapter_checkpoint
 from .inject import save as save_adapter
 from .layers import LoraLinear, ModulesToSave
 from .mixin import AdapterMixin
@@ -33,7 +34,9 @@ __all__ = [
     "ModulesToSave",
     "adapter_state_dict",
     "is_adapter_folder",
+    "load_adapter_checkpoint",
     "load_state",
     "merge_and_unload",
+    "parse_lora_spec",
     "save_adapter",
 ]

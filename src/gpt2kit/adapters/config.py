@@ -293,3 +293,100 @@ def _pattern_key(patterns: dict[str, Any], module_path: str) -> str | None:
         if re.match(rf"(.*\.)?({key})$", module_path):
             return key
     return None
+
+
+# `--lora` / YAML `lora:` keys: short names and peft's own
+_SPEC_KEYS = {
+    "r": "r",
+    "alpha": "lora_alpha",
+    "lora_alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "lora_dropout": "lora_dropout",
+    "targets": "target_modules",
+    "target_modules": "target_modules",
+    "save": "modules_to_save",
+    "modules_to_save": "modules_to_save",
+    "bias": "bias",
+    "rslora": "use_rslora",
+    "use_rslora": "use_rslora",
+    "init": "init_lora_weights",
+    "init_lora_weights": "init_lora_weights",
+    "exclude": "exclude_modules",
+    "exclude_modules": "exclude_modules",
+    "layers": "layers_to_transform",
+    "layers_to_transform": "layers_to_transform",
+}
+_LIST_FIELDS = ("target_modules", "modules_to_save", "exclude_modules", "layers_to_transform")
+
+
+def parse_lora_spec(spec: str | dict[str, Any] | bool, source: str = "--lora") -> LoraConfig:
+    """A `LoraConfig` from `r=8,alpha=16,targets=c_attn,c_proj,c_fc` (a list key takes the
+    items after it that have no `=`), from a YAML/JSON mapping with the same keys (lists
+    as lists), or from `true` (the defaults: r=8, alpha=8, c_attn).
+
+    Example:
+        >>> c = parse_lora_spec("r=8,alpha=16,targets=c_attn,c_proj,c_fc")
+        >>> c.r, c.lora_alpha, c.target_modules
+        (8, 16, ['c_attn', 'c_proj', 'c_fc'])
+    """
+    items: dict[str, Any] = {}
+    if spec is True:
+        return LoraConfig()
+    if isinstance(spec, dict):
+        pairs = list(spec.items())
+    elif isinstance(spec, str):
+        pairs, key = [], None
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if "=" in part:
+                key, _, value = part.partition("=")
+                pairs.append((key.strip(), value.strip()))
+            elif key is not None and _SPEC_KEYS.get(key) in _LIST_FIELDS:
+                pairs.append((key, part))
+            else:
+                raise AdapterConfigError(
+                    f"{source}: {part!r} is not key=value; write e.g. r=8,alpha=16,targets=c_attn,c_proj"
+                )
+    else:
+        raise AdapterConfigError(f"{source} must be a string such as r=8,alpha=16 or a mapping")
+    for key, value in pairs:
+        field_name = _SPEC_KEYS.get(str(key).replace("-", "_"))
+        if field_name is None:
+            raise AdapterConfigError(
+                f"{source}: unknown key {key!r}; use {', '.join(sorted(set(_SPEC_KEYS) - set(_SPEC_KEYS.values())))} "
+                "(or peft's names lora_alpha, target_modules, ...)"
+            )
+        if field_name in _LIST_FIELDS:
+            values = value if isinstance(value, list) else [value]
+            if field_name == "layers_to_transform":
+                values = [int(v) for v in values]
+            items.setdefault(field_name, []).extend(values)
+            continue
+        items[field_name] = _spec_value(field_name, value, source)
+    if isinstance(items.get("target_modules"), list) and items["target_modules"] == ["all-linear"]:
+        items["target_modules"] = "all-linear"
+    return LoraConfig(**items)
+
+
+def _spec_value(field_name: str, value: Any, source: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if field_name == "r":
+            return int(value)
+        if field_name == "lora_alpha":
+            number = float(value)
+            return int(number) if number.is_integer() else number
+        if field_name == "lora_dropout":
+            return float(value)
+    except ValueError:
+        raise AdapterConfigError(f"{source}: {field_name}={value!r} is not a number") from None
+    if field_name in ("use_rslora", "init_lora_weights") and value.lower() in (
+        "true",
+        "false",
+        "1",
+        "0",
+    ):
+        return value.lower() in ("true", "1")
+    return value

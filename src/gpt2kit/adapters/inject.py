@@ -240,6 +240,8 @@ def add(model: nn.Module, config: LoraConfig, name: str, trainable: bool = True)
             module = ModulesToSave(module)
             _set_child(model, path, module)
         module.add(name, trainable)
+    for path in targets + heads:  # (new submodules take the model's train/eval mode)
+        model.get_submodule(path).train(model.training)
     config.inference_mode = not trainable
     configs(model)[name] = config
     _freeze_base(model)
@@ -585,6 +587,24 @@ def save(
         save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         saved = LoraConfig(**{**config.__dict__, "inference_mode": True})
         saved.save_pretrained(tmp)
+        model_config = getattr(model, "config", None)
+        if model_config is not None and hasattr(model_config, "save_pretrained"):
+            # the head this adapter was trained with (labels, task options): no peft field
+            # holds it, and `from_pretrained(folder)` rebuilds the model from it
+            arch = getattr(model, "hf_architecture", None) or type(model).__name__
+            model_config.copy(architectures=[arch]).save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return target
+
+
+def load_checkpoint(model: nn.Module, folder: Path) -> None:
+    """Copy a training checkpoint's adapter (the folder `save` wrote) into the model's
+    active adapter in place, so the optimizer's references stay valid (a resume)."""
+    if not (Path(folder) / ADAPTER_CONFIG).is_file():
+        raise AdapterError(
+            f"{folder} holds no adapter ({ADAPTER_CONFIG} missing) but the model has one: resume "
+            "a LoRA run from its own checkpoints, with the same --lora settings"
+        )
+    name = (list(active(model)) or list(_require(model)))[0]
+    load_state(model, name, read_folder(Path(folder)), str(Path(folder) / ADAPTER_WEIGHTS))

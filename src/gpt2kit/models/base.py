@@ -305,6 +305,12 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
             )
         check_config_overrides(cls, config_overrides)
         impl = check_attn_implementation(attn_implementation)
+        from ..adapters.convert import base_of_adapter_folder
+
+        # a LoRA adapter folder (peft format): its base model, then the adapter on it
+        adapter, pretrained_model_name_or_path, config = base_of_adapter_folder(
+            pretrained_model_name_or_path, config
+        )
         model, report = load_model(
             cls,
             pretrained_model_name_or_path,
@@ -319,6 +325,8 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         if impl is not None:
             model.set_attn_implementation(impl)
         model.name_or_path = str(pretrained_model_name_or_path)  # (recorded in adapters' configs)
+        if adapter is not None:
+            model.load_adapter(adapter)
         return (model, report) if output_loading_info else model  # type: ignore[return-value]
 
     @classmethod
