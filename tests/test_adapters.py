@@ -19,11 +19,13 @@ from gpt2kit import (
     GPT2Model,
 )
 from gpt2kit.adapters import (
+    BASE,
     AdapterConfigError,
     AdapterError,
     LoraConfig,
     LoraLinear,
     ModulesToSave,
+    mixed_batch,
 )
 
 peft = pytest.importorskip("peft")
@@ -376,3 +378,88 @@ def test_peft_lora_config_object_is_accepted(tiny_config):
     model.add_adapter(peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
     assert model.peft_config["default"].r == 2
     assert model.transformer.h[0].attn.c_attn.scaling["default"] == 2.0
+
+
+# -- several adapters in one batch ---------------------------------------------------------------
+def _two_adapters(tiny_config):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config()).eval()
+    model.add_adapter(LoraConfig(r=4, target_modules=TARGETS, init_lora_weights=False), "a")
+    model.add_adapter(LoraConfig(r=2, target_modules=["c_attn"], init_lora_weights=False), "b")
+    return model.eval()
+
+
+def _alone(model, name, *args, **kwargs):
+    if name == BASE:
+        model.disable_adapters()
+    else:
+        model.enable_adapters()
+        model.set_adapter(name)
+    try:
+        return model(*args, **kwargs)
+    finally:
+        model.enable_adapters()
+
+
+NAMES = ["a", BASE, "b", "a"]
+
+
+def test_mixed_adapter_batch_equals_each_adapter_alone_and_peft(tmp_path, tiny_config, hf_twin):
+    model = _two_adapters(tiny_config)
+    ids = _ids(4, 8)
+    with mixed_batch(NAMES):
+        mixed = model(ids).logits
+    for i, name in enumerate(NAMES):
+        alone = _alone(model, name, ids[i : i + 1]).logits
+        torch.testing.assert_close(mixed[i : i + 1], alone, atol=TOL, rtol=0)
+    # peft's own mixed batch (`adapter_names=`) over the same two adapters
+    base = tmp_path / "base"
+    model.unload().save_pretrained(base)
+    again = _two_adapters(tiny_config)
+    for name in ("a", "b"):
+        again.set_adapter(name)
+        again.save_pretrained(tmp_path / name)
+    hf = _hf_base(base)
+    pm = peft.PeftModel.from_pretrained(hf, tmp_path / "a", adapter_name="a")
+    pm.load_adapter(tmp_path / "b", adapter_name="b")
+    pm.eval()
+    torch.testing.assert_close(
+        pm(input_ids=ids, adapter_names=NAMES).logits, mixed, atol=TOL, rtol=0
+    )
+    with (
+        pytest.raises(ValueError, match="3 adapter names for a batch of 4"),
+        mixed_batch(NAMES[:3]),
+    ):
+        again(ids)
+    with pytest.raises(ValueError, match="'c'"), mixed_batch(["a", "b", "c", "a"]):
+        again(ids)
+
+
+def test_mixed_adapter_decoding_through_the_cpu_decoder(tiny_config):
+    """The server's path: prefill and cached one-token steps through `cpu_decoder`, rows
+    of different adapters in one batch, equal to each row decoded alone."""
+    from gpt2kit.decode import cpu_decoder
+
+    model = _two_adapters(tiny_config)
+    ids = _ids(4, 6)
+
+    def decode(rows, names, steps=4):
+        decoder = cpu_decoder(model, rows.shape[0]) or model
+        with torch.no_grad(), mixed_batch(names):
+            out = decoder(input_ids=rows, use_cache=True)
+            cache, tokens = out.past_key_values, []
+            for _ in range(steps):
+                tok = out.logits[:, -1].argmax(-1, keepdim=True)
+                tokens.append(tok)
+                out = decoder(input_ids=tok, past_key_values=cache, use_cache=True)
+        return torch.cat(tokens, 1)
+
+    together = decode(ids, NAMES)
+    for i, name in enumerate(NAMES):
+        if name == BASE:
+            model.disable_adapters()
+        else:
+            model.set_adapter(name)
+        alone = decode(ids[i : i + 1], [BASE if name == BASE else name])
+        model.enable_adapters()
+        assert together[i].tolist() == alone[0].tolist(), (i, name)

@@ -20,12 +20,13 @@ from .inject import (
 )
 from .inject import load_checkpoint as load_adapter_checkpoint
 from .inject import save as save_adapter
-from .layers import LoraLinear, ModulesToSave
+from .layers import BASE, LoraLinear, ModulesToSave, mixed_batch
 from .mixin import AdapterMixin
 
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
+    "BASE",
     "AdapterConfigError",
     "AdapterError",
     "AdapterMixin",
@@ -37,6 +38,7 @@ __all__ = [
     "load_adapter_checkpoint",
     "load_state",
     "merge_and_unload",
+    "mixed_batch",
     "parse_lora_spec",
     "save_adapter",
 ]

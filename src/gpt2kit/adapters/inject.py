@@ -244,7 +244,15 @@ def add(model: nn.Module, config: LoraConfig, name: str, trainable: bool = True)
         model.get_submodule(path).train(model.training)
     config.inference_mode = not trainable
     configs(model)[name] = config
+    _note_names(model)
     _freeze_base(model)
+
+
+def _note_names(model: nn.Module) -> None:
+    names = frozenset(configs(model))
+    for _, module in wrappers(model):
+        if isinstance(module, LoraLinear):
+            module.known_elsewhere = names
 
 
 def _adapter_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
@@ -324,6 +332,7 @@ def delete(model: nn.Module, names: str | list[str]) -> None:
         if name in active(model):
             active(model).remove(name)
     _unwrap_empty(model)
+    _note_names(model)
     if configs(model) and not active(model):
         set_active(model, next(iter(configs(model))))
     elif configs(model):

@@ -15,11 +15,53 @@ fused batch-1 step).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+BASE = "__base__"  # (`peft`'s name for rows that take no adapter)
+# per-row adapter names of the batch being computed (`mixed_batch`), None: the active ones
+_ROWS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "gpt2kit_adapter_rows", default=None
+)
+
+
+@contextlib.contextmanager
+def mixed_batch(adapter_names: Sequence[str]) -> Iterator[None]:
+    """Within this block (this thread), row `i` of every batch the adapted layers see
+    takes adapter `adapter_names[i]` (`"__base__"`: none), whatever is active: rows of
+    different adapters in one forward, as `peft`'s `adapter_names=` argument and S-LoRA /
+    punica batch them. Each layer computes the base product once for the whole batch and
+    each adapter's low-rank update on its own rows only.
+
+    Example:
+        >>> with mixed_batch(["sql", "__base__", "chat"]):  # doctest: +SKIP
+        ...     logits = model(input_ids).logits
+    """
+    names = tuple(adapter_names)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError("adapter_names must be a sequence of adapter names (strings), one per row")
+    token = _ROWS.set(names)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    if len(rows) != batch:
+        raise ValueError(
+            f"mixed_batch got {len(rows)} adapter names for a batch of {batch} rows; pass one per row"
+        )
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(rows):
+        groups.setdefault(name, []).append(i)
+    return {n: torch.tensor(i, device=device) for n, i in groups.items()}
 
 
 class LoraLinear(nn.Module):
@@ -123,6 +165,9 @@ class LoraLinear(nn.Module):
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
+        rows = _ROWS.get()
+        if rows is not None:
+            return self._mixed(x, result, rows)
         dtype = result.dtype
         for name in self.active_adapters:
             if name not in self.lora_A or name in self.merged_adapters:
@@ -131,6 +176,32 @@ class LoraLinear(nn.Module):
             h = x if x.dtype == a.weight.dtype else x.to(a.weight.dtype)  # (as `peft`)
             result = result + self.lora_B[name](a(self.lora_dropout[name](h))) * self.scaling[name]
         return result.to(dtype)
+
+    def _mixed(self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...]) -> torch.Tensor:
+        """Each row's own adapter: the update of adapter `n` on the rows that named it."""
+        if self.merged_adapters:
+            raise ValueError(
+                "mixed_batch with merged adapters: a merged update applies to every row; "
+                "unmerge_adapter() first"
+            )
+        for name, index in _row_groups(rows, x.shape[0], x.device).items():
+            if name == BASE:
+                continue
+            if name not in self.lora_A:
+                if name in self.known_elsewhere:
+                    continue  # (an adapter that does not target this layer)
+                raise ValueError(
+                    f"mixed_batch names adapter {name!r}, which the model does not have"
+                )
+            a = self.lora_A[name]
+            sub = x.index_select(0, index)
+            sub = sub if sub.dtype == a.weight.dtype else sub.to(a.weight.dtype)
+            delta = self.lora_B[name](a(self.lora_dropout[name](sub))) * self.scaling[name]
+            result = result.index_add(0, index, delta.to(result.dtype))
+        return result
+
+    # every adapter name of the model (set by `inject`): one that skips this layer is fine
+    known_elsewhere: frozenset[str] = frozenset()
 
     def extra_repr(self) -> str:
         ranks = ", ".join(f"{n}: r={r}" for n, r in self.r.items())
@@ -172,8 +243,27 @@ class ModulesToSave(nn.Module):
                     return self.modules_to_save[name]
         return self.original_module
 
+    def _module_for(self, name: str) -> nn.Module:
+        if name in self.modules_to_save:
+            return self.modules_to_save[name]
+        return self.original_module  # (`__base__`, or an adapter without a copy here)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.current()(*args, **kwargs)
+        rows = _ROWS.get()
+        if rows is None or self.disabled or not args or not torch.is_tensor(args[0]):
+            return self.current()(*args, **kwargs)
+        x = args[0]
+        groups = _row_groups(rows, x.shape[0], x.device)
+        if len(groups) == 1:
+            (name,) = groups
+            return self._module_for(name)(*args, **kwargs)
+        out = None
+        for name, index in groups.items():
+            part = self._module_for(name)(x.index_select(0, index), *args[1:], **kwargs)
+            if out is None:
+                out = part.new_empty((x.shape[0], *part.shape[1:]))
+            out = out.index_copy(0, index, part)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         try:
