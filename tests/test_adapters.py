@@ -463,3 +463,38 @@ def test_mixed_adapter_decoding_through_the_cpu_decoder(tiny_config):
         alone = decode(ids[i : i + 1], [BASE if name == BASE else name])
         model.enable_adapters()
         assert together[i].tolist() == alone[0].tolist(), (i, name)
+
+
+def test_serve_adapter_helpers(tmp_path, tiny_config):
+    from gpt2kit.serve.adapters import (
+        AdapterSpecError,
+        adapter_for,
+        load_adapters,
+        model_ids,
+        parse_adapter_args,
+        rows_context,
+    )
+
+    specs = parse_adapter_args(["a=" + str(tmp_path / "a"), "b=" + str(tmp_path / "b")])
+    for bad in (["a"], ["=x"], ["a=x", "a=y"], ["__base__=x"]):
+        with pytest.raises(AdapterSpecError):
+            parse_adapter_args(bad)
+    source = _two_adapters(tiny_config)
+    for name in ("a", "b"):
+        source.set_adapter(name)
+        source.save_pretrained(tmp_path / name)
+    model = source.unload()
+    ids = _ids(4, 8)
+    plain = model(ids).logits
+    with rows_context(model, ["x"] * 4):  # (no adapters: as is)
+        torch.testing.assert_close(model(ids).logits, plain, atol=0, rtol=0)
+    names = load_adapters(model, specs, base_name="gpt2")
+    assert model_ids("gpt2", names) == ["gpt2", "a", "b"]
+    rows = [adapter_for(m, "gpt2", names) for m in ("a", "gpt2", "b", None)]
+    assert rows == ["a", BASE, "b", BASE]
+    with pytest.raises(AdapterSpecError, match="use one of gpt2, a, b"):
+        adapter_for("c", "gpt2", names)
+    with rows_context(model, rows):
+        mixed = model(ids).logits
+    torch.testing.assert_close(mixed[1], plain[1], atol=TOL, rtol=0)
+    torch.testing.assert_close(mixed[0:1], _alone(model, "a", ids[0:1]).logits, atol=TOL, rtol=0)
