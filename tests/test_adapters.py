@@ -498,3 +498,24 @@ def test_serve_adapter_helpers(tmp_path, tiny_config):
         mixed = model(ids).logits
     torch.testing.assert_close(mixed[1], plain[1], atol=TOL, rtol=0)
     torch.testing.assert_close(mixed[0:1], _alone(model, "a", ids[0:1]).logits, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_trained_biases_travel_with_the_adapter(tmp_path, tiny_config, bias):
+    """bias="all" / "lora_only": the biases train and are saved; peft reads them back."""
+    _, base = make_hf_twin(tiny_config(), tmp_path / "base")
+    model = GPT2LMHeadModel.from_pretrained(base)
+    model.add_adapter(LoraConfig(r=2, target_modules=["c_attn", "c_fc"], bias=bias))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
+    assert trainable and (bias == "all") == any("ln_" in n for n in trainable)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    model.save_pretrained(tmp_path / "a")
+    pm = peft.PeftModel.from_pretrained(_hf_base(base), tmp_path / "a").eval()
+    ids = _ids()
+    torch.testing.assert_close(model(ids).logits, pm(ids).logits, atol=TOL, rtol=0)
+    again = GPT2LMHeadModel.from_pretrained(tmp_path / "a")
+    torch.testing.assert_close(again(ids).logits, model(ids).logits, atol=TOL, rtol=0)
