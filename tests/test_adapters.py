@@ -519,3 +519,26 @@ def test_trained_biases_travel_with_the_adapter(tmp_path, tiny_config, bias):
     torch.testing.assert_close(model(ids).logits, pm(ids).logits, atol=TOL, rtol=0)
     again = GPT2LMHeadModel.from_pretrained(tmp_path / "a")
     torch.testing.assert_close(again(ids).logits, model(ids).logits, atol=TOL, rtol=0)
+
+
+def test_mixed_batch_of_classifier_heads(tiny_config):
+    """Rows of different adapters each get their own head copy (`modules_to_save`)."""
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(tiny_config(num_labels=3, pad_token_id=98)).eval()
+    for name in ("a", "b"):
+        model.add_adapter(
+            LoraConfig(
+                r=2, target_modules=["c_attn"], modules_to_save=["score"], init_lora_weights=False
+            ),
+            name,
+        )
+        with torch.no_grad():
+            model.score.modules_to_save[name].weight.add_(torch.randn(3, 32))
+    model.eval()
+    ids = _ids(4, 8)
+    mask = torch.ones_like(ids)
+    with mixed_batch(NAMES):
+        mixed = model(input_ids=ids, attention_mask=mask).logits
+    for i, name in enumerate(NAMES):
+        alone = _alone(model, name, input_ids=ids[i : i + 1], attention_mask=mask[i : i + 1]).logits
+        torch.testing.assert_close(mixed[i : i + 1], alone, atol=TOL, rtol=0)

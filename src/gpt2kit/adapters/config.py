@@ -220,10 +220,12 @@ class LoraConfig:
                         f"{source}: {key}={value!r} selects a peft feature gpt2kit does not "
                         f"implement; only LoRA with {key}={_OFF_FIELDS[key]!r} is supported"
                     )
-            elif key not in _IGNORED_FIELDS:
+            elif key not in _IGNORED_FIELDS and value not in (None, False, {}, []):
+                # (a newer peft's field left at "off" is read; one that is set may change
+                # the computation)
                 raise AdapterConfigError(
-                    f"{source}: unknown field {key!r}; gpt2kit reads peft's LoraConfig fields "
-                    "(r, lora_alpha, target_modules, ...). Remove it if it is not a LoRA setting"
+                    f"{source}: unknown field {key!r}={value!r}; gpt2kit reads peft's LoraConfig "
+                    "fields (r, lora_alpha, target_modules, ...). Remove it if it is not a LoRA setting"
                 )
         if kwargs.get("peft_type", "LORA") != "LORA":
             raise AdapterConfigError(

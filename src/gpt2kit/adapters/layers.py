@@ -258,8 +258,18 @@ class ModulesToSave(nn.Module):
             (name,) = groups
             return self._module_for(name)(*args, **kwargs)
         out = None
+        batch = x.shape[0]
+
+        def rows_of(value: Any, index: torch.Tensor) -> Any:  # (per-row extras: `cls_index`)
+            if torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
+                return value.index_select(0, index)
+            return value
+
         for name, index in groups.items():
-            part = self._module_for(name)(x.index_select(0, index), *args[1:], **kwargs)
+            part = self._module_for(name)(
+                *(rows_of(a, index) for a in args),
+                **{k: rows_of(v, index) for k, v in kwargs.items()},
+            )
             if out is None:
                 out = part.new_empty((x.shape[0], *part.shape[1:]))
             out = out.index_copy(0, index, part)
