@@ -178,21 +178,73 @@ class LoraLinear(nn.Module):
         return result.to(dtype)
 
     def _mixed(self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...]) -> torch.Tensor:
-        """Each row's own adapter: the update of adapter `n` on the rows that named it."""
+        """Each row's own adapter. Inference: every row's `A`, `B` gathered from stacks
+        of this layer's adapters (a zero entry for rows without one, ranks zero-padded to
+        the largest) and applied in two batched products, a fixed handful of ops however
+        many adapters share the batch (punica's BGMV); training with dropout: per
+        adapter, on its rows."""
         if self.merged_adapters:
             raise ValueError(
                 "mixed_batch with merged adapters: a merged update applies to every row; "
                 "unmerge_adapter() first"
             )
-        for name, index in _row_groups(rows, x.shape[0], x.device).items():
+        if len(rows) != x.shape[0]:
+            raise ValueError(
+                f"mixed_batch got {len(rows)} adapter names for a batch of {x.shape[0]} rows; "
+                "pass one per row"
+            )
+        names = []
+        for name in dict.fromkeys(rows):
             if name == BASE:
                 continue
-            if name not in self.lora_A:
-                if name in self.known_elsewhere:
-                    continue  # (an adapter that does not target this layer)
+            if name in self.lora_A:
+                names.append(name)
+            elif name not in self.known_elsewhere:
                 raise ValueError(
                     f"mixed_batch names adapter {name!r}, which the model does not have"
                 )
+        if not names:
+            return result
+        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
+        if (dropout and self.training) or torch.is_grad_enabled():
+            return self._mixed_by_group(x, result, rows, names)
+        a_stack, b_stack = self._stacks(tuple(names))
+        slot = {n: i for i, n in enumerate(names)}
+        index = torch.tensor([slot.get(n, len(names)) for n in rows], device=x.device)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+        x3 = x3 if x3.dtype == a_stack.dtype else x3.to(a_stack.dtype)
+        h = torch.bmm(x3, a_stack[index].transpose(1, 2))  # [rows, T, r]
+        delta = torch.bmm(h, b_stack[index].transpose(1, 2))  # [rows, T, out]
+        return result + delta.view(result.shape).to(result.dtype)
+
+    def _stacks(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`A [n+1, r_max, in]` and `B * scaling [n+1, out, r_max]` for `names` (the last
+        entry zero), kept until a weight changes."""
+        weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
+        key = (
+            names,
+            tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights),
+        )
+        cached = self.__dict__.get("_gpt2kit_stacks")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        r_max = max(self.r[n] for n in names)
+        a0, b0 = weights[0]
+        a_stack = a0.new_zeros(len(names) + 1, r_max, self.in_features)
+        b_stack = b0.new_zeros(len(names) + 1, self.out_features, r_max)
+        with torch.no_grad():
+            for i, (n, (a, b)) in enumerate(zip(names, weights, strict=True)):
+                a_stack[i, : self.r[n]] = a
+                b_stack[i, :, : self.r[n]] = b * self.scaling[n]
+        self.__dict__["_gpt2kit_stacks"] = (key, a_stack, b_stack)
+        return a_stack, b_stack
+
+    def _mixed_by_group(
+        self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...], names: list[str]
+    ) -> torch.Tensor:
+        for name, index in _row_groups(rows, x.shape[0], x.device).items():
+            if name not in names:
+                continue
             a = self.lora_A[name]
             sub = x.index_select(0, index)
             sub = sub if sub.dtype == a.weight.dtype else sub.to(a.weight.dtype)
