@@ -208,14 +208,28 @@ class LoraLinear(nn.Module):
         dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
         if (dropout and self.training) or torch.is_grad_enabled():
             return self._mixed_by_group(x, result, rows, names)
-        a_stack, b_stack = self._stacks(tuple(names))
-        slot = {n: i for i, n in enumerate(names)}
-        index = torch.tensor([slot.get(n, len(names)) for n in rows], device=x.device)
+        a_rows, b_rows = self._row_weights(rows, tuple(names), x.device)
         x3 = x.reshape(x.shape[0], -1, x.shape[-1])
-        x3 = x3 if x3.dtype == a_stack.dtype else x3.to(a_stack.dtype)
-        h = torch.bmm(x3, a_stack[index].transpose(1, 2))  # [rows, T, r]
-        delta = torch.bmm(h, b_stack[index].transpose(1, 2))  # [rows, T, out]
+        x3 = x3 if x3.dtype == a_rows.dtype else x3.to(a_rows.dtype)
+        h = torch.bmm(x3, a_rows)  # [rows, T, r]
+        delta = torch.bmm(h, b_rows)  # [rows, T, out]
         return result + delta.view(result.shape).to(result.dtype)
+
+    def _row_weights(
+        self, rows: tuple[str, ...], names: tuple[str, ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's `A^T [rows, in, r]` and `(B * scaling)^T [rows, r, out]`, kept while
+        the batch's rows and the weights stay (consecutive decoding steps)."""
+        a_stack, b_stack = self._stacks(names)
+        cached = self.__dict__.get("_gpt2kit_rows")
+        if cached is not None and cached[0] == rows and cached[1] is a_stack:
+            return cached[2], cached[3]
+        slot = {n: i for i, n in enumerate(names)}
+        index = torch.tensor([slot.get(n, len(names)) for n in rows], device=device)
+        a_rows = a_stack[index].transpose(1, 2).contiguous()
+        b_rows = b_stack[index].transpose(1, 2).contiguous()
+        self.__dict__["_gpt2kit_rows"] = (rows, a_stack, a_rows, b_rows)
+        return a_rows, b_rows
 
     def _stacks(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """`A [n+1, r_max, in]` and `B * scaling [n+1, out, r_max]` for `names` (the last
