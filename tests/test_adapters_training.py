@@ -158,6 +158,12 @@ def test_cli_train_lora_then_convert_merge_adapter(tmp_path, capsys):
     assert "score" in saved["modules_to_save"] and saved["task_type"] == "SEQ_CLS"
     assert not (out / "model.safetensors").exists()
     assert not (out / "checkpoint-2" / "model.safetensors").exists()
+    metrics = tmp_path / "m.json"
+    code = main(
+        ["evaluate", "--task", "sequence-classification", "--model", str(out),
+         "--eval-file", str(tmp_path / "train.csv"), "--json", str(metrics)]
+    )  # fmt: skip
+    assert code == 0 and "accuracy" in json.loads(metrics.read_text())
     adapted = GPT2ForSequenceClassification.from_pretrained(out)  # (base + adapter)
     assert adapted.active_adapters() == ["default"]
     assert adapted.config.id2label == {0: "neg", 1: "pos"}
