@@ -397,7 +397,6 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
                     "save_pretrained(dtype=...) on a model with adapters: the adapter is saved in "
                     "its own dtype; call merge_and_unload() first to save a converted full model"
                 )
-
             return save_adapter(self, directory, tokenizer=tokenizer)
 
         return save_model(
