@@ -54,12 +54,25 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as PyTor
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
+typedef int8_t v8i8 __attribute__((vector_size(8)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
 
-/* Eight weights from element i, widened to fp32. w_bf16 is a compile-time constant at
- * both call sites: the compiler emits one specialised loop per weight type. */
+/* What a product's weight matrix holds (`wk`): fp32, bf16, int8 with one fp32 scale per
+ * row, or int4 with one fp32 scale per `group` inputs of a row (the layout of
+ * gpt2kit/quantization/tensor.py: per 16 inputs, byte j holds input j in its low nibble
+ * and input j + 8 in its high one; inputs past the last whole 16 two per byte in order). */
+enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2, W_I4 = 3 };
+
+/* Eight weights from element i, widened to fp32. w_bf16 (a W_ code: fp32, bf16 or int8,
+ * unscaled) is a compile-time constant at every call site: the compiler emits one
+ * specialised loop per weight type. */
 static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i, const int w_bf16) {
     v8f v;
-    if (w_bf16) {
+    if (w_bf16 == W_I8) {
+        v8i8 h;
+        memcpy(&h, (const int8_t *)w + i, sizeof h);
+        v = __builtin_convertvector(h, v8f);
+    } else if (w_bf16) {
         v8u16 h;
         memcpy(&h, (const uint16_t *)w + i, sizeof h);
         v8u32 u = __builtin_convertvector(h, v8u32) << 16;
@@ -71,7 +84,19 @@ static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i,
 }
 
 static inline __attribute__((always_inline)) float load1(const void *w, int64_t i, const int w_bf16) {
+    if (w_bf16 == W_I8) return (float)((const int8_t *)w)[i];
     return w_bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+/* Signed int4 value of input k of a row `row` (`in` inputs) in the W_I4 layout. */
+static inline int q4_at(const uint8_t *row, int64_t k, int64_t in) {
+    const int64_t whole = in - in % 16;
+    uint8_t byte;
+    int high;
+    if (k < whole) byte = row[(k / 16) * 8 + (k % 8)], high = (k % 16) >= 8;
+    else byte = row[whole / 2 + (k - whole) / 2], high = (k - whole) & 1;
+    const int8_t b = (int8_t)byte;
+    return high ? b >> 4 : (int8_t)(uint8_t)(byte << 4) >> 4;
 }
 
 static inline float hsum(v8f v) {
@@ -83,7 +108,7 @@ static inline float hsum(v8f v) {
  * SEGMENTS x 2 vector accumulators, each weight load feeding nx multiply-adds. */
 static inline __attribute__((always_inline)) void rows_dot(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
-    int64_t stride, int nx, int64_t in, int64_t out, const int w_bf16) {
+    int64_t stride, int nx, int64_t in, int64_t out, const float *scales, const int w_bf16) {
     const v8f zero = {0};
     v8f a[2][SEGMENTS];
     float tail[2][SEGMENTS];
@@ -103,19 +128,75 @@ static inline __attribute__((always_inline)) void rows_dot(
             for (int i = 0; i < nx; i++)
                 tail[i][r] += load1(W, (r0 + r * stride) * in + k, w_bf16) * x[i * in + k];
     for (int i = 0; i < nx; i++)
-        for (int r = 0; r < n; r++) acc[i * out + r0 + r * stride] = hsum(a[i][r]) + tail[i][r];
+        for (int r = 0; r < n; r++) {
+            const float v = hsum(a[i][r]) + tail[i][r];
+            acc[i * out + r0 + r * stride] = w_bf16 == W_I8 ? v * scales[r0 + r * stride] : v;
+        }
+}
+
+/* rows_dot for int4 weights (W_I4) and one row of x: per group of inputs, the sums of
+ * q * x in vector accumulators, then scaled by the group's scale into the row's total.
+ * One 8-byte load gives 16 weights: sign-extended to eight int32 lanes, inputs 0-7 are
+ * (v << 28) >> 28 and inputs 8-15 are v >> 4. */
+static inline __attribute__((always_inline)) void rows_dot_q4(
+    const uint8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int64_t in, const float *scales, int64_t group) {
+    const v8f zero = {0};
+    const int64_t rb = in / 2, ng = (in + group - 1) / group, whole = in - in % 16;
+    v8f a[SEGMENTS];
+    float tail[SEGMENTS];
+    for (int r = 0; r < SEGMENTS; r++) a[r] = zero, tail[r] = 0.0f;
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t k0 = g * group, k1 = k0 + group < in ? k0 + group : in;
+        const int64_t kv = k1 < whole ? k1 : whole;
+        v8f p[SEGMENTS];
+        float pt[SEGMENTS];
+        for (int r = 0; r < SEGMENTS; r++) p[r] = zero, pt[r] = 0.0f;
+        int64_t k = k0;
+        for (; k + 16 <= kv; k += 16) {
+            v8f xlo, xhi;
+            memcpy(&xlo, x + k, sizeof xlo);
+            memcpy(&xhi, x + k + 8, sizeof xhi);
+            for (int r = 0; r < n; r++) {
+                v8i8 b;
+                memcpy(&b, W + (r0 + r * stride) * rb + k / 2, sizeof b);
+                const v8i32 v = __builtin_convertvector(b, v8i32);
+                const v8i32 lo = (v << 28) >> 28, hi = v >> 4;
+                p[r] += __builtin_convertvector(lo, v8f) * xlo + __builtin_convertvector(hi, v8f) * xhi;
+            }
+        }
+        for (; k < k1; k++)
+            for (int r = 0; r < n; r++)
+                pt[r] += (float)q4_at(W + (r0 + r * stride) * rb, k, in) * x[k];
+        for (int r = 0; r < n; r++) {
+            const float s = scales[(r0 + r * stride) * ng + g];
+            const v8f sv = {s, s, s, s, s, s, s, s};
+            a[r] += p[r] * sv;
+            tail[r] += pt[r] * s;
+        }
+    }
+    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + tail[r];
 }
 
 /* rows_dot on rows [i, i + nx) of x, with n and nx as constants where they are full. */
 static inline __attribute__((always_inline)) void rows_dot_x(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
-    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const int w_bf16) {
+    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
+    int64_t group, const int w_bf16) {
     const float *xi = x + i * in;
     float *ai = acc + i * out;
-    if (n == SEGMENTS && nx == 2) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, w_bf16);
-    else if (n == SEGMENTS) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, w_bf16);
-    else if (nx == 2) rows_dot(W, xi, ai, r0, n, stride, 2, in, out, w_bf16);
-    else rows_dot(W, xi, ai, r0, n, stride, 1, in, out, w_bf16);
+    if (w_bf16 == W_I4) {
+        for (int j = 0; j < nx; j++) {
+            if (n == SEGMENTS)
+                rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group);
+            else rows_dot_q4(W, xi + j * in, ai + j * out, r0, n, stride, in, scales, group);
+        }
+        return;
+    }
+    if (n == SEGMENTS && nx == 2) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, scales, w_bf16);
+    else if (n == SEGMENTS) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, scales, w_bf16);
+    else if (nx == 2) rows_dot(W, xi, ai, r0, n, stride, 2, in, out, scales, w_bf16);
+    else rows_dot(W, xi, ai, r0, n, stride, 1, in, out, scales, w_bf16);
 }
 
 /* Thread `tid` of `nth`'s share of acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows
@@ -126,35 +207,37 @@ static inline __attribute__((always_inline)) void rows_dot_x(
  * for every pair of rows of x. */
 static inline __attribute__((always_inline)) void gemv_share(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
-    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const int w_bf16) {
+    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
+    int64_t group, const int w_bf16) {
     const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
     const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
     for (int64_t j = 0; j < seg; j++)
         for (int64_t i = 0; i < nx; i += 2)
-            rows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
+            rows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
+                       group, w_bf16);
     if (rest < r1)
         for (int64_t i = 0; i < nx; i += 2)
             rows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
-                       w_bf16);
+                       scales, group, w_bf16);
     *lo = r0;
     *hi = r1;
 }
 
 static inline __attribute__((always_inline)) void gemv_impl(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
-    int64_t in, int nthreads, const int w_bf16) {
+    int64_t in, int nthreads, const float *scales, int64_t group, const int w_bf16) {
     #pragma omp parallel num_threads(nthreads)
     {
         int64_t lo, hi;
         gemv_share(W, x, acc, nx, out, in, omp_get_thread_num(), omp_get_num_threads(), &lo,
-                   &hi, w_bf16);
+                   &hi, scales, group, w_bf16);
     }
 }
 
 /* fp32: y = x W^T (+ b). x [nx, in], W [out, in] row-major, y [nx, out]; b may be NULL. */
 void gpt2kit_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t nx,
                       int64_t out, int64_t in, int nthreads) {
-    gemv_impl(W, x, y, nx, out, in, nthreads, 0);
+    gemv_impl(W, x, y, nx, out, in, nthreads, NULL, 0, W_F32);
     if (b)
         for (int64_t i = 0; i < nx; i++)
             for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
@@ -168,7 +251,7 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
     if (!buf) return 1;
     float *xf = buf, *acc = buf + nx * in;
     for (int64_t k = 0; k < nx * in; k++) xf[k] = bf16_to_f32(x[k]);
-    gemv_impl(W, xf, acc, nx, out, in, nthreads, 1);
+    gemv_impl(W, xf, acc, nx, out, in, nthreads, NULL, 0, W_BF16);
     for (int64_t i = 0; i < nx; i++)
         for (int64_t r = 0; r < out; r++) {
             const float v = acc[i * out + r];
@@ -176,6 +259,17 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
         }
     free(buf);
     return 0;
+}
+
+/* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
+ * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
+void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
+                   const float *b, float *y, int64_t nx, int64_t out, int64_t in, int nthreads) {
+    if (wk == W_I8) gemv_impl(W, x, y, nx, out, in, nthreads, scales, 0, W_I8);
+    else gemv_impl(W, x, y, nx, out, in, nthreads, scales, group, W_I4);
+    if (b)
+        for (int64_t i = 0; i < nx; i++)
+            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
 /* -- attention of one new token over the cache ------------------------------------------- */
@@ -325,9 +419,9 @@ enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
 static inline __attribute__((always_inline)) void product(
     const void *W, const float *restrict xin, float *restrict acc, const void *b,
     float *restrict x, int64_t out, int64_t in, int kind, int act, int64_t tid, int64_t nth,
-    const int bf16) {
+    const float *qs, int64_t group, const int wk, const int bf16) {
     int64_t lo, hi;
-    gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
+    gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, qs, group, wk);
     for (int64_t r = lo; r < hi; r++) {
         const float v = round_as(acc[r] + bias_at(b, r, bf16), bf16);
         if (kind == EPI_BIAS) acc[r] = v;
@@ -357,12 +451,24 @@ static inline __attribute__((always_inline)) int blocks_impl(
     void *const *p, void *const *kv, const float *scales, int64_t n_layer, void *x_io,
     int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps, int act,
     int nthreads, void *const *head, int64_t token, int64_t vocab, float head_eps,
-    const int bf16) {
+    const float *const *qs, int64_t group, const int wk, const int bf16) {
+    /* (wk: the projections' W_ code; with W_I8 / W_I4, `qs` holds each layer's four
+     * projections' scales, then the LM head's and the token embedding's: NULL for a
+     * floating-point embedding, else it is a quantized matrix of the same kind) */
     const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
     float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
     if (!buf) return 1;
     float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
-    if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
+    if (head && wk >= W_I8 && qs[4 * n_layer + 1]) { /* a quantized (tied) embedding row */
+        const float *s = qs[4 * n_layer + 1];
+        for (int64_t k = 0; k < d; k++) {
+            float e;
+            if (wk == W_I8) e = (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token];
+            else e = (float)q4_at((const uint8_t *)head[HEAD_WTE] + token * (d / 2), k, d) *
+                     s[token * ((d + group - 1) / group) + k / group];
+            x[k] = e + load_t(head[HEAD_WPE], pos * d + k, bf16);
+        }
+    } else if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
         for (int64_t k = 0; k < d; k++)
             x[k] = round_as(load_t(head[HEAD_WTE], token * d + k, bf16) +
                                 load_t(head[HEAD_WPE], pos * d + k, bf16),
@@ -376,23 +482,28 @@ static inline __attribute__((always_inline)) int blocks_impl(
             void *const *w = p + 12 * l;
             #pragma omp single
             layer_norm(x, w[0], w[1], xn, d, eps, bf16);
-            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, bf16);
+            const float *const *ql = wk >= W_I8 ? qs + 4 * l : NULL;
+            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, ql ? ql[0] : NULL,
+                    group, wk, bf16);
             #pragma omp for schedule(static)
             for (int64_t hd = 0; hd < H; hd++)
                 attend_head(qkv, (char *)kv[2 * l] + hd * cap * hs * esize,
                             (char *)kv[2 * l + 1] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
                             scales[l], scr + hd * scratch, 0, bf16);
-            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, bf16);
+            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, ql ? ql[1] : NULL,
+                    group, wk, bf16);
             #pragma omp single
             layer_norm(x, w[6], w[7], xn, d, eps, bf16);
-            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth, bf16);
-            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth, bf16);
+            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth,
+                    ql ? ql[2] : NULL, group, wk, bf16);
+            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth,
+                    ql ? ql[3] : NULL, group, wk, bf16);
         }
         if (head) {
             #pragma omp single
             layer_norm(x, head[HEAD_LN_W], head[HEAD_LN_B], xn, d, head_eps, bf16);
             product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, vocab, d, EPI_BIAS,
-                    act, tid, nth, bf16);
+                    act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16);
         }
     }
     if (head && head[HEAD_OUT_BF16]) /* (values already rounded: the conversion is exact) */
@@ -412,7 +523,7 @@ int gpt2kit_blocks_f32(void *const *p, void *const *kv, const float *scales, int
                        float eps, int act, int nthreads, void *const *head, int64_t token,
                        int64_t vocab, float head_eps) {
     return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, 0);
+                       token, vocab, head_eps, NULL, 0, W_F32, 0);
 }
 
 int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
@@ -420,5 +531,19 @@ int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, in
                         float eps, int act, int nthreads, void *const *head, int64_t token,
                         int64_t vocab, float head_eps) {
     return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, 1);
+                       token, vocab, head_eps, NULL, 0, W_BF16, 1);
+}
+
+/* The fp32 blocks (and head) of a model whose projections (and LM head) are quantized:
+ * wk W_I8 or W_I4, `qs` as in blocks_impl. */
+int gpt2kit_blocks_q(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
+                     float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
+                     float eps, int act, int nthreads, void *const *head, int64_t token,
+                     int64_t vocab, float head_eps, const float *const *qs, int64_t group,
+                     int wk) {
+    if (wk == W_I8)
+        return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads,
+                           head, token, vocab, head_eps, qs, group, W_I8, 0);
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
+                       token, vocab, head_eps, qs, group, W_I4, 0);
 }
