@@ -204,7 +204,7 @@ class _Guard:
 
 
 def load_model(
-    model: Any, tokenizer: Any = None, device: str | None = None
+    model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
 ) -> tuple[Any, Any, str]:
     """`(model, tokenizer, name)` from a model object or a path / Hub id (None: the default model)."""
     from ..tokenizer import GPT2Tokenizer
@@ -220,6 +220,8 @@ def load_model(
 
         name = os.fspath(model)
         kwargs = {"device": device} if device else {}
+        if quantization is not None:  # (weight-only int8 / int4: docs/quantization.md)
+            kwargs["quantization"] = quantization
         obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
         if tokenizer is None:
             try:
@@ -249,6 +251,7 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     batch_wait_ms: float = 5.0,
     device: str | None = None,
+    quantization: Any = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -267,12 +270,14 @@ def create_app(
         max_body_bytes: largest request body (413 beyond).
         batch_wait_ms: how long an idle worker gathers requests into one first forward.
         device: device for a model loaded from a path.
+        quantization: `"int8"` / `"int4"` weight-only quantization of a model loaded from
+            a path (`gpt2kit.quantization`).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)                                  # doctest: +SKIP
     """
-    model, tokenizer, default_name = load_model(model, tokenizer, device)
+    model, tokenizer, default_name = load_model(model, tokenizer, device, quantization)
     name = model_name or default_name
     tasks = supported_tasks(model)
     n_positions = model.config.n_positions
