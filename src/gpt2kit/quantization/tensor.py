@@ -95,14 +95,14 @@ def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     """The kernel layout -> signed int4 values `[out, in]` (int8)."""
     out = packed.shape[0]
     whole = in_features - in_features % 16
-    p = packed.to(torch.int16)
-    lo, hi = p & 0xF, (p >> 4) & 0xF
-    lo = torch.where(lo > 7, lo - 16, lo)
-    hi = torch.where(hi > 7, hi - 16, hi)
+    p = packed.view(torch.int8)
+    lo, hi = torch.bitwise_right_shift(torch.bitwise_left_shift(p, 4), 4), p >> 4
     nb = whole // 2
-    body = torch.stack([lo[:, :nb].reshape(out, -1, 8), hi[:, :nb].reshape(out, -1, 8)], dim=2)
+    body = torch.cat([lo[:, :nb].reshape(out, -1, 8), hi[:, :nb].reshape(out, -1, 8)], dim=2)
+    if nb == packed.shape[1]:
+        return body.reshape(out, whole)
     tail = torch.stack([lo[:, nb:], hi[:, nb:]], dim=2).reshape(out, -1)
-    return torch.cat([body.reshape(out, whole), tail], dim=1).to(torch.int8)
+    return torch.cat([body.reshape(out, whole), tail], dim=1)
 
 
 def to_compressed_int4(q: torch.Tensor) -> torch.Tensor:
