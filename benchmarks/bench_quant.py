@@ -75,13 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-ct2", action="store_true", help="skip CTranslate2")
     args = ap.parse_args(argv)
     if args.quick:
-        config = GPT2Config(n_layer=2, n_head=4, n_embd=128, vocab_size=2000, n_positions=256)
+        config = GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=256)
         args.rounds, args.new = min(args.rounds, 2), 16
     else:
         config = GPT2Config()  # 124M
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench_quant_"))
-    GPT2LMHeadModel(config).save_pretrained(tmp / "fp32")
+    from gpt2kit.tokenizer import GPT2Tokenizer
+
+    GPT2LMHeadModel(config).save_pretrained(
+        tmp / "fp32", tokenizer=GPT2Tokenizer.from_pretrained("gpt2")
+    )
     models = {
         "gpt2kit fp32": GPT2LMHeadModel.from_pretrained(tmp / "fp32"),
         "gpt2kit int8": GPT2LMHeadModel.from_pretrained(tmp / "fp32", quantization="int8"),
@@ -110,7 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     if ct2 is not None:  # CT2 takes token strings: use its vocabulary
         import json
 
-        vocab = json.loads((tmp / "ct2" / "vocabulary.json").read_text())
+        vfile = tmp / "ct2" / "vocabulary.json"
+        if vfile.is_file():
+            vocab = json.loads(vfile.read_text())
+        else:
+            vocab = (tmp / "ct2" / "vocabulary.txt").read_text().split("\n")
         toks = lambda ids: [[vocab[i] for i in row] for row in ids.tolist()]  # noqa: E731
 
     def ct2_run(ids, new, sample):
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "ttft p128": (p128, 1, False),
     }
     engines = list(models) + (["ctranslate2 int8"] if ct2 is not None else [])
-    for name, model in models.items():  # warm: kernels built, decoder plans made
+    for model in models.values():  # warm: kernels built, decoder plans made
         gk_generate(model, p16, 4, False)
     if ct2 is not None:
         ct2_run(p16, 4, False)

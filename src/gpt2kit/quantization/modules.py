@@ -32,7 +32,9 @@ class QuantizedLinear(nn.Module):
     """`nn.Linear`'s function with weight-only int8 (per output channel) or int4 (per
     group of inputs) weights. Buffers: `qweight` (`[out, in]` int8, or `[out, in / 2]` uint8
     for int4 in the kernel layout of `quantization/tensor.py`) and `weight_scale` (fp32,
-    `[out]` or `[out, groups]`). Inference only: the weights have no gradient."""
+    `[out]` or `[out, groups]`). Inference only: the weights have no gradient. There is
+    no `weight` attribute (code that reads one would get a full float matrix per access,
+    or train it): `dequantize()` builds it."""
 
     def __init__(
         self,
@@ -110,11 +112,6 @@ class QuantizedLinear(nn.Module):
             w = qt.dequantize_int4_values(q, s, self.group_size)  # type: ignore[arg-type]
         return w.to(dtype)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized weight (a new fp32 tensor each time: for inspection, not speed)."""
-        return self.dequantize()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.out_features
         bias = self.bias
@@ -148,11 +145,6 @@ class QuantizedEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
         self.padding_idx = padding_idx
         self.max_norm = None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized matrix (a new fp32 tensor each time: for inspection, not speed)."""
-        return self.head.dequantize()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
