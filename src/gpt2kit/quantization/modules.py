@@ -139,8 +139,14 @@ class QuantizedEmbedding(nn.Module):
     """The token embedding tied to a `QuantizedLinear` LM head: row `i` is the head's
     dequantized row `i` (see the module docstring)."""
 
-    def __init__(self, head: QuantizedLinear, padding_idx: int | None = None) -> None:
+    def __init__(
+        self,
+        head: QuantizedLinear,
+        padding_idx: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
+        self.dtype = dtype  # (of the rows it returns: the model's activations)
         self.__dict__["head"] = head  # (not a child: its tensors are the LM head's)
         self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
         self.padding_idx = padding_idx
@@ -152,8 +158,7 @@ class QuantizedEmbedding(nn.Module):
             raise IndexError(
                 f"token id out of range for an embedding of {self.num_embeddings} rows"
             )
-        dtype = self.head.bias.dtype if self.head.bias is not None else torch.float32
-        rows = self.head.dequantize(flat, dtype)
+        rows = self.head.dequantize(flat, self.dtype)
         return rows.view(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
@@ -201,7 +206,7 @@ def quantize_model(model: nn.Module, config: QuantizationConfig) -> nn.Module:
     if tie:
         head = model.lm_head
         backbone = model.backbone
-        backbone.wte = QuantizedEmbedding(head, embedding.padding_idx)
+        backbone.wte = QuantizedEmbedding(head, embedding.padding_idx, embedding.weight.dtype)
     model.__dict__["quantization_config"] = config
     return model.eval()
 

@@ -80,14 +80,12 @@ static inline __attribute__((always_inline)) v8i32 widen_i8(const int8_t *p) {
 #endif
 }
 
-/* Eight weights from element i, widened to fp32. w_bf16 (a W_ code: fp32, bf16 or int8,
- * unscaled) is a compile-time constant at every call site: the compiler emits one
- * specialised loop per weight type. */
+
+/* Eight weights from element i, widened to fp32. w_bf16 is a compile-time constant at
+ * both call sites: the compiler emits one specialised loop per weight type. */
 static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i, const int w_bf16) {
     v8f v;
-    if (w_bf16 == W_I8) {
-        v = __builtin_convertvector(widen_i8((const int8_t *)w + i), v8f);
-    } else if (w_bf16) {
+    if (w_bf16) {
         v8u16 h;
         memcpy(&h, (const uint16_t *)w + i, sizeof h);
         v8u32 u = __builtin_convertvector(h, v8u32) << 16;
@@ -99,7 +97,6 @@ static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i,
 }
 
 static inline __attribute__((always_inline)) float load1(const void *w, int64_t i, const int w_bf16) {
-    if (w_bf16 == W_I8) return (float)((const int8_t *)w)[i];
     return w_bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
@@ -123,7 +120,7 @@ static inline float hsum(v8f v) {
  * SEGMENTS x 2 vector accumulators, each weight load feeding nx multiply-adds. */
 static inline __attribute__((always_inline)) void rows_dot(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
-    int64_t stride, int nx, int64_t in, int64_t out, const float *scales, const int w_bf16) {
+    int64_t stride, int nx, int64_t in, int64_t out, const int w_bf16) {
     const v8f zero = {0};
     v8f a[2][SEGMENTS];
     float tail[2][SEGMENTS];
@@ -143,10 +140,84 @@ static inline __attribute__((always_inline)) void rows_dot(
             for (int i = 0; i < nx; i++)
                 tail[i][r] += load1(W, (r0 + r * stride) * in + k, w_bf16) * x[i * in + k];
     for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++) acc[i * out + r0 + r * stride] = hsum(a[i][r]) + tail[i][r];
+}
+
+/* rows_dot on rows [i, i + nx) of x, with n and nx as constants where they are full. */
+static inline __attribute__((always_inline)) void rows_dot_x(
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const int w_bf16) {
+    const float *xi = x + i * in;
+    float *ai = acc + i * out;
+    if (n == SEGMENTS && nx == 2) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, w_bf16);
+    else if (n == SEGMENTS) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, w_bf16);
+    else if (nx == 2) rows_dot(W, xi, ai, r0, n, stride, 2, in, out, w_bf16);
+    else rows_dot(W, xi, ai, r0, n, stride, 1, in, out, w_bf16);
+}
+
+/* Thread `tid` of `nth`'s share of acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows
+ * of x (call inside a parallel region): the contiguous run of weight rows [*lo, *hi),
+ * cut into SEGMENTS equal runs read side by side - one row of each at a time, so
+ * SEGMENTS long sequential streams per thread (the rows left over, fewer than SEGMENTS,
+ * at the end). Each group of weight rows is read from memory once and reused from cache
+ * for every pair of rows of x. */
+static inline __attribute__((always_inline)) void gemv_share(
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const int w_bf16) {
+    const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
+    const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+    for (int64_t j = 0; j < seg; j++)
+        for (int64_t i = 0; i < nx; i += 2)
+            rows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, w_bf16);
+    if (rest < r1)
+        for (int64_t i = 0; i < nx; i += 2)
+            rows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
+                       w_bf16);
+    *lo = r0;
+    *hi = r1;
+}
+
+static inline __attribute__((always_inline)) void gemv_impl(
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int nthreads, const int w_bf16) {
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int64_t lo, hi;
+        gemv_share(W, x, acc, nx, out, in, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                   &hi, w_bf16);
+    }
+}
+
+/* -- products of quantized weights (gpt2kit/quantization) -------------------------------
+ * Separate from the fp32 / bf16 loops above (whose code, and so summation order, stays as
+ * it was): the same segmented streams, with weights widened from int8 (one scale per row,
+ * applied to the row's sum) or int4 (one scale per group of inputs). */
+
+/* acc[i * out + r] = scale[r] * sum_k q[r, k] x[i * in + k], as rows_dot (int8). */
+static inline __attribute__((always_inline)) void qrows_dot8(
+    const int8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int nx, int64_t in, int64_t out, const float *scales) {
+    const v8f zero = {0};
+    v8f a[2][SEGMENTS];
+    float tail[2][SEGMENTS];
+    for (int i = 0; i < 2; i++)
+        for (int r = 0; r < SEGMENTS; r++) a[i][r] = zero, tail[i][r] = 0.0f;
+    int64_t k = 0;
+    for (; k + 8 <= in; k += 8) {
+        v8f xv[2];
+        for (int i = 0; i < nx; i++) memcpy(&xv[i], x + i * in + k, sizeof xv[i]);
         for (int r = 0; r < n; r++) {
-            const float v = hsum(a[i][r]) + tail[i][r];
-            acc[i * out + r0 + r * stride] = w_bf16 == W_I8 ? v * scales[r0 + r * stride] : v;
+            const v8f w = __builtin_convertvector(widen_i8(W + (r0 + r * stride) * in + k), v8f);
+            for (int i = 0; i < nx; i++) a[i][r] += w * xv[i];
         }
+    }
+    for (; k < in; k++)
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < nx; i++)
+                tail[i][r] += (float)W[(r0 + r * stride) * in + k] * x[i * in + k];
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++)
+            acc[i * out + r0 + r * stride] = (hsum(a[i][r]) + tail[i][r]) * scales[r0 + r * stride];
 }
 
 /* rows_dot for int4 weights (W_I4) and one row of x: per group of inputs, the sums of
@@ -191,14 +262,14 @@ static inline __attribute__((always_inline)) void rows_dot_q4(
     for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + tail[r];
 }
 
-/* rows_dot on rows [i, i + nx) of x, with n and nx as constants where they are full. */
-static inline __attribute__((always_inline)) void rows_dot_x(
+/* qrows_dot8 / rows_dot_q4 on rows [i, i + nx) of x, constants where full. */
+static inline __attribute__((always_inline)) void qrows_dot_x(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
     int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
-    int64_t group, const int w_bf16) {
+    int64_t group, const int wk) {
     const float *xi = x + i * in;
     float *ai = acc + i * out;
-    if (w_bf16 == W_I4) {
+    if (wk == W_I4) {
         for (int j = 0; j < nx; j++) {
             if (n == SEGMENTS)
                 rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group);
@@ -206,51 +277,51 @@ static inline __attribute__((always_inline)) void rows_dot_x(
         }
         return;
     }
-    if (n == SEGMENTS && nx == 2) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, scales, w_bf16);
-    else if (n == SEGMENTS) rows_dot(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, scales, w_bf16);
-    else if (nx == 2) rows_dot(W, xi, ai, r0, n, stride, 2, in, out, scales, w_bf16);
-    else rows_dot(W, xi, ai, r0, n, stride, 1, in, out, scales, w_bf16);
+    if (n == SEGMENTS && nx == 2) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, scales);
+    else if (n == SEGMENTS) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, scales);
+    else if (nx == 2) qrows_dot8(W, xi, ai, r0, n, stride, 2, in, out, scales);
+    else qrows_dot8(W, xi, ai, r0, n, stride, 1, in, out, scales);
 }
 
-/* Thread `tid` of `nth`'s share of acc[i, r] = sum_k W[r, k] x[i, k] for the `nx` rows
- * of x (call inside a parallel region): the contiguous run of weight rows [*lo, *hi),
- * cut into SEGMENTS equal runs read side by side - one row of each at a time, so
- * SEGMENTS long sequential streams per thread (the rows left over, fewer than SEGMENTS,
- * at the end). Each group of weight rows is read from memory once and reused from cache
- * for every pair of rows of x. */
-static inline __attribute__((always_inline)) void gemv_share(
+/* gemv_share for quantized weights (wk W_I8 or W_I4). */
+static inline __attribute__((always_inline)) void qgemv_share(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
-    int64_t group, const int w_bf16) {
+    int64_t group, const int wk) {
     const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
     const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
     for (int64_t j = 0; j < seg; j++)
         for (int64_t i = 0; i < nx; i += 2)
-            rows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
-                       group, w_bf16);
+            qrows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
+                        group, wk);
     if (rest < r1)
         for (int64_t i = 0; i < nx; i += 2)
-            rows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
-                       scales, group, w_bf16);
+            qrows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
+                        scales, group, wk);
     *lo = r0;
     *hi = r1;
 }
 
-static inline __attribute__((always_inline)) void gemv_impl(
-    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
-    int64_t in, int nthreads, const float *scales, int64_t group, const int w_bf16) {
+/* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
+ * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
+void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
+                   const float *b, float *y, int64_t nx, int64_t out, int64_t in, int nthreads) {
     #pragma omp parallel num_threads(nthreads)
     {
         int64_t lo, hi;
-        gemv_share(W, x, acc, nx, out, in, omp_get_thread_num(), omp_get_num_threads(), &lo,
-                   &hi, scales, group, w_bf16);
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        if (wk == W_I8) qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, 0, W_I8);
+        else qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, group, W_I4);
     }
+    if (b)
+        for (int64_t i = 0; i < nx; i++)
+            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
 /* fp32: y = x W^T (+ b). x [nx, in], W [out, in] row-major, y [nx, out]; b may be NULL. */
 void gpt2kit_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t nx,
                       int64_t out, int64_t in, int nthreads) {
-    gemv_impl(W, x, y, nx, out, in, nthreads, NULL, 0, W_F32);
+    gemv_impl(W, x, y, nx, out, in, nthreads, 0);
     if (b)
         for (int64_t i = 0; i < nx; i++)
             for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
@@ -264,7 +335,7 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
     if (!buf) return 1;
     float *xf = buf, *acc = buf + nx * in;
     for (int64_t k = 0; k < nx * in; k++) xf[k] = bf16_to_f32(x[k]);
-    gemv_impl(W, xf, acc, nx, out, in, nthreads, NULL, 0, W_BF16);
+    gemv_impl(W, xf, acc, nx, out, in, nthreads, 1);
     for (int64_t i = 0; i < nx; i++)
         for (int64_t r = 0; r < out; r++) {
             const float v = acc[i * out + r];
@@ -272,17 +343,6 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
         }
     free(buf);
     return 0;
-}
-
-/* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
- * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
-void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
-                   const float *b, float *y, int64_t nx, int64_t out, int64_t in, int nthreads) {
-    if (wk == W_I8) gemv_impl(W, x, y, nx, out, in, nthreads, scales, 0, W_I8);
-    else gemv_impl(W, x, y, nx, out, in, nthreads, scales, group, W_I4);
-    if (b)
-        for (int64_t i = 0; i < nx; i++)
-            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
 /* -- attention of one new token over the cache ------------------------------------------- */
@@ -434,7 +494,8 @@ static inline __attribute__((always_inline)) void product(
     float *restrict x, int64_t out, int64_t in, int kind, int act, int64_t tid, int64_t nth,
     const float *qs, int64_t group, const int wk, const int bf16) {
     int64_t lo, hi;
-    gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, qs, group, wk);
+    if (wk >= W_I8) qgemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, qs, group, wk);
+    else gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
     for (int64_t r = lo; r < hi; r++) {
         const float v = round_as(acc[r] + bias_at(b, r, bf16), bf16);
         if (kind == EPI_BIAS) acc[r] = v;
