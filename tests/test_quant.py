@@ -266,3 +266,15 @@ def test_gpt2_small_int8_folder_bytes(tmp_path):
         return sum(f.stat().st_size for f in p.iterdir())
 
     assert size(tmp_path / "int8") / size(tmp_path / "fp32") <= 0.40
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.method}-g{c.group_size}")
+@pytest.mark.parametrize("shape", [(40, 120), (7, 48), (2304, 768), (768, 3072)])
+def test_native_dequantize_equals_module(config, shape):
+    """The prompt path's fp32 matrix (native.dequantize, then BLAS) is exactly q * s."""
+    out, inp = shape
+    torch.manual_seed(out)
+    q = QuantizedLinear.from_linear(torch.nn.Linear(inp, out), config)
+    w = native.dequantize(q.qweight, q.weight_scale, q.bits, q.group_size, inp)
+    assert torch.equal(w, q.dequantize())

@@ -253,9 +253,10 @@ class CPUDecoder:
     def _qlinear(self, module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
         """`module(x)` for a weight-only quantized layer: fp32 rows on CPU, up to
         `native.MAX_FP32_ROWS` at a time, through the native kernel that reads the int8 /
-        int4 weights as stored (a longer prompt in chunks of that many rows: one pass over
-        the quantized weights per chunk); anything else the module's blocked
-        dequantize-and-multiply."""
+        int4 weights as stored; more rows (a prompt) multiply the layer's weights
+        dequantized by the native kernel with BLAS (compute-bound there: measured faster
+        than the kernel in chunks of 32 rows, which widens every weight once per pair of
+        rows); anything else the module's blocked dequantize-and-multiply."""
         q, bias = module.qweight, module.bias
         if (
             torch.is_grad_enabled()
@@ -269,15 +270,13 @@ class CPUDecoder:
         ):
             return type(module).forward(module, x)
         rows = x.numel() // x.shape[-1]
-        args = (module.weight_scale, module.bits, module.group_size, module.in_features, bias)
         if rows <= native.MAX_FP32_ROWS:
+            args = (module.weight_scale, module.bits, module.group_size, module.in_features, bias)
             return native.qgemv(x, q, *args)
-        if rows > QUANT_CHUNKED_ROWS:
+        if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
             return type(module).forward(module, x)
-        flat = x.reshape(rows, x.shape[-1])
-        step = native.MAX_FP32_ROWS
-        parts = [native.qgemv(flat[i : i + step], q, *args) for i in range(0, rows, step)]
-        return torch.cat(parts).view(*x.shape[:-1], module.out_features)
+        w = native.dequantize(q, module.weight_scale, module.bits, module.group_size, module.in_features)
+        return F.linear(x, w, bias)
 
     def _attention(
         self,
@@ -325,9 +324,10 @@ def _uninstall(held: DecodeWeights) -> None:
     held.installed = []
 
 
-# Quantized products of more rows than this take the module's dequantize-and-multiply
-# (BLAS) instead of the kernel in chunks of `native.MAX_FP32_ROWS` rows.
-QUANT_CHUNKED_ROWS = 256
+# A prompt's quantized product dequantizes the whole layer at once up to this many output
+# rows (GPT-2's projections; 3072 x 768 fp32 is 9 MiB); a larger one (an LM head asked for
+# every position's logits) takes the module's blocked path.
+QUANT_DEQUANTIZED_ROWS = 8192
 
 # the step's flags that may be passed as False / 0 (their defaults)
 _FALSE_ARGS = frozenset({"output_attentions", "output_hidden_states"})

@@ -159,6 +159,10 @@ def load() -> ctypes.CDLL | None:
     lib.gpt2kit_qgemv.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
     lib.gpt2kit_qgemv.argtypes += [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     lib.gpt2kit_qgemv.restype = None
+    lib.gpt2kit_dequantize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.gpt2kit_dequantize.argtypes += [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
+    lib.gpt2kit_dequantize.argtypes += [ctypes.c_int64, ctypes.c_int]
+    lib.gpt2kit_dequantize.restype = None
     _lib = lib
     return _lib
 
@@ -240,6 +244,27 @@ def qgemv(
         torch.get_num_threads(),
     )
     return y
+
+
+def dequantize(
+    qweight: torch.Tensor, scales: torch.Tensor, bits: int, group_size: int | None, in_features: int
+) -> torch.Tensor:
+    """The fp32 matrix `[out, in]` of quantized weights (as `qgemv` reads them), built on
+    torch's threads: a prompt's product multiplies it with BLAS."""
+    lib = _lib
+    assert lib is not None
+    out = torch.empty(qweight.shape[0], in_features)
+    lib.gpt2kit_dequantize(
+        qweight.data_ptr(),
+        scales.data_ptr(),
+        group_size or 0,
+        QUANT_KINDS[bits],
+        out.data_ptr(),
+        qweight.shape[0],
+        in_features,
+        torch.get_num_threads(),
+    )
+    return out
 
 
 def attend_one(

@@ -318,6 +318,44 @@ void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, co
             for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
+/* The fp32 matrix q * s [out, in] of quantized weights (wk W_I8 / W_I4, layouts as
+ * gpt2kit_qgemv), rows split between threads: what a prompt's product multiplies with
+ * BLAS (compute-bound there, where a fresh widening per pair of rows would cost more). */
+void gpt2kit_dequantize(const void *W, const float *scales, int64_t group, int wk, float *out,
+                        int64_t rows, int64_t in, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = out + r * in;
+        if (wk == W_I8) {
+            const int8_t *q = (const int8_t *)W + r * in;
+            const float s = scales[r];
+            const v8f sv = {s, s, s, s, s, s, s, s};
+            int64_t k = 0;
+            for (; k + 8 <= in; k += 8) {
+                const v8f v = __builtin_convertvector(widen_i8(q + k), v8f) * sv;
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < in; k++) o[k] = (float)q[k] * s;
+        } else {
+            const uint8_t *q = (const uint8_t *)W + r * (in / 2);
+            const int64_t ng = (in + group - 1) / group, whole = in - in % 16;
+            const float *srow = scales + r * ng;
+            int64_t k = 0;
+            for (; k + 16 <= whole; k += 16) {
+                const float s0 = srow[k / group], s1 = srow[(k + 8) / group];
+                const v8f sv0 = {s0, s0, s0, s0, s0, s0, s0, s0};
+                const v8f sv1 = {s1, s1, s1, s1, s1, s1, s1, s1};
+                const v8i32 v = widen_i8((const int8_t *)q + k / 2);
+                const v8f lo = __builtin_convertvector((v << 28) >> 28, v8f) * sv0;
+                const v8f hi = __builtin_convertvector(v >> 4, v8f) * sv1;
+                memcpy(o + k, &lo, sizeof lo);
+                memcpy(o + k + 8, &hi, sizeof hi);
+            }
+            for (; k < in; k++) o[k] = (float)q4_at(q, k, in) * srow[k / group];
+        }
+    }
+}
+
 /* fp32: y = x W^T (+ b). x [nx, in], W [out, in] row-major, y [nx, out]; b may be NULL. */
 void gpt2kit_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t nx,
                       int64_t out, int64_t in, int nthreads) {
