@@ -100,6 +100,26 @@ static inline __attribute__((always_inline)) float load1(const void *w, int64_t 
     return w_bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
+#if defined(__AVX512F__)
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+/* Sixteen int8 at p sign-extended to int32 lanes (one vpmovsxbd zmm). */
+static inline __attribute__((always_inline)) v16i32 widen16_i8(const int8_t *p) {
+    const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
+    v16i32 r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+static inline float hsum16(v16f v) {
+    float t = 0.0f;
+    for (int i = 0; i < 8; i++) t += v[i] + v[i + 8];
+    return t;
+}
+#define Q4_WIDE 1
+#else
+#define Q4_WIDE 0
+#endif
+
 /* Signed int4 value of input k of a row `row` (`in` inputs) in the W_I4 layout. */
 static inline int q4_at(const uint8_t *row, int64_t k, int64_t in) {
     const int64_t whole = in - in % 16;
@@ -226,12 +246,17 @@ static inline __attribute__((always_inline)) void qrows_dot8(
  * (v << 28) >> 28 and inputs 8-15 are v >> 4. */
 static inline __attribute__((always_inline)) void rows_dot_q4(
     const uint8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
-    int64_t stride, int64_t in, const float *scales, int64_t group) {
+    int64_t stride, int64_t in, const float *scales, int64_t group, const float *xp) {
     const v8f zero = {0};
     const int64_t rb = in / 2, ng = (in + group - 1) / group, whole = in - in % 16;
     v8f a[SEGMENTS];
     float tail[SEGMENTS];
     for (int r = 0; r < SEGMENTS; r++) a[r] = zero, tail[r] = 0.0f;
+#if Q4_WIDE
+    const v16f zero16 = {0};
+    v16f a16[SEGMENTS];
+    for (int r = 0; r < SEGMENTS; r++) a16[r] = zero16;
+#endif
     for (int64_t g = 0; g < ng; g++) {
         const int64_t k0 = g * group, k1 = k0 + group < in ? k0 + group : in;
         const int64_t kv = k1 < whole ? k1 : whole;
@@ -239,6 +264,31 @@ static inline __attribute__((always_inline)) void rows_dot_q4(
         float pt[SEGMENTS];
         for (int r = 0; r < SEGMENTS; r++) p[r] = zero, pt[r] = 0.0f;
         int64_t k = k0;
+#if Q4_WIDE
+        /* AVX-512, x permuted per 32 inputs (`xp`: 0-7, 16-23, 8-15, 24-31): one 16-byte
+         * load is 32 weights, its low nibbles inputs 0-7 and 16-23, high 8-15 and 24-31. */
+        if (xp) {
+            v16f p16[SEGMENTS];
+            for (int r = 0; r < SEGMENTS; r++) p16[r] = zero16;
+            for (; k + 32 <= kv; k += 32) {
+                v16f xlo, xhi;
+                memcpy(&xlo, xp + k, sizeof xlo);
+                memcpy(&xhi, xp + k + 16, sizeof xhi);
+                for (int r = 0; r < n; r++) {
+                    const v16i32 v = widen16_i8((const int8_t *)W + (r0 + r * stride) * rb + k / 2);
+                    const v16i32 lo = (v << 28) >> 28, hi = v >> 4;
+                    p16[r] += __builtin_convertvector(lo, v16f) * xlo +
+                              __builtin_convertvector(hi, v16f) * xhi;
+                }
+            }
+            for (int r = 0; r < n; r++) {
+                const float s = scales[(r0 + r * stride) * ng + g];
+                a16[r] += p16[r] * s;
+            }
+        }
+#else
+        (void)xp;
+#endif
         for (; k + 16 <= kv; k += 16) {
             v8f xlo, xhi;
             memcpy(&xlo, x + k, sizeof xlo);
@@ -259,21 +309,27 @@ static inline __attribute__((always_inline)) void rows_dot_q4(
             tail[r] += pt[r] * s;
         }
     }
+#if Q4_WIDE
+    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + hsum16(a16[r]) + tail[r];
+#else
     for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + tail[r];
+#endif
 }
 
 /* qrows_dot8 / rows_dot_q4 on rows [i, i + nx) of x, constants where full. */
 static inline __attribute__((always_inline)) void qrows_dot_x(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
     int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
-    int64_t group, const int wk) {
+    int64_t group, const int wk, const float *xp) {
     const float *xi = x + i * in;
     float *ai = acc + i * out;
     if (wk == W_I4) {
         for (int j = 0; j < nx; j++) {
+            const float *xpj = xp ? xp + (i + j) * in : NULL;
             if (n == SEGMENTS)
-                rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group);
-            else rows_dot_q4(W, xi + j * in, ai + j * out, r0, n, stride, in, scales, group);
+                rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group,
+                            xpj);
+            else rows_dot_q4(W, xi + j * in, ai + j * out, r0, n, stride, in, scales, group, xpj);
         }
         return;
     }
@@ -290,14 +346,26 @@ static inline __attribute__((always_inline)) void qgemv_share(
     int64_t group, const int wk) {
     const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
     const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+    float *xp = NULL; /* int4 on AVX-512 with groups of 32k inputs: x permuted (rows_dot_q4) */
+    if (Q4_WIDE && wk == W_I4 && group % 32 == 0 && r1 > r0) {
+        xp = malloc(sizeof(float) * (size_t)(nx * in));
+        if (xp)
+            for (int64_t i = 0; i < nx; i++)
+                for (int64_t k = 0; k < in; k++) {
+                    const int64_t c = k % 32, base = k - c;
+                    const int64_t src = c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
+                    xp[i * in + k] = base + 32 <= in ? x[i * in + base + src] : x[i * in + k];
+                }
+    }
     for (int64_t j = 0; j < seg; j++)
         for (int64_t i = 0; i < nx; i += 2)
             qrows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
-                        group, wk);
+                        group, wk, xp);
     if (rest < r1)
         for (int64_t i = 0; i < nx; i += 2)
             qrows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
-                        scales, group, wk);
+                        scales, group, wk, xp);
+    free(xp);
     *lo = r0;
     *hi = r1;
 }
