@@ -275,7 +275,9 @@ class CPUDecoder:
             return native.qgemv(x, q, *args)
         if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
             return type(module).forward(module, x)
-        w = native.dequantize(q, module.weight_scale, module.bits, module.group_size, module.in_features)
+        w = native.dequantize(
+            q, module.weight_scale, module.bits, module.group_size, module.in_features
+        )
         return F.linear(x, w, bias)
 
     def _attention(

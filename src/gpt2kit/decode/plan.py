@@ -97,8 +97,7 @@ class _Plan:
                 for t in self.qscales
                 if t is not None
             )
-            and
-            bool(blocks)
+            and bool(blocks)
             and all(blocks)
             and head_ok
             and config.activation_function in native.ACTIVATIONS
@@ -218,8 +217,11 @@ class _Plan:
             and found["ln_f"].normalized_shape == (d,)
             and all(
                 t is not None and t.dim() == 2 and width(t, m) == d
-                for t, m in ((wte, found["lm_head"] if wte_tied_quantized else found["wte"]),
-                             (wpe, found["wpe"]), (lm_w, found["lm_head"]))
+                for t, m in (
+                    (wte, found["lm_head"] if wte_tied_quantized else found["wte"]),
+                    (wpe, found["wpe"]),
+                    (lm_w, found["lm_head"]),
+                )
             )
         )
 

@@ -396,7 +396,9 @@ class GPT2PreTrainedModel(nn.Module):
 
             if dtype is not None:
                 raise ValueError("save_pretrained(dtype=...) of a quantized model: drop dtype")
-            return save_quantized(self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer)
+            return save_quantized(
+                self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer
+            )
         return save_model(
             self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype
         )
