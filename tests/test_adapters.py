@@ -256,7 +256,7 @@ def test_several_adapters_set_adapter_and_delete(tiny_config):
     torch.testing.assert_close(model(ids).logits, second, atol=TOL, rtol=0)
     model.delete_adapter("second")
     assert not model.has_adapters
-    assert type(model.transformer.h[0].attn.c_attn) is gpt2kit.models.backbone.Linear
+    assert type(model.transformer.h[0].attn.c_attn) is gpt2kit.nn.backbone.Linear
     plain_keys = set(GPT2LMHeadModel(tiny_config()).state_dict())
     assert set(model.state_dict()) == plain_keys
     torch.testing.assert_close(model(ids).logits, base, atol=0, rtol=0)

@@ -31,13 +31,13 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "checkpoint": 2,
     "adapters": 3,  # LoRA wrappers and folders; `AdapterMixin` is a base of GPT2PreTrainedModel
+    "quantization": 3,  # int8/int4 modules and folders; nn.base and decode import it
     "nn": 4,  # the backbone layer: backbone, base, cache, outputs, activations
     "decode": 5,
     "generation": 6,
     "models": 7,  # the task heads (heads that generate import generation)
     "pipelines": 8,
     "training": 8,
-    "quantization": 8,  # (not placed yet: set its layer when it lands)
     "serve": 9,
     "cli": 10,
     "__main__": 11,

@@ -135,7 +135,7 @@ class AdapterMixin:
     ) -> dict[str, torch.Tensor]:
         """The adapter's tensors under `transformers`' key names (no `base_model.model.`)."""
         if state_dict is not None:
-                raise UnsupportedArgumentError(
+            raise UnsupportedArgumentError(
                 "get_adapter_state_dict(state_dict=...) is not supported; it reads the model's own tensors"
             )
         return inject.adapter_state_dict(self, adapter_name)  # type: ignore[arg-type]

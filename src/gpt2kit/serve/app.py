@@ -40,7 +40,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default
 
 
 def load_model(
-    model: Any, tokenizer: Any = None, device: str | None = None
+    model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
 ) -> tuple[Any, Any, str]:
     """`(model, tokenizer, name)` from a model object or a path / Hub id (None: the default model)."""
     if model is None:
@@ -52,6 +52,8 @@ def load_model(
     if isinstance(model, (str, os.PathLike)):
         name = os.fspath(model)
         kwargs = {"device": device} if device else {}
+        if quantization is not None:  # (weight-only int8 / int4: docs/quantization.md)
+            kwargs["quantization"] = quantization
         obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
         if tokenizer is None:
             try:
@@ -83,6 +85,7 @@ def create_app(
     device: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     chat_template: str | None = None,
+    quantization: Any = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -109,6 +112,8 @@ def create_app(
         chat_template: Jinja2 chat template text for `/v1/chat/completions` (default: the
             tokenizer's, read from the folder's `chat_template.jinja` or
             `tokenizer_config.json`; no template means chat requests get a 400 naming it).
+        quantization: `"int8"` / `"int4"` weight-only quantization of a model loaded from
+            a path (`gpt2kit.quantization`).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -116,7 +121,7 @@ def create_app(
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
-    model, tokenizer, default_name = load_model(model, tokenizer, device)
+    model, tokenizer, default_name = load_model(model, tokenizer, device, quantization)
     name = model_name or default_name
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None)
