@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import GPT2Config
 from ..config_checks import check_allocation
+
 # (the private names too: models pickled before the move name them here)
 from .activations import ACT_FNS, _gelu_fast, _gelu_tanh, _identity, _quick_gelu  # noqa: F401
 from .base import GPT2PreTrainedModel
