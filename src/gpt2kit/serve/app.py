@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from .adapters import load_adapters
 from .batching import Batcher
 from .chat_template import check_template
 from .errors import APIError, install_handlers
@@ -85,6 +86,7 @@ def create_app(
     device: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     chat_template: str | None = None,
+    adapters: Mapping[str, str | os.PathLike] | Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -111,6 +113,10 @@ def create_app(
         chat_template: Jinja2 chat template text for `/v1/chat/completions` (default: the
             tokenizer's, read from the folder's `chat_template.jinja` or
             `tokenizer_config.json`; no template means chat requests get a 400 naming it).
+        adapters: LoRA adapters to serve beside the base model, `{name: adapter folder}`
+            (loaded onto the model, frozen and unmerged), or the names of adapters already
+            loaded on the model object. A request picks one with `"model": name` (the base
+            by its own name); rows of different adapters decode in the same batch.
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -120,6 +126,17 @@ def create_app(
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
     model, tokenizer, default_name = load_model(model, tokenizer, device)
     name = model_name or default_name
+    if isinstance(adapters, Mapping):
+        adapter_names = load_adapters(
+            model, {k: os.fspath(v) for k, v in adapters.items()}, base_name=name
+        )
+    else:
+        adapter_names = list(adapters or [])
+        missing = [a for a in adapter_names if a not in getattr(model, "peft_config", {})]
+        if missing:
+            raise ValueError(f"adapters: the model has no adapter named {', '.join(missing)}")
+        if name in adapter_names:
+            raise ValueError(f"adapters: {name!r} is the base model's name; rename the adapter")
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None)
     if chat_template is not None:
@@ -148,6 +165,7 @@ def create_app(
         timeout=timeout,
         queue_size=queue_size,
         chat_template=chat_template,
+        adapters=adapter_names,
     )
 
     @asynccontextmanager

@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gpt2kit serve                                   # the embedded model, port 8000\n"
         "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
+        "  gpt2kit serve --model ./lm --adapter sql=./sql-lora --adapter chat=./chat-lora\n"
         "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
         "  GPT2KIT_API_KEY=sk-... gpt2kit serve --model ./lm --chat-template chat.jinja\n"
         '  curl localhost:8000/v1/completions -d \'{"prompt": "ROMEO:", "max_tokens": 20}\'',
@@ -57,6 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="Jinja2 chat template file for /v1/chat/completions (default: the model "
         "folder's chat_template.jinja or tokenizer_config.json chat_template)",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter folder (PEFT format) as model NAME beside the base model "
+        '(repeatable); requests pick it with "model": NAME, and rows of different adapters '
+        "decode in one batch",
     )
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted")
     p.add_argument("--max-tokens-cap", type=int, default=512, help="largest max_tokens accepted")
@@ -122,11 +132,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
+    from .adapters import AdapterSpecError, parse_adapter_args
     from .app import create_app
     from .chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
+    try:
+        adapters = parse_adapter_args(getattr(args, "adapter", None))
+    except AdapterSpecError as err:
+        raise SystemExit(f"gpt2kit serve: {err}") from err
     app = create_app(
         args.model,
         model_name=args.model_name,
@@ -141,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
         device=args.device,
+        adapters=adapters,
     )
     # uvicorn stops accepting on SIGINT/SIGTERM, lets open requests (streams included)
     # finish for up to 30 s, then runs the app's shutdown, which drains the batcher.
