@@ -35,6 +35,7 @@ PROMPTS = {
     "A": ["Once upon a time", "x"],
     "B": ["The quick brown fox jumps", "Numbers: 1 2 3"],
 }
+TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
 # different lengths: rows leave the batch at different steps, the others go on
 MAX_TOKENS = {"tiny": 5, "A": 12, "B": 9}
 
@@ -106,6 +107,7 @@ def app(base, tok, folders):
         model_name="tiny",
         max_tokens_cap=64,
         batch_wait_ms=1000,
+        chat_template=TEMPLATE,
         adapters={name: str(path) for name, path in folders.items()},
     )
 
@@ -182,6 +184,19 @@ def test_openai_client_picks_an_adapter(server, reference, tok):
     assert r.model == "B"
     want = offline(reference, tok, "B", "Once upon a time", 8)
     assert r.choices[0].text == tok.decode(want)
+    chunks = list(
+        client.completions.create(
+            model="A", prompt="Once upon a time", max_tokens=8, temperature=0, stream=True
+        )
+    )
+    assert {c.model for c in chunks} == {"A"}
+    want = offline(reference, tok, "A", "Once upon a time", 8)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == tok.decode(want)
+    messages = [{"role": "user", "content": "Say something"}]
+    chat = client.chat.completions.create(model="A", messages=messages, max_tokens=6, temperature=0)
+    assert chat.model == "A"
+    prompt = "<|user|>Say something\n<|assistant|>"
+    assert chat.choices[0].message.content == tok.decode(offline(reference, tok, "A", prompt, 6))
     names = [m.id for m in client.models.list().data]
     assert names == ["tiny", "A", "B"]
     with pytest.raises(openai.NotFoundError) as info:
@@ -205,7 +220,7 @@ def test_unknown_model_is_404_in_openais_shape(http):
 def test_models_lists_base_then_adapters(http):
     data = http.get("/v1/models").json()["data"]
     assert [m["id"] for m in data] == ["tiny", "A", "B"]
-    assert data[1]["tasks"] == ["completions"]
+    assert data[1]["tasks"] == ["completions", "chat"]
 
 
 def test_task_endpoints_run_the_base_and_refuse_adapters(http, base, tok):
