@@ -258,3 +258,24 @@ def test_cli_rejects_a_bad_adapter_flag():
     )
     assert r.returncode != 0
     assert "NAME=PATH" in r.stderr
+
+
+def test_cli_names_the_flag_for_a_missing_adapter_folder(base, tmp_path):
+    base.save_pretrained(tmp_path / "lm")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpt2kit",
+            "serve",
+            "--model",
+            str(tmp_path / "lm"),
+            "--adapter",
+            f"a={tmp_path / 'missing'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0
+    assert "--adapter" in r.stderr and "missing" in r.stderr, r.stderr[-2000:]

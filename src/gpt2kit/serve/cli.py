@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         adapters = parse_adapter_args(getattr(args, "adapter", None))
     except AdapterSpecError as err:
         raise SystemExit(f"gpt2kit serve: {err}") from err
-    app = create_app(
+    app = _adapter_errors_exit(create_app)(
         args.model,
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
@@ -164,3 +165,17 @@ def run(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
     )
     return 0
+
+
+def _adapter_errors_exit(fn: Any) -> Any:
+    """`fn` with a bad `--adapter` folder turned into a one-line exit naming the flag."""
+    from ..adapters import AdapterError
+    from .adapters import AdapterSpecError
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AdapterSpecError, AdapterError) as err:
+            raise SystemExit(f"gpt2kit serve: --adapter: {err}") from err
+
+    return call
