@@ -29,6 +29,7 @@ import sys
 import time
 
 import torch
+from common import Results, add_results_argument, results_dir
 
 PRESETS = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=4),
@@ -141,6 +142,7 @@ def serve_part(shape: dict, r: int, rows: int, steps: int, rounds: int) -> None:
     print(
         f"4 adapters mixed / base model tokens/s: {med(mixed) / med(plain):.2f}x (budget >= 0.8x)"
     )
+    return med(mixed) / med(plain)
 
 
 def main() -> None:
@@ -159,6 +161,7 @@ def main() -> None:
     p.add_argument("--serve-steps", type=int, default=16, help="decoding steps per round (16)")
     p.add_argument("--no-train", action="store_true", help="only the serving part")
     p.add_argument("--child", choices=["gpt2kit", "peft"], help=argparse.SUPPRESS)
+    add_results_argument(p)
     args = p.parse_args()
     if args.quick:
         args.preset, args.batch, args.seq, args.rounds, args.steps = "tiny", 2, 32, 2, 2
@@ -170,8 +173,15 @@ def main() -> None:
         child(args.child, shape, args.r, args.batch, args.seq, args.steps + 1)
         return
 
+    keys = ("mixed-decode",) if args.no_train else ("train-step", "peak-memory", "mixed-decode")
+    results = Results("bench_adapters", keys, args)
+    mixed_what = (
+        f"{args.serve_rows} rows of 4 adapters decoding together / the base model, tokens/s"
+    )
     if args.no_train:
-        serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
+        mixed = serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
+        results.add("mixed-decode", mixed, "x", mixed_what)
+        results.save(results_dir(args))
         return
     runners = ("gpt2kit", "peft")
     built = {name: build(name, shape, args.r) for name in runners}
@@ -210,7 +220,13 @@ def main() -> None:
     ratio = statistics.median(times["peft"]) / statistics.median(times["gpt2kit"])
     print(f"gpt2kit / peft steps/s: {ratio:.2f}x (budget >= 1.3x)")
     print(f"peak memory gpt2kit / peft: {peaks['gpt2kit'] / peaks['peft']:.2f}x (budget <= 1.0x)")
-    serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
+    results.add("train-step", ratio, "x", "LoRA training step: gpt2kit / peft steps/s (>= 1.3x)")
+    results.add(
+        "peak-memory", peaks["gpt2kit"] / peaks["peft"], "x", "peak memory gpt2kit / peft (<= 1.0x)"
+    )
+    mixed = serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
+    results.add("mixed-decode", mixed, "x", mixed_what)
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":
