@@ -279,3 +279,30 @@ def test_cli_names_the_flag_for_a_missing_adapter_folder(base, tmp_path):
     )
     assert r.returncode != 0
     assert "--adapter" in r.stderr and "missing" in r.stderr, r.stderr[-2000:]
+
+
+def test_echo_logprobs_of_the_prompt_use_the_requests_adapter(http, reference, tok):
+    """The prompt's logprobs (echo) come from the prefill's hidden states: the adapter's."""
+    prompt = "Scoring a prompt under adapter B"
+    ids = tok.encode(prompt)
+    r = http.post(
+        "/v1/completions",
+        json={"model": "B", "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 1},
+    )
+    assert r.status_code == 200, r.text
+    got = r.json()["choices"][0]["logprobs"]["token_logprobs"]
+    for model in ("B", "tiny"):
+        if model == "tiny":
+            reference.disable_adapters()
+        else:
+            reference.set_adapter(model)
+        try:
+            with torch.no_grad():
+                lp = reference(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        finally:
+            reference.enable_adapters()
+        want = [lp[t, ids[t + 1]].item() for t in range(len(ids) - 1)]
+        if model == "B":
+            assert got[0] is None and got[1:] == pytest.approx(want, abs=1e-4)
+        else:  # (and the base's differ: the check above tells adapters apart)
+            assert got[1:] != pytest.approx(want, abs=1e-4)
