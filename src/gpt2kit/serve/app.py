@@ -39,7 +39,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default
 
 
 def load_model(
-    model: Any, tokenizer: Any = None, device: str | None = None
+    model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
 ) -> tuple[Any, Any, str]:
     """`(model, tokenizer, name)` from a model object or a path / Hub id (None: the default model)."""
     from ..tokenizer import GPT2Tokenizer
@@ -55,6 +55,8 @@ def load_model(
 
         name = os.fspath(model)
         kwargs = {"device": device} if device else {}
+        if quantization is not None:  # (weight-only int8 / int4: docs/quantization.md)
+            kwargs["quantization"] = quantization
         obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
         if tokenizer is None:
             try:
@@ -87,6 +89,7 @@ def create_app(
     allowed_hosts: Iterable[str] | None = None,
     chat_template: str | None = None,
     adapters: Mapping[str, str | os.PathLike] | Sequence[str] | None = None,
+    quantization: Any = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -117,6 +120,8 @@ def create_app(
             (loaded onto the model, frozen and unmerged), or the names of adapters already
             loaded on the model object. A request picks one with `"model": name` (the base
             by its own name); rows of different adapters decode in the same batch.
+        quantization: `"int8"` / `"int4"` weight-only quantization of a model loaded from
+            a path (`gpt2kit.quantization`).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -124,7 +129,7 @@ def create_app(
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
-    model, tokenizer, default_name = load_model(model, tokenizer, device)
+    model, tokenizer, default_name = load_model(model, tokenizer, device, quantization)
     name = model_name or default_name
     if isinstance(adapters, Mapping):
         adapter_names = load_adapters(

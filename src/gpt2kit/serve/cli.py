@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default=None, help="torch device for the model (default: cpu)")
+    p.add_argument(
+        "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization"
+    )
     p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
     p.add_argument(
         "--batch-wait-ms", type=float, default=5.0, help="gathering window of an idle worker"
@@ -158,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         device=args.device,
         adapters=adapters,
+        quantization=args.quantize,
     )
     # uvicorn stops accepting on SIGINT/SIGTERM, lets open requests (streams included)
     # finish for up to 30 s, then runs the app's shutdown, which drains the batcher.
