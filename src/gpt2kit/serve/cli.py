@@ -173,13 +173,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _adapter_errors_exit(fn: Any) -> Any:
     """`fn` with a bad `--adapter` folder turned into a one-line exit naming the flag."""
-    from ..adapters import AdapterError
+    from ..adapters import AdapterConfigError, AdapterError
     from .adapters import AdapterSpecError
 
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (AdapterSpecError, AdapterError) as err:
+        except (AdapterSpecError, AdapterError, AdapterConfigError) as err:
             raise SystemExit(f"gpt2kit serve: --adapter: {err}") from err
 
     return call
