@@ -10,9 +10,10 @@ every engine run once per round, rounds interleaved; each figure is the MEDIAN o
 - resident weight bytes (the model's tensors, tied once, plus the decoder's copies).
 
 Bound: batch-1 decoding reads every weight once per token, so tokens/s <= read bandwidth
-/ bytes read per token. The read bandwidth is measured next to each round (a sum over a
-float32 tensor of 512 MiB, torch's threads, i.e. the same threads as decoding), and the
-bound uses the median of those; a figure above 100% means the bound is wrong.
+/ bytes read per token. The read bandwidth is `common.ReadBandwidth` (the fastest sum over a
+buffer of the fp32 weights' size on torch's threads, i.e. the decoding threads), sampled
+next to each round; the bound uses the highest sample (the one that bounds); a figure above
+100% means the bound is wrong, and is printed as such.
 
 CTranslate2 (`pip install ctranslate2`, the `bench` extra) converts the same weights
 (saved as a transformers folder) with `quantization="int8"` and runs with
@@ -33,20 +34,25 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from common import ReadBandwidth, Results, add_results_argument, bound_fraction, results_dir
 
 from gpt2kit import GPT2Config, GPT2LMHeadModel, decode
 from gpt2kit.quantization import weight_bytes
 
+BUDGET = [  # (case, engine a, engine b, budget of a / b)
+    ("greedy b1", "gpt2kit int8", "ctranslate2 int8", ">= 1.5"),
+    ("greedy b1", "gpt2kit int4", "gpt2kit int8", ">= 1.3"),
+    ("greedy b1", "gpt2kit int8", "gpt2kit fp32", ""),
+    ("top-k b8", "gpt2kit int8", "ctranslate2 int8", ">= 1.3"),
+    ("top-k b8", "gpt2kit int8", "gpt2kit fp32", ""),
+    ("ttft p128", "gpt2kit int8", "ctranslate2 int8", ">= 1.0"),
+]
 
-def read_bandwidth(size_mb: int = 512) -> float:
-    """Bytes/s of a read-only stream over `size_mb` MiB (best of 3 sums)."""
-    t = torch.ones(size_mb * 2**20 // 4)
-    best = float("inf")
-    for _ in range(3):
-        s = time.perf_counter()
-        t.sum()
-        best = min(best, time.perf_counter() - s)
-    return t.numel() * 4 / best
+
+def ratio_key(case: str, a: str, b: str) -> str:
+    a = a.removeprefix("gpt2kit ")
+    b = b.replace("ctranslate2", "ct2").removeprefix("gpt2kit ")
+    return f"{case}:{a}/{b}".replace(" ", "-")
 
 
 def step_bytes(model: torch.nn.Module) -> int:
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--no-ct2", action="store_true", help="skip CTranslate2")
+    add_results_argument(ap)
     args = ap.parse_args(argv)
     if args.quick:
         config = GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=256)
@@ -138,11 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         gk_generate(model, p16, 4, False)
     if ct2 is not None:
         ct2_run(p16, 4, False)
+    keys = [
+        ratio_key(c, a, b) for c, a, b, _ in BUDGET if ct2 is not None or "ctranslate2" not in b
+    ]
+    keys += ["int8-of-bound", "int4-of-bound", "int8-resident", "int4-resident"]
+    results = Results("bench_quant", tuple(keys), args)
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     counts: dict[tuple[str, str], int] = {}
-    bandwidth = []
+    bandwidth = ReadBandwidth(step_bytes(models["gpt2kit fp32"]))
     for _ in range(args.rounds):
-        bandwidth.append(read_bandwidth(64 if args.quick else 512))
+        bandwidth.sample()
         for case, (ids, new, sample) in cases.items():
             for engine in engines:
                 torch.manual_seed(0)
@@ -154,8 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                     n = ct2_run(ids, new, sample)
                 times[(case, engine)].append(time.perf_counter() - t)
                 counts[(case, engine)] = n
-        bandwidth.append(read_bandwidth(64 if args.quick else 512))
-    bw = statistics.median(bandwidth)
+        bandwidth.sample()
+    bw = bandwidth.peak
     med = {k: statistics.median(v) for k, v in times.items()}
     tps = {k: counts[k] / med[k] for k in med}
     print(
@@ -163,14 +175,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.__version__}, {platform.processor() or platform.machine()}, {threads} threads, "
         f"{'tiny' if args.quick else '124M'} config, median of {args.rounds} interleaved rounds"
     )
-    print(f"read bandwidth (median next to the runs): {bw / 1e9:.1f} GB/s")
+    print(f"read bandwidth (highest sample next to the runs): {bw / 1e9:.1f} GB/s")
     print(f"\n{'case':12s} {'engine':18s} {'tok/s':>9s} {'ms':>9s} {'of bound':>9s}")
     for case in cases:
         for engine in engines:
             k = (case, engine)
             frac = "-"
             if case == "greedy b1" and engine in models:
-                frac = f"{tps[k] / (bw / step_bytes(models[engine])):.0%}"
+                frac = bound_fraction(tps[k], bw, step_bytes(models[engine]))
             print(f"{case:12s} {engine:18s} {tps[k]:9.1f} {1e3 * med[k]:9.1f} {frac:>9s}")
 
     def ratio(case, a, b):
@@ -181,17 +193,19 @@ def main(argv: list[str] | None = None) -> None:
         return f"{tps[(case, a)] / tps[(case, b)]:.2f}x"
 
     print("\nratios (>1: the first is faster)")
-    budget = [
-        ("greedy b1", "gpt2kit int8", "ctranslate2 int8", ">= 1.5"),
-        ("greedy b1", "gpt2kit int4", "gpt2kit int8", ">= 1.3"),
-        ("greedy b1", "gpt2kit int8", "gpt2kit fp32", ""),
-        ("top-k b8", "gpt2kit int8", "ctranslate2 int8", ">= 1.3"),
-        ("top-k b8", "gpt2kit int8", "gpt2kit fp32", ""),
-        ("ttft p128", "gpt2kit int8", "ctranslate2 int8", ">= 1.0"),
-    ]
+    budget = BUDGET
     for case, a, b, want in budget:
         print(
             f"  {case:10s} {a} / {b}: {ratio(case, a, b):>7s}   {('budget ' + want) if want else ''}"
+        )
+        r = ratio(case, a, b)
+        if r != "n/a":
+            results.add(ratio_key(case, a, b), float(r[:-1]), "x", f"{case}: {a} / {b} {want}")
+    for name in ("gpt2kit int8", "gpt2kit int4"):
+        k = ("greedy b1", name)
+        share = tps[k] / (bw / step_bytes(models[name]))
+        results.add(
+            f"{name.split()[1]}-of-bound", share, "", f"greedy b1 {name}: share of the bound"
         )
     fp32_bytes = weight_bytes(models["gpt2kit fp32"]) + decode.held_bytes(models["gpt2kit fp32"])
     for name in ("gpt2kit int8", "gpt2kit int4"):
@@ -200,6 +214,10 @@ def main(argv: list[str] | None = None) -> None:
             f"resident weights {name}: {q / 2**20:.1f} MiB = {q / fp32_bytes:.1%} of fp32's "
             f"{fp32_bytes / 2**20:.1f} MiB (model + decoder copies){'  budget <= 30%' if 'int8' in name else ''}"
         )
+        results.add(
+            f"{name.split()[1]}-resident", q / fp32_bytes, "", f"resident weights {name} / fp32"
+        )
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gpt2kit serve                                   # the embedded model, port 8000\n"
         "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
+        "  gpt2kit serve --model ./lm --adapter sql=./sql-lora --adapter chat=./chat-lora\n"
         "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
         "  GPT2KIT_API_KEY=sk-... gpt2kit serve --model ./lm --chat-template chat.jinja\n"
         '  curl localhost:8000/v1/completions -d \'{"prompt": "ROMEO:", "max_tokens": 20}\'',
@@ -60,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="Jinja2 chat template file for /v1/chat/completions (default: the model "
         "folder's chat_template.jinja or tokenizer_config.json chat_template)",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter folder (PEFT format) as model NAME beside the base model "
+        '(repeatable); requests pick it with "model": NAME, and rows of different adapters '
+        "decode in one batch",
     )
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted")
     p.add_argument("--max-tokens-cap", type=int, default=512, help="largest max_tokens accepted")
@@ -127,12 +138,17 @@ def run(args: argparse.Namespace) -> int:
         ) from err
     # (FastAPI and jinja2, the serve extra, load only when the command runs: `gpt2kit --help`
     # and the other commands work without them)
+    from .adapters import AdapterSpecError, parse_adapter_args
     from .app import create_app
     from .chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
-    app = create_app(
+    try:
+        adapters = parse_adapter_args(getattr(args, "adapter", None))
+    except AdapterSpecError as err:
+        raise SystemExit(f"gpt2kit serve: {err}") from err
+    app = _adapter_errors_exit(create_app)(
         args.model,
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
@@ -146,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
         device=args.device,
+        adapters=adapters,
         quantization=args.quantize,
     )
     # uvicorn stops accepting on SIGINT/SIGTERM, lets open requests (streams included)
@@ -154,3 +171,17 @@ def run(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
     )
     return 0
+
+
+def _adapter_errors_exit(fn: Any) -> Any:
+    """`fn` with a bad `--adapter` folder turned into a one-line exit naming the flag."""
+    from ..adapters import AdapterConfigError, AdapterError
+    from .adapters import AdapterSpecError
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AdapterSpecError, AdapterError, AdapterConfigError) as err:
+            raise SystemExit(f"gpt2kit serve: --adapter: {err}") from err
+
+    return call
