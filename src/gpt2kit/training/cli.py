@@ -24,22 +24,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .. import loading
+from ..tasks import registry
+
 logger = logging.getLogger("gpt2kit")
 
-TASKS = (
-    "causal-lm",
-    "sequence-classification",
-    "text-classification",
-    "document-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "seq2seq",
-    "conditional-generation",
-)
+# the trainable tasks of the task registry (`gpt2kit.tasks.registry`)
+TASKS = tuple(registry.names(reader=True))
 # fine-tuning learning rates that work for GPT-2 small on each kind of task; from scratch
 # a model wants a much larger one
-DEFAULT_LR = {"causal-lm": 5e-5, "seq2seq": 5e-5, "conditional-generation": 1e-4}
+DEFAULT_LR = {
+    t.name: t.defaults["learning_rate"] for t in registry.TASKS if "learning_rate" in t.defaults
+}
 FROM_SCRATCH_LR = 6e-4
 DATA_OPTIONS = (
     "text_column",
@@ -52,12 +48,7 @@ DATA_OPTIONS = (
     "context_column",
 )
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
-LABELLED = (
-    "sequence-classification",
-    "text-classification",
-    "document-classification",
-    "token-classification",
-)
+LABELLED = tuple(t.name for t in registry.TASKS if t.defaults.get("labelled"))
 
 
 class TrainCLIError(ValueError):
@@ -324,17 +315,8 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def load_tokenizer(model: str, from_scratch: bool = False) -> Any:
-    """The model folder's tokenizer when it has one, else the shipped GPT-2 tokenizer."""
-    from ..tokenizer import GPT2Tokenizer
-
-    folder = Path(model)
-    if (
-        not from_scratch
-        and folder.is_dir()
-        and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json"))
-    ):
-        return GPT2Tokenizer.from_pretrained(folder)
-    return GPT2Tokenizer.from_pretrained("gpt2")
+    """The tokenizer for `--model` (`gpt2kit.loading.load_tokenizer`'s rules)."""
+    return loading.load_tokenizer(None, model, from_scratch=from_scratch)
 
 
 def _data_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
