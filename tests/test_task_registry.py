@@ -107,12 +107,12 @@ def test_aliases_map():
 
 
 def test_consumers_read_the_registry():
+    from gpt2kit.cli import train as train_cli
     from gpt2kit.data import datasets
     from gpt2kit.evaluation import metrics
     from gpt2kit.models import auto
     from gpt2kit.pipelines import ALIASES, PIPELINES
     from gpt2kit.serve import tasks as serve_tasks
-    from gpt2kit.training import cli as train_cli
 
     trainable = registry.names(reader=True)
     assert list(datasets.TASKS) == trainable
@@ -183,9 +183,9 @@ def test_no_task_table_outside_the_registry():
 
 def test_one_model_dir_and_one_tokenizer_resolver():
     from gpt2kit import loading
+    from gpt2kit.cli import train as train_cli
     from gpt2kit.pipelines import base
     from gpt2kit.serve import app
-    from gpt2kit.training import cli as train_cli
 
     assert base.DEFAULT_MODEL_DIR is loading.DEFAULT_MODEL_DIR
     assert app.DEFAULT_MODEL_DIR is loading.DEFAULT_MODEL_DIR

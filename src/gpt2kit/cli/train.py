@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import loading
 from ..tasks import registry
+from .options import add_device_option
 
 logger = logging.getLogger("gpt2kit")
 
@@ -134,7 +135,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fp16", action="store_true", help="float16 autocast with loss scaling (CUDA only)"
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    add_device_option(p)
     p.add_argument(
         "--config", help="YAML or JSON file with any of these options (flags override it)"
     )
@@ -428,12 +429,12 @@ def _load_data(
 def cmd_train(args: argparse.Namespace) -> int:
     """Run `gpt2kit train`; returns the exit status."""
     from ..models.auto import AutoModelForArchitecture
-    from .arguments import TrainingArguments
-    from .trainer import Trainer
+    from ..training.arguments import TrainingArguments
+    from ..training.trainer import Trainer
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "train_file", "output_dir")
-    from .arguments import check_cli_options
+    from ..training.arguments import check_cli_options
 
     check_cli_options(args)  # out-of-range numbers fail before any data or model is read
     task = args.task
@@ -495,7 +496,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["pad_token_id"] = tokenizer.pad_token_id
     # --seed decides the new head's (or the whole model's) initialization too, so two runs
     # with one seed are the same run
-    from .trainer import set_seed
+    from ..training.trainer import set_seed
 
     set_seed(args.seed)
     if args.from_scratch:
@@ -597,8 +598,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `gpt2kit evaluate`; returns the exit status."""
     from ..config import GPT2Config
     from ..models.auto import AutoModelForArchitecture, task_class
-    from .arguments import TrainingArguments
-    from .trainer import Trainer
+    from ..training.arguments import TrainingArguments
+    from ..training.trainer import Trainer
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "eval_file")

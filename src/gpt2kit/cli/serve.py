@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from .options import add_device_option, resolve_device
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `serve` subcommand to the `gpt2kit` command's subparsers."""
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
     )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default=None, help="torch device for the model (default: cpu)")
+    add_device_option(p)
     p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
     p.add_argument(
         "--batch-wait-ms", type=float, default=5.0, help="gathering window of an idle worker"
@@ -107,7 +109,7 @@ def allowed_hosts_for(bind: str, flag: str | None) -> list[str] | None:
     name the attacker rebinds to 127.0.0.1; such requests carry the attacker's name in
     `Host:`, so accepting only loopback names stops them.
     """
-    from .guard import LOOPBACK_HOSTS, is_loopback
+    from ..serve.guard import LOOPBACK_HOSTS, is_loopback
 
     if flag is not None:
         return [h.strip() for h in flag.split(",") if h.strip()]
@@ -122,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
-    from .app import create_app
-    from .chat_template import read_template_file
+    from ..serve.app import create_app
+    from ..serve.chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
-        device=args.device,
+        device=resolve_device(args.device),
     )
     # uvicorn stops accepting on SIGINT/SIGTERM, lets open requests (streams included)
     # finish for up to 30 s, then runs the app's shutdown, which drains the batcher.
