@@ -193,3 +193,17 @@ def test_one_model_dir_and_one_tokenizer_resolver():
     assert app.load_model is loading.load_model_and_tokenizer
     # the trainer's resolver is the shared one: a folder without tokenizer files -> GPT-2's
     assert train_cli.load_tokenizer("gpt2", from_scratch=True).vocab_size == 50257
+
+
+def test_registry_and_cli_parser_do_not_import_torch():
+    """`gpt2kit --help` builds `--task` choices from the registry without loading torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpt2kit.cli as c; c.build_parser(); "
+        "from gpt2kit.tasks import registry; registry.names(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

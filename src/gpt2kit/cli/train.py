@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import loading
 from ..tasks import registry
 from .options import add_device_option
 
@@ -317,7 +316,9 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 def load_tokenizer(model: str, from_scratch: bool = False) -> Any:
     """The tokenizer for `--model` (`gpt2kit.loading.load_tokenizer`'s rules)."""
-    return loading.load_tokenizer(None, model, from_scratch=from_scratch)
+    from ..loading import load_tokenizer as resolve  # in the command: --help stays torch-free
+
+    return resolve(None, model, from_scratch=from_scratch)
 
 
 def _data_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
