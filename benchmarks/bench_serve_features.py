@@ -22,6 +22,7 @@ import threading
 import time
 
 import torch
+from common import Results, add_results_argument, results_dir
 
 from gpt2kit import GPT2Config, GPT2ForCausalLM
 from gpt2kit.serve.batching import Batcher, GenRequest, SamplingParams
@@ -88,7 +89,9 @@ def main() -> None:
         help="torch intra-op threads (default: torch's); 1 on a loaded machine, where a "
         "parallel 50k-element op can wait tens of ms on its spinning pool",
     )
+    add_results_argument(ap)
     args = ap.parse_args()
+    results = Results("bench_serve_features", ("logprobs-time", "constrained-rate"), args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -141,6 +144,11 @@ def main() -> None:
     cs = statistics.median(rate["sampled+json_schema"]) / statistics.median(rate["sampled"])
     print(f"logprobs decode-time ratio   {lp:.3f}  (budget <= 1.10)")
     print(f"constrained tokens/s ratio   {cs:.3f}  (budget >= 0.80)")
+    results.add("logprobs-time", lp, "x", "decode time with logprobs=5 / without (budget <= 1.10)")
+    results.add(
+        "constrained-rate", cs, "x", "json_schema-constrained tokens/s / unconstrained (>= 0.8)"
+    )
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":

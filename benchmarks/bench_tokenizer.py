@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import Results, add_results_argument, interleaved, results_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -71,23 +70,12 @@ def lines(n: int, seed: int) -> list[str]:
     return [rng.choice(pool) for _ in range(n)]
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up (the package builds its padding worker on first use)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats (smoke test)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--old-rev", default=OLD_REV, help="git revision with tokenizer.py")
+    add_results_argument(parser)
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
 
@@ -108,6 +96,13 @@ def main() -> None:
     except ImportError:
         pass
 
+    keys = tuple(
+        f"{w}-{k}/new"
+        for w in ("pad", "truncate-pad", "offsets")
+        for k in ("old", "transformers")
+        if k in tokenizers
+    )
+    results = Results("bench_tokenizer", keys, args)
     batch = lines(256, 0)
     passages = [" ".join(lines(8, i)) for i in range(64)]
     workloads: dict[str, tuple[list[str], dict[str, Any]]] = {
@@ -121,7 +116,7 @@ def main() -> None:
             {"padding": True, "return_offsets_mapping": True},
         ),
     }
-    for name, (texts, kw) in workloads.items():
+    for short, (name, (texts, kw)) in zip(("pad", "truncate-pad", "offsets"), workloads.items()):
         ref = new(texts, **kw)["input_ids"]
         for label, tok in tokenizers.items():
             assert tok(texts, **kw)["input_ids"] == ref, f"{label} disagrees on {name}"
@@ -132,6 +127,11 @@ def main() -> None:
             f"{k}/new {med[k] / med['new']:.2f}x" for k in ("old", "transformers") if k in med
         )
         print(f"{name:38s} {cells}   {ratio}")
+        for k in ("old", "transformers"):
+            if k in med:
+                what = f"{name}: {k} / the package, median seconds per call (above 1: faster)"
+                results.add(f"{short}-{k}/new", med[k] / med["new"], "x", what)
+    results.save(results_dir(args))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ _EXPORTS: dict[str, str] = {
     "TrainingArguments": "training",
     "compute_metrics": "evaluation",
     "format_table": "evaluation",
+    # adapters
+    "LoraConfig": "adapters",
     # pipelines
     "pipeline": "pipelines",
     "Pipeline": "pipelines",

@@ -522,6 +522,15 @@ def _register_convert(sub: Any) -> None:
     p.add_argument(
         "--max-shard-size", default="5GB", help="largest safetensors file, e.g. 500MB (default 5GB)"
     )
+    p.add_argument(
+        "--merge-adapter",
+        nargs="?",
+        const="",
+        metavar="ADAPTER",
+        help="merge a LoRA adapter (peft folder) into the weights and write a plain model: "
+        "`convert ADAPTER_DIR OUT --merge-adapter` (base from its adapter_config.json) or "
+        "`convert BASE OUT --merge-adapter ADAPTER_DIR`",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_convert)
 
@@ -539,9 +548,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-shard-size: {err}") from err
     if Path(args.destination).resolve() == Path(args.source).resolve():
         raise CLIError("destination must differ from source")
-    model = AutoModelForArchitecture.from_pretrained(args.source, dtype="auto")
+    merge = getattr(args, "merge_adapter", None)
+    if merge is not None:
+        from .adapters.convert import merged_model
+
+        try:
+            model, tokenizer_source = merged_model(args.source, merge or None)
+        except ValueError as err:
+            raise CLIError(f"--merge-adapter: {err}") from err
+    else:
+        model = AutoModelForArchitecture.from_pretrained(args.source, dtype="auto")
+        tokenizer_source = args.source
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    tokenizer = load_tokenizer(None, args.source)
+    tokenizer = load_tokenizer(None, tokenizer_source)
     out = model.save_pretrained(
         args.destination, max_shard_size=args.max_shard_size, tokenizer=tokenizer, dtype=dtype
     )

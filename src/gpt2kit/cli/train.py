@@ -235,6 +235,12 @@ def register(subparsers: Any) -> None:
         help="under torchrun: shard weights, gradients and optimizer state over the processes "
         "(FSDP2) instead of DDP; optional mode: full_shard (default) or shard_grad_op",
     )
+    t.add_argument(
+        "--lora",
+        help="train a LoRA adapter instead of every weight, e.g. r=8,alpha=16,targets=c_attn,c_proj,c_fc "
+        "(also dropout=, save= (modules_to_save), bias=, rslora=); task heads train in full. "
+        "Checkpoints and the output hold the adapter only (peft format)",
+    )
     t.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train, _parser=t)
@@ -504,6 +510,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = AutoModelForArchitecture.from_config(config.copy(**overrides), task=task)
     else:
         model = AutoModelForArchitecture.for_task(task, args.model, **overrides)
+    if args.lora:
+        from ..adapters.training import attach_lora
+
+        attach_lora(model, args.lora, task, base=args.model)
     lr = (
         args.lr
         if args.lr is not None
@@ -567,6 +577,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 130
     trainer.save_model(args.output_dir)
+    if args.lora and trainer.is_main:
+        print(
+            f"wrote the LoRA adapter to {args.output_dir}; a full model: gpt2kit convert "
+            f"{args.output_dir} MERGED --merge-adapter"
+        )
     if trainer.is_main:
         summary = {
             "train_loss": result.training_loss,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ..adapters.mixin import AdapterMixin
 from ..config import GPT2Config
 
 M = TypeVar("M", bound="GPT2PreTrainedModel")
@@ -44,7 +45,7 @@ class ConfigOption:
         return value
 
 
-class GPT2PreTrainedModel(nn.Module):
+class GPT2PreTrainedModel(AdapterMixin, nn.Module):
     """Base of every gpt2kit model.
 
     Class attributes a subclass may set:
@@ -304,6 +305,12 @@ class GPT2PreTrainedModel(nn.Module):
             )
         check_config_overrides(cls, config_overrides)
         impl = check_attn_implementation(attn_implementation)
+        from ..adapters.convert import base_of_adapter_folder
+
+        # a LoRA adapter folder (peft format): its base model, then the adapter on it
+        adapter, pretrained_model_name_or_path, config = base_of_adapter_folder(
+            pretrained_model_name_or_path, config
+        )
         model, report = load_model(
             cls,
             pretrained_model_name_or_path,
@@ -317,6 +324,9 @@ class GPT2PreTrainedModel(nn.Module):
         )
         if impl is not None:
             model.set_attn_implementation(impl)
+        model.name_or_path = str(pretrained_model_name_or_path)  # (recorded in adapters' configs)
+        if adapter is not None:
+            model.load_adapter(adapter)
         return (model, report) if output_loading_info else model  # type: ignore[return-value]
 
     @classmethod
@@ -372,9 +382,22 @@ class GPT2PreTrainedModel(nn.Module):
     ) -> Path:
         """Write a folder `transformers` loads: safetensors (sharded past `max_shard_size`),
         `config.json`, and the tokenizer files when `tokenizer` is given. Atomic: the folder
-        is built beside the target and renamed into place.
+        is built beside the target and renamed into place. A model with adapters writes the
+        active adapter's `peft` folder instead (`adapter_config.json`,
+        `adapter_model.safetensors`), as `transformers` does; `merge_and_unload()` first
+        for a full checkpoint.
         """
         from ..checkpoint import save_model
+
+        if self.has_adapters:
+            from ..adapters import save_adapter
+
+            if dtype is not None:
+                raise UnsupportedArgumentError(
+                    "save_pretrained(dtype=...) on a model with adapters: the adapter is saved in "
+                    "its own dtype; call merge_and_unload() first to save a converted full model"
+                )
+            return save_adapter(self, directory, tokenizer=tokenizer)
 
         return save_model(
             self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype

@@ -244,6 +244,11 @@ def load_weights(model: torch.nn.Module, folder: Path) -> None:
     An FSDP-sharded model takes them through `set_model_state_dict` (every rank reads the
     folder and keeps its shard), so call it on every rank together.
     """
+    if getattr(model, "has_adapters", False):  # an adapter checkpoint: only its tensors
+        from ..adapters import load_adapter_checkpoint
+
+        load_adapter_checkpoint(model, Path(folder))
+        return
     if (Path(folder) / PLAIN_WEIGHTS).is_file():
         try:
             plain = load_file(str(Path(folder) / PLAIN_WEIGHTS))

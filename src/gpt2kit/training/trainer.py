@@ -318,6 +318,11 @@ class Trainer:
         self._stop_requested = None
         self.fsdp = bool(args.fsdp) and self.distributed
         model = unwrap(self.model)
+        if self.fsdp and getattr(model, "has_adapters", False):
+            raise ValueError(
+                "FSDP with LoRA adapters is not supported (the adapter is small: plain DDP "
+                "replicates it cheaply); drop --fsdp / fsdp=..."
+            )
         if not self.fsdp:  # FSDP moves each shard group to the device as it shards it
             model = model.to(self.device)
         self.model = model

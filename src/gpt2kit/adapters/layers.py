@@ -1,0 +1,353 @@
+"""The modules an adapter puts in a model: `LoraLinear` around a projection and
+`ModulesToSave` around a module trained in full (a task head).
+
+They mirror `peft`'s (`peft.tuners.lora.Linear`, `peft.utils.ModulesToSaveWrapper`) down to
+the submodule names (`base_layer`, `lora_A.<adapter>`, `lora_B.<adapter>`,
+`original_module`, `modules_to_save.<adapter>`), so a model's `state_dict()` keys are the
+ones `peft` gives the same model, and the computation is `peft`'s op for op:
+`base(x) + lora_B(lora_A(dropout(x))) * scaling`, summed over the active adapters.
+
+They replace the model's modules in place (the wrapped module is kept inside), so the
+model classes know nothing about adapters; `gpt2kit.decode` sees a module type that is not
+a stock projection and runs those layers through their own `forward` (correct, not the
+fused batch-1 step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+BASE = "__base__"  # (`peft`'s name for rows that take no adapter)
+# per-row adapter names of the batch being computed (`mixed_batch`), None: the active ones
+_ROWS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "gpt2kit_adapter_rows", default=None
+)
+
+
+@contextlib.contextmanager
+def mixed_batch(adapter_names: Sequence[str]) -> Iterator[None]:
+    """Within this block (this thread), row `i` of every batch the adapted layers see
+    takes adapter `adapter_names[i]` (`"__base__"`: none), whatever is active: rows of
+    different adapters in one forward, as `peft`'s `adapter_names=` argument and S-LoRA /
+    punica batch them. Each layer computes the base product once for the whole batch and
+    each adapter's low-rank update on its own rows only.
+
+    Example:
+        >>> with mixed_batch(["sql", "__base__", "chat"]):  # doctest: +SKIP
+        ...     logits = model(input_ids).logits
+    """
+    names = tuple(adapter_names)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError("adapter_names must be a sequence of adapter names (strings), one per row")
+    token = _ROWS.set(names)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    if len(rows) != batch:
+        raise ValueError(
+            f"mixed_batch got {len(rows)} adapter names for a batch of {batch} rows; pass one per row"
+        )
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(rows):
+        groups.setdefault(name, []).append(i)
+    return {n: torch.tensor(i, device=device) for n, i in groups.items()}
+
+
+class LoraLinear(nn.Module):
+    """`base_layer(x) + sum over active adapters of lora_B(lora_A(dropout(x))) * scaling`.
+
+    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`); `lora_A[name]` is an
+    `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both without bias, as in
+    `peft`. `merge` adds `B @ A * scaling` into the base weight in place (the parameter
+    object and its storage stay; its version changes, so copies of it are refreshed).
+    """
+
+    def __init__(self, base_layer: nn.Linear) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+        self.r: dict[str, int] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+
+    # the base layer's surface, for code that reads it off the projection
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    def add(
+        self, name: str, r: int, alpha: float, scaling: float, dropout: float, init: bool | str
+    ) -> None:
+        """Create adapter `name` (rank `r`) on this layer, initialized as `peft` does."""
+        weight = self.base_layer.weight
+        kw = {"device": weight.device, "dtype": weight.dtype}
+        a = nn.Linear(self.in_features, r, bias=False, **kw)
+        b = nn.Linear(r, self.out_features, bias=False, **kw)
+        if init is not False:
+            with torch.no_grad():
+                if init is True:
+                    nn.init.kaiming_uniform_(a.weight, a=5**0.5)
+                else:  # "gaussian"
+                    nn.init.normal_(a.weight, std=1 / r)
+                nn.init.zeros_(b.weight)
+        self.lora_A[name], self.lora_B[name] = a, b
+        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.r[name], self.lora_alpha[name], self.scaling[name] = r, alpha, scaling
+
+    def remove(self, name: str) -> None:
+        if name in self.merged_adapters:
+            self.unmerge([name])
+        for table in (self.lora_A, self.lora_B, self.lora_dropout):
+            if name in table:
+                del table[name]
+        for table in (self.r, self.lora_alpha, self.scaling):
+            table.pop(name, None)
+        if name in self.active_adapters:
+            self.active_adapters.remove(name)
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """`B @ A * scaling` in the base weight's layout `[out, in]`, computed in fp32."""
+        a = self.lora_A[name].weight.float()
+        b = self.lora_B[name].weight.float()
+        return (b @ a) * self.scaling[name]
+
+    @torch.no_grad()
+    def merge(self, names: list[str] | None = None) -> None:
+        weight = self.base_layer.weight
+        for name in names if names is not None else self.active_adapters:
+            if name in self.lora_A and name not in self.merged_adapters:
+                weight.add_(self.delta_weight(name).to(weight.dtype))
+                self.merged_adapters.append(name)
+
+    @torch.no_grad()
+    def unmerge(self, names: list[str] | None = None) -> None:
+        weight = self.base_layer.weight
+        for name in list(reversed(self.merged_adapters)):
+            if names is None or name in names:
+                weight.sub_(self.delta_weight(name).to(weight.dtype))
+                self.merged_adapters.remove(name)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disabled:
+            if self.merged_adapters:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        rows = _ROWS.get()
+        if rows is not None:
+            return self._mixed(x, result, rows)
+        dtype = result.dtype
+        for name in self.active_adapters:
+            if name not in self.lora_A or name in self.merged_adapters:
+                continue
+            a = self.lora_A[name]
+            h = x if x.dtype == a.weight.dtype else x.to(a.weight.dtype)  # (as `peft`)
+            result = result + self.lora_B[name](a(self.lora_dropout[name](h))) * self.scaling[name]
+        return result.to(dtype)
+
+    def _mixed(self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...]) -> torch.Tensor:
+        """Each row's own adapter. Inference: every row's `A`, `B` gathered from stacks
+        of this layer's adapters (a zero entry for rows without one, ranks zero-padded to
+        the largest) and applied in two batched products, a fixed handful of ops however
+        many adapters share the batch (punica's BGMV); training with dropout: per
+        adapter, on its rows."""
+        if self.merged_adapters:
+            raise ValueError(
+                "mixed_batch with merged adapters: a merged update applies to every row; "
+                "unmerge_adapter() first"
+            )
+        if len(rows) != x.shape[0]:
+            raise ValueError(
+                f"mixed_batch got {len(rows)} adapter names for a batch of {x.shape[0]} rows; "
+                "pass one per row"
+            )
+        names = []
+        for name in dict.fromkeys(rows):
+            if name == BASE:
+                continue
+            if name in self.lora_A:
+                names.append(name)
+            elif name not in self.known_elsewhere:
+                raise ValueError(
+                    f"mixed_batch names adapter {name!r}, which the model does not have"
+                )
+        if not names:
+            return result
+        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
+        if (dropout and self.training) or torch.is_grad_enabled():
+            return self._mixed_by_group(x, result, rows, names)
+        a_rows, b_rows = self._row_weights(rows, tuple(names), x.device)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+        x3 = x3 if x3.dtype == a_rows.dtype else x3.to(a_rows.dtype)
+        h = torch.bmm(x3, a_rows)  # [rows, T, r]
+        delta = torch.bmm(h, b_rows)  # [rows, T, out]
+        return result + delta.view(result.shape).to(result.dtype)
+
+    def _row_weights(
+        self, rows: tuple[str, ...], names: tuple[str, ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's `A^T [rows, in, r]` and `(B * scaling)^T [rows, r, out]`, kept while
+        the batch's rows and the weights stay (consecutive decoding steps)."""
+        a_stack, b_stack = self._stacks(names)
+        cached = self.__dict__.get("_gpt2kit_rows")
+        if cached is not None and cached[0] == rows and cached[1] is a_stack:
+            return cached[2], cached[3]
+        slot = {n: i for i, n in enumerate(names)}
+        index = torch.tensor([slot.get(n, len(names)) for n in rows], device=device)
+        a_rows = a_stack[index].transpose(1, 2).contiguous()
+        b_rows = b_stack[index].transpose(1, 2).contiguous()
+        self.__dict__["_gpt2kit_rows"] = (rows, a_stack, a_rows, b_rows)
+        return a_rows, b_rows
+
+    def _stacks(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`A [n+1, r_max, in]` and `B * scaling [n+1, out, r_max]` for `names` (the last
+        entry zero), kept until a weight changes."""
+        weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
+        key = (
+            names,
+            tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights),
+        )
+        cached = self.__dict__.get("_gpt2kit_stacks")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        r_max = max(self.r[n] for n in names)
+        a0, b0 = weights[0]
+        a_stack = a0.new_zeros(len(names) + 1, r_max, self.in_features)
+        b_stack = b0.new_zeros(len(names) + 1, self.out_features, r_max)
+        with torch.no_grad():
+            for i, (n, (a, b)) in enumerate(zip(names, weights, strict=True)):
+                a_stack[i, : self.r[n]] = a
+                b_stack[i, :, : self.r[n]] = b * self.scaling[n]
+        self.__dict__["_gpt2kit_stacks"] = (key, a_stack, b_stack)
+        return a_stack, b_stack
+
+    def _mixed_by_group(
+        self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...], names: list[str]
+    ) -> torch.Tensor:
+        for name, index in _row_groups(rows, x.shape[0], x.device).items():
+            if name not in names:
+                continue
+            a = self.lora_A[name]
+            sub = x.index_select(0, index)
+            sub = sub if sub.dtype == a.weight.dtype else sub.to(a.weight.dtype)
+            delta = self.lora_B[name](a(self.lora_dropout[name](sub))) * self.scaling[name]
+            result = result.index_add(0, index, delta.to(result.dtype))
+        return result
+
+    # every adapter name of the model (set by `inject`): one that skips this layer is fine
+    known_elsewhere: frozenset[str] = frozenset()
+
+    def extra_repr(self) -> str:
+        ranks = ", ".join(f"{n}: r={r}" for n, r in self.r.items())
+        return f"adapters=[{ranks}], active={self.active_adapters}, merged={self.merged_adapters}"
+
+
+class ModulesToSave(nn.Module):
+    """A module trained in full beside an adapter: `modules_to_save[name]` is the adapter's
+    own copy, `original_module` the base model's. The active adapter's copy runs; with
+    adapters disabled, or an active adapter that has no copy here, the original runs.
+
+    Attributes other than these (e.g. `out_features`, `weight`) read through to the module
+    that would run, so code that inspects the head still works.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.original_module = module
+        self.modules_to_save = nn.ModuleDict()
+        self.active_adapters: list[str] = []
+        self.disabled = False
+
+    def add(self, name: str, trainable: bool) -> None:
+        duplicate = copy.deepcopy(self.original_module)
+        duplicate.requires_grad_(trainable)
+        self.modules_to_save[name] = duplicate
+
+    def remove(self, name: str) -> None:
+        if name in self.modules_to_save:
+            del self.modules_to_save[name]
+        if name in self.active_adapters:
+            self.active_adapters.remove(name)
+
+    def current(self) -> nn.Module:
+        """The module a call runs now."""
+        if not self.disabled:
+            for name in self.active_adapters[:1]:  # (`peft`: the first active adapter)
+                if name in self.modules_to_save:
+                    return self.modules_to_save[name]
+        return self.original_module
+
+    def _module_for(self, name: str) -> nn.Module:
+        if name in self.modules_to_save:
+            return self.modules_to_save[name]
+        return self.original_module  # (`__base__`, or an adapter without a copy here)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        rows = _ROWS.get()
+        if rows is None or self.disabled or not args or not torch.is_tensor(args[0]):
+            return self.current()(*args, **kwargs)
+        x = args[0]
+        groups = _row_groups(rows, x.shape[0], x.device)
+        if len(groups) == 1:
+            (name,) = groups
+            return self._module_for(name)(*args, **kwargs)
+        out = None
+        batch = x.shape[0]
+
+        def rows_of(value: Any, index: torch.Tensor) -> Any:  # (per-row extras: `cls_index`)
+            if torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
+                return value.index_select(0, index)
+            return value
+
+        for name, index in groups.items():
+            part = self._module_for(name)(
+                *(rows_of(a, index) for a in args),
+                **{k: rows_of(v, index) for k, v in kwargs.items()},
+            )
+            if out is None:
+                out = part.new_empty((x.shape[0], *part.shape[1:]))
+            out = out.index_copy(0, index, part)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if (
+                name in ("original_module", "modules_to_save", "_modules")
+                or "_modules" not in self.__dict__
+            ):
+                raise
+            return getattr(self.current(), name)
