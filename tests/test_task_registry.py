@@ -135,6 +135,14 @@ def test_consumers_read_the_registry():
         "conditional-generation": 1e-4,
     }
     assert serve_tasks._PIPELINE_TASK is registry.ENDPOINT_PIPELINES
+    from gpt2kit.adapters.training import TASK_TYPES
+
+    assert TASK_TYPES == {
+        "causal-lm": "CAUSAL_LM",
+        "sequence-classification": "SEQ_CLS",
+        "token-classification": "TOKEN_CLS",
+        "question-answering": "QUESTION_ANS",
+    }
 
 
 def test_served_endpoints_per_class():

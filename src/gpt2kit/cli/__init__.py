@@ -550,7 +550,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CLIError("destination must differ from source")
     merge = getattr(args, "merge_adapter", None)
     if merge is not None:
-        from .adapters.convert import merged_model
+        from ..adapters.convert import merged_model
 
         try:
             model, tokenizer_source = merged_model(args.source, merge or None)

@@ -24,7 +24,8 @@ Fields of a `Task`:
 - `metric`: the metric family `gpt2kit.evaluation.metrics.compute_metrics` uses.
 - `endpoints`: server endpoints a model of `model_class` (or of one of `other_classes`,
   e.g. `GPT2LMHeadModel` beside `GPT2ForCausalLM`) serves.
-- `defaults`: per-task defaults (`learning_rate`, `labelled` for `--label-names`).
+- `defaults`: per-task defaults (`learning_rate`, `labelled` for `--label-names`,
+  `peft_task_type` for the adapter config `train --lora` writes).
 
 Example:
     >>> get("ner").name, get("token_classification").model_class
@@ -108,7 +109,7 @@ TASKS: tuple[Task, ...] = (
         metric="causal-lm",
         endpoints=_LM_ENDPOINTS,
         other_classes=("GPT2LMHeadModel",),
-        defaults=_d(learning_rate=5e-5),
+        defaults=_d(learning_rate=5e-5, peft_task_type="CAUSAL_LM"),
     ),
     Task(
         "sequence-classification",
@@ -118,7 +119,7 @@ TASKS: tuple[Task, ...] = (
         collator="gpt2kit.data.collators:DataCollatorWithPadding",
         metric="classification",
         endpoints=_CLASSIFY,
-        defaults=_d(labelled=True),
+        defaults=_d(labelled=True, peft_task_type="SEQ_CLS"),
     ),
     Task(
         "text-classification",
@@ -150,7 +151,7 @@ TASKS: tuple[Task, ...] = (
         collator="gpt2kit.tasks.token_alignment:TokenWindowCollator",
         metric="token-classification",
         endpoints=("tag",),
-        defaults=_d(labelled=True),
+        defaults=_d(labelled=True, peft_task_type="TOKEN_CLS"),
     ),
     Task(
         "question-answering",
@@ -161,6 +162,7 @@ TASKS: tuple[Task, ...] = (
         collator="gpt2kit.data.collators:QACollator",
         metric="question-answering",
         endpoints=("answer",),
+        defaults=_d(peft_task_type="QUESTION_ANS"),
     ),
     Task(
         "multiple-choice",
