@@ -23,7 +23,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BEGIN = "<!-- performance table: rendered by benchmarks/report.py from benchmarks/results -->"
 END = "<!-- end of performance table -->"
 
-# (results file, work, figure template): `{key}` is the figure's value, `{key:%}` a share.
+# (results file, work, figure template): `{key:spec}`: the figure formatted with `spec` (always given: keys may contain ":").
 ROWS: list[tuple[str, str, str]] = [
     (
         "bench_forward",
@@ -83,6 +83,32 @@ ROWS: list[tuple[str, str, str]] = [
         "{concurrent:.2f}x throughput, mean decode batch {mean-decode-batch:.1f}",
     ),
     (
+        "bench_quant",
+        "int8 / int4 weight-only decoding (124M), against CTranslate2 int8",
+        "greedy b1 int8 {greedy-b1:int8/ct2-int8:.2f}x CTranslate2 int8 "
+        "({int8-of-bound:.0%} of the int8 bytes' bound), int4 {greedy-b1:int4/int8:.2f}x int8; "
+        "top-k b8 {top-k-b8:int8/ct2-int8:.2f}x; first token after 128 "
+        "{ttft-p128:int8/ct2-int8:.2f}x; resident weights {int8-resident:.0%} of fp32",
+    ),
+    (
+        "bench_adapters",
+        "LoRA r=8 (124M): training step vs `peft`; 4 adapters mixed in one decode batch",
+        "{train-step:.2f}x `peft` steps/s, peak memory {peak-memory:.2f}x `peft`'s; mixed "
+        "batch {mixed-decode:.2f}x the base model's tokens/s",
+    ),
+    (
+        "bench_serve_features",
+        "server features (gpt2kit against itself, 4x256)",
+        "decode time with logprobs {logprobs-time:.2f}x without; JSON-schema-constrained "
+        "{constrained-rate:.2f}x unconstrained tokens/s",
+    ),
+    (
+        "bench_tokenizer",
+        "tokenizer: 256 lines padded / truncated+padded / 64 passages with offsets",
+        "`transformers`' time / gpt2kit's {pad-transformers/new:.2f}x / "
+        "{truncate-pad-transformers/new:.2f}x / {offsets-transformers/new:.2f}x",
+    ),
+    (
         "bench_generation_cuda",
         'GPU, bf16, greedy batch 1: decode step as a CUDA graph (`cache_implementation="static"`)',
         "{cuda-greedy-b1-captured:.0f} tok/s, {cuda-greedy-b1-captured-ratio:.1f}x "
@@ -102,7 +128,7 @@ def _fill(template: str, figures: dict[str, dict]) -> str:
     while i < len(template):
         if template[i] == "{":
             j = template.index("}", i)
-            key, _, spec = template[i + 1 : j].partition(":")
+            key, _, spec = template[i + 1 : j].rpartition(":")  # (keys may hold ":")
             out.append(format(values[key], spec))
             i = j + 1
         else:

@@ -91,6 +91,8 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "pipelines",
     "Pipeline": "pipelines",
     "WrongModelError": "pipelines",
+    # weight-only quantization
+    "QuantizationConfig": "quantization",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -432,6 +432,7 @@ def load_model(
     ignore_unexpected_keys: bool = False,
     config_overrides: dict[str, Any] | None = None,
     hub_options: HubOptions | None = None,
+    read_state: Any = None,
 ) -> tuple[torch.nn.Module, LoadReport]:
     """Build `cls` from the checkpoint at `name_or_path`; see `GPT2PreTrainedModel.from_pretrained`."""
     folder = resolve_checkpoint_dir(name_or_path, hub_options)
@@ -444,7 +445,8 @@ def load_model(
     if config_overrides:
         config = config.copy(**config_overrides)
     prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else ""
-    raw = read_state_dict(folder)
+    # (`read_state`: a quantized folder's reader, `gpt2kit.quantization.files`)
+    raw = (read_state or read_state_dict)(folder)
     rename = getattr(cls, "rename_checkpoint_keys", None)
     if rename is not None:  # a model with its own key layout (the encoder-decoder)
         raw = rename(raw, config)

@@ -78,11 +78,12 @@ def load_tokenizer(
 
 
 def load_model_and_tokenizer(
-    model: Any, tokenizer: Any = None, device: str | None = None
+    model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
 ) -> tuple[Any, Any, str]:
     """`(model in eval mode, tokenizer, name)` from a model object or a folder / Hub id
     (None: the embedded default model, named `"default"`). A path loads as the class its
-    `config.json` names (`AutoModelForArchitecture`)."""
+    `config.json` names (`AutoModelForArchitecture`), weight-only quantized when
+    `quantization` is given (`"int8"` / `"int4"`: docs/quantization.md)."""
     if model is None:
         if not DEFAULT_MODEL_DIR.is_dir():
             raise FileNotFoundError(
@@ -91,7 +92,9 @@ def load_model_and_tokenizer(
         model = str(DEFAULT_MODEL_DIR)
     if isinstance(model, (str, os.PathLike)):
         name = os.fspath(model)
-        kwargs = {"device": device} if device else {}
+        kwargs: dict[str, Any] = {"device": device} if device else {}
+        if quantization is not None:
+            kwargs["quantization"] = quantization
         obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
         tokenizer = load_tokenizer(tokenizer, name)
         model_name = "default" if Path(name).resolve() == DEFAULT_MODEL_DIR else name

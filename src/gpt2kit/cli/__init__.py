@@ -57,6 +57,12 @@ def _add_model_args(
         "--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="weights dtype"
     )
     p.add_argument("--batch-size", type=int, default=8, help="inputs per forward pass (default 8)")
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8", "int4"],
+        help="weight-only quantization at load (docs/quantization.md)",
+    )
 
 
 def _add_input_args(p: argparse.ArgumentParser, what: str = "texts") -> None:
@@ -114,6 +120,7 @@ def _pipeline(task: str, args: argparse.Namespace, model: Any = None, **defaults
         device=resolve_device(args.device),
         dtype=args.dtype,
         batch_size=args.batch_size,
+        **({"quantization": args.quantize} if getattr(args, "quantize", None) else {}),
         **defaults,
     )
 
@@ -508,7 +515,8 @@ def _register_convert(sub: Any) -> None:
         epilog="examples:\n"
         "  gpt2kit convert ./ckpt ./ckpt-bf16 --dtype bfloat16\n"
         "  gpt2kit convert ./gpt2-xl ./gpt2-xl-sharded --max-shard-size 500MB\n"
-        "  gpt2kit convert ./old-bin-folder ./safetensors-folder",
+        "  gpt2kit convert ./old-bin-folder ./safetensors-folder\n"
+        "  gpt2kit convert ./gpt2 ./gpt2-int8 --quantize int8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", help="checkpoint folder or Hub id")
@@ -531,6 +539,12 @@ def _register_convert(sub: Any) -> None:
         "`convert ADAPTER_DIR OUT --merge-adapter` (base from its adapter_config.json) or "
         "`convert BASE OUT --merge-adapter ADAPTER_DIR`",
     )
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8", "int4"],
+        help="write weight-only int8 / int4 weights (compressed-tensors; docs/quantization.md)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_convert)
 
@@ -549,6 +563,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if Path(args.destination).resolve() == Path(args.source).resolve():
         raise CLIError("destination must differ from source")
     merge = getattr(args, "merge_adapter", None)
+    quantize = getattr(args, "quantize", None)
+    if quantize and args.dtype:
+        raise CLIError("--quantize and --dtype: pick one (quantized folders keep fp32 norms)")
+    if quantize and merge is not None:
+        raise CLIError(
+            "--quantize and --merge-adapter: merge first (convert ... --merge-adapter), then "
+            "quantize the merged folder"
+        )
+    tokenizer_source = args.source
     if merge is not None:
         from ..adapters.convert import merged_model
 
@@ -556,9 +579,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
             model, tokenizer_source = merged_model(args.source, merge or None)
         except ValueError as err:
             raise CLIError(f"--merge-adapter: {err}") from err
+    elif quantize:
+        model = AutoModelForArchitecture.from_pretrained(args.source, quantization=quantize)
     else:
         model = AutoModelForArchitecture.from_pretrained(args.source, dtype="auto")
-        tokenizer_source = args.source
     dtype = getattr(torch, args.dtype) if args.dtype else None
     tokenizer = load_tokenizer(None, tokenizer_source)
     out = model.save_pretrained(
@@ -569,7 +593,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "source": args.source,
         "destination": str(out),
         "architecture": type(model).__name__,
-        "dtype": str(dtype or model.dtype).replace("torch.", ""),
+        "dtype": quantize or str(dtype or model.dtype).replace("torch.", ""),
         "files": files,
     }
     if args.json:

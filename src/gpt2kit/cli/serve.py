@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from .options import add_device_option, resolve_device
 
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  gpt2kit serve                                   # the embedded model, port 8000\n"
         "  gpt2kit serve --model ./lm --port 8080 --max-batch-size 32\n"
+        "  gpt2kit serve --model ./lm --adapter sql=./sql-lora --adapter chat=./chat-lora\n"
         "  gpt2kit serve --model ./ner --host 0.0.0.0      # a task model: its /v1/ endpoint\n"
         "  GPT2KIT_API_KEY=sk-... gpt2kit serve --model ./lm --chat-template chat.jinja\n"
         '  curl localhost:8000/v1/completions -d \'{"prompt": "ROMEO:", "max_tokens": 20}\'',
@@ -35,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8000)
     add_device_option(p)
+    p.add_argument(
+        "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization"
+    )
     p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
     p.add_argument(
         "--batch-wait-ms", type=float, default=5.0, help="gathering window of an idle worker"
@@ -59,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="Jinja2 chat template file for /v1/chat/completions (default: the model "
         "folder's chat_template.jinja or tokenizer_config.json chat_template)",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter folder (PEFT format) as model NAME beside the base model "
+        '(repeatable); requests pick it with "model": NAME, and rows of different adapters '
+        "decode in one batch",
     )
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted")
     p.add_argument("--max-tokens-cap", type=int, default=512, help="largest max_tokens accepted")
@@ -124,12 +138,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "gpt2kit serve needs the serve extra: pip install 'gpt2kit[serve]'"
         ) from err
+    from ..serve.adapters import AdapterSpecError, parse_adapter_args
     from ..serve.app import create_app
     from ..serve.chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
-    app = create_app(
+    try:
+        adapters = parse_adapter_args(getattr(args, "adapter", None))
+    except AdapterSpecError as err:
+        raise SystemExit(f"gpt2kit serve: {err}") from err
+    app = _adapter_errors_exit(create_app)(
         args.model,
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
@@ -143,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
         device=resolve_device(args.device),
+        adapters=adapters,
+        quantization=args.quantize,
     )
     # uvicorn stops accepting on SIGINT/SIGTERM, lets open requests (streams included)
     # finish for up to 30 s, then runs the app's shutdown, which drains the batcher.
@@ -150,3 +171,17 @@ def run(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
     )
     return 0
+
+
+def _adapter_errors_exit(fn: Any) -> Any:
+    """`fn` with a bad `--adapter` folder turned into a one-line exit naming the flag."""
+    from ..adapters import AdapterConfigError, AdapterError
+    from ..serve.adapters import AdapterSpecError
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AdapterSpecError, AdapterError, AdapterConfigError) as err:
+            raise SystemExit(f"gpt2kit serve: --adapter: {err}") from err
+
+    return call

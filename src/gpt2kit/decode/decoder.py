@@ -48,6 +48,7 @@ from ..models.backbone import GPT2Attention, Linear
 from ..models.cache import KVCache
 from ..models.lm import GPT2LMHeadModel
 from ..models.outputs import CausalLMOutput
+from ..quantization.modules import QuantizedLinear
 from . import native, packed
 from .plan import LINEAR_TYPES, lm_step
 from .weights import DecodeWeights, projection_weights
@@ -94,9 +95,12 @@ def cpu_decoder(model: nn.Module, rows: int) -> CPUDecoder | None:
     if _off.get() or model.training:
         return None
     weights = projection_weights(model)
-    if not weights or weights[0].device.type != "cpu":
+    # (a weight-only quantized model: no float projections; its activations' dtype is its
+    # parameters', and its int8 / int4 buffers are read in place, never copied)
+    ref = weights[0] if weights else _quantized_reference(model)
+    if ref is None or ref.device.type != "cpu":
         return None
-    if weights[0].dtype not in (torch.float32, torch.bfloat16):
+    if ref.dtype not in (torch.float32, torch.bfloat16):
         return None
     kernel = native.load() is not None  # (builds the kernels on first use)
     with _held_lock:
@@ -105,6 +109,13 @@ def cpu_decoder(model: nn.Module, rows: int) -> CPUDecoder | None:
             held = _held[model] = DecodeWeights()
     held.prepare(model, rows, kernel)
     return CPUDecoder(model, held, kernel)
+
+
+def _quantized_reference(model: nn.Module) -> torch.Tensor | None:
+    """A quantized model's first parameter (its activations' dtype and device), else None."""
+    if getattr(model, "quantization_config", None) is None:
+        return None
+    return next(model.parameters(), None)
 
 
 class CPUDecoder:
@@ -192,6 +203,8 @@ class CPUDecoder:
                 forward = self._linear
             elif kind is GPT2Attention and not module.is_cross_attention and self.kernel:
                 forward = self._attention
+            elif kind is QuantizedLinear and self.kernel:
+                forward = self._qlinear
             else:
                 continue
             if "forward" not in module.__dict__:  # (an instance's own forward: leave it)
@@ -236,6 +249,36 @@ class CPUDecoder:
                 y = packed.linear(x.reshape(rows, x.shape[-1]), packed_weight, bias)
                 return y.view(*x.shape[:-1], module.out_features)
         return type(module).forward(module, x)
+
+    def _qlinear(self, module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+        """`module(x)` for a weight-only quantized layer: fp32 rows on CPU, up to
+        `native.MAX_FP32_ROWS` at a time, through the native kernel that reads the int8 /
+        int4 weights as stored; more rows (a prompt) multiply the layer's weights
+        dequantized by the native kernel with BLAS (compute-bound there: measured faster
+        than the kernel in chunks of 32 rows, which widens every weight once per pair of
+        rows); anything else the module's blocked dequantize-and-multiply."""
+        q, bias = module.qweight, module.bias
+        if (
+            torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or x.numel() == 0
+            or q.device.type != "cpu"
+            or not (q.is_contiguous() and module.weight_scale.is_contiguous())
+            or (bias is not None and bias.dtype != torch.float32)
+        ):
+            return type(module).forward(module, x)
+        rows = x.numel() // x.shape[-1]
+        if rows <= native.MAX_FP32_ROWS:
+            args = (module.weight_scale, module.bits, module.group_size, module.in_features, bias)
+            return native.qgemv(x, q, *args)
+        if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
+            return type(module).forward(module, x)
+        w = native.dequantize(
+            q, module.weight_scale, module.bits, module.group_size, module.in_features
+        )
+        return F.linear(x, w, bias)
 
     def _attention(
         self,
@@ -282,6 +325,11 @@ def _uninstall(held: DecodeWeights) -> None:
         module.__dict__.pop("forward", None)
     held.installed = []
 
+
+# A prompt's quantized product dequantizes the whole layer at once up to this many output
+# rows (GPT-2's projections; 3072 x 768 fp32 is 9 MiB); a larger one (an LM head asked for
+# every position's logits) takes the module's blocked path.
+QUANT_DEQUANTIZED_ROWS = 8192
 
 # the step's flags that may be passed as False / 0 (their defaults)
 _FALSE_ARGS = frozenset({"output_attentions", "output_hidden_states"})

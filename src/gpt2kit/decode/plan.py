@@ -35,10 +35,13 @@ from torch import nn
 
 from ..models.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
 from ..models.cache import KVCache
+from ..quantization.modules import QuantizedEmbedding, QuantizedLinear
 from . import native
 
 # the projection types the kernel stands in for (same math: `F.linear`)
 LINEAR_TYPES = (nn.Linear, Linear)
+# ... and those the whole-step kernel also reads (weight-only int8 / int4)
+STEP_LINEAR_TYPES = (nn.Linear, Linear, QuantizedLinear)
 
 # per block: (parent, child) names of the modules the kernel replaces, in order
 _TREE = (("", "ln_1"), ("", "attn"), ("attn", "c_attn"), ("attn", "c_proj"))
@@ -71,6 +74,11 @@ class _Plan:
         self.mlps: list[nn.Module] = []  # ... `act`s are re-read each step
         self.head: list[torch.Tensor | None] = []  # a whole step's ends (`native.HEAD_WEIGHTS`)
         self.tensors: list[torch.Tensor | None] = []  # keeps what `table` points to alive
+        # quantized projections: their scales (in the kernel's order), the kinds seen
+        # ((bits, group size), or None for a floating-point projection), the int tensors
+        self.qscales: list[torch.Tensor | None] = []
+        self.qkinds: set[tuple[int, int] | None] = set()
+        self.qtensors: set[int] = set()
         self.activation = config.activation_function
         self._edge(model._modules, "h", model.h)
         self.n_blocks = len(model.h)  # (a block appended to `h` leaves the others' edges)
@@ -80,8 +88,16 @@ class _Plan:
         head_ok = lm is None or self._head(model, lm)
         self.eps = self.norms[0].eps if self.norms else 0.0
         self.dtype = self.tensors[0].dtype if self.tensors and self.tensors[0] is not None else None
+        quant = next(iter(self.qkinds)) if len(self.qkinds) == 1 else None
         self.ok = (
-            bool(blocks)
+            len(self.qkinds) == 1  # (the kernel reads one kind of weight throughout)
+            and (quant is None or self.dtype == torch.float32)
+            and all(
+                t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
+                for t in self.qscales
+                if t is not None
+            )
+            and bool(blocks)
             and all(blocks)
             and head_ok
             and config.activation_function in native.ACTIVATIONS
@@ -97,7 +113,11 @@ class _Plan:
             )
             and all(
                 t is None
-                or (t.dtype == self.dtype and t.device.type == "cpu" and t.is_contiguous())
+                or (
+                    (t.dtype == self.dtype or id(t) in self.qtensors)
+                    and t.device.type == "cpu"
+                    and t.is_contiguous()
+                )
                 for t in self.tensors + self.head
             )
         )
@@ -111,7 +131,13 @@ class _Plan:
             self.head_dim = config.n_embd // self.n_head
             inner = blocks[0]["mlp.c_fc"].out_features  # type: ignore[index]
             self.blocks = native.Blocks.build(
-                self.tensors, self.scales, self.n_head, inner, self.eps, self.activation
+                self.tensors,
+                self.scales,
+                self.n_head,
+                inner,
+                self.eps,
+                self.activation,
+                None if quant is None else (*quant, self.qscales),
             )
 
     def _block(self, model: GPT2Model, index: int, block: nn.Module) -> dict[str, nn.Module] | None:
@@ -127,13 +153,13 @@ class _Plan:
         for module in found.values():  # (registering a hook adds to these dicts)
             self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
         for name in _WEIGHTED:
-            self.tensors += (self._param(found[name], "weight"), self._param(found[name], "bias"))
+            self.tensors += (self._weight(found[name]), self._param(found[name], "bias"))
         types = {"": GPT2Block, "ln_1": nn.LayerNorm, "attn": GPT2Attention}
         types |= {"ln_2": nn.LayerNorm, "mlp": GPT2MLP}
         linears = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
         if (
             any(type(found[name]) is not t for name, t in types.items())
-            or any(type(found[name]) not in LINEAR_TYPES for name in linears)
+            or any(type(found[name]) not in STEP_LINEAR_TYPES for name in linears)
             or found["mlp"].act is not ACT_FNS.get(model.config.activation_function)
             or found["ln_1"].weight is None
             or found["ln_2"].weight is None
@@ -152,35 +178,73 @@ class _Plan:
         found["lm_head"] = lm._modules.get("lm_head")
         for name, module in found.items():
             self._edge((lm if name == "lm_head" else model)._modules, name, module)
-        types = {"wte": nn.Embedding, "wpe": nn.Embedding, "drop": nn.Dropout}
+        types = {"wpe": nn.Embedding, "drop": nn.Dropout}
         types |= {"ln_f": nn.LayerNorm}
-        if any(type(found[name]) is not t for name, t in types.items()) or (
-            type(found["lm_head"]) not in LINEAR_TYPES
+        wte_tied_quantized = (
+            type(found["wte"]) is QuantizedEmbedding and found["wte"].head is found["lm_head"]
+        )
+        if (
+            any(type(found[name]) is not t for name, t in types.items())
+            or (type(found["lm_head"]) not in STEP_LINEAR_TYPES)
+            or not (type(found["wte"]) is nn.Embedding or wte_tied_quantized)
         ):
             return False
         for module in (model, *found.values()):
             self.hook_dicts += (module._forward_hooks, module._forward_pre_hooks)
         self.dropouts.append(found["drop"])
         self.norms.append(found["ln_f"])
-        self.head = [self._param(found[name], "weight") for name in ("wte", "wpe")]
+        lm_w = self._weight(found["lm_head"])  # (its scales first: the kernel's order)
+        if wte_tied_quantized:
+            wte = lm_w
+            self.qscales.append(self.qscales[-1])
+        else:
+            wte = self._param(found["wte"], "weight")
+            self.qscales.append(None)
+        self.head = [wte, self._param(found["wpe"], "weight")]
         self.head += (self._param(found["ln_f"], "weight"), self._param(found["ln_f"], "bias"))
-        self.head += (
-            self._param(found["lm_head"], "weight"),
-            self._param(found["lm_head"], "bias"),
-        )
-        wte, wpe, ln_w, _, lm_w, _ = self.head
+        self.head += (lm_w, self._param(found["lm_head"], "bias"))
+        wpe, ln_w = self.head[1], self.head[2]
         d = model.config.n_embd
+
+        def width(t: torch.Tensor, module: nn.Module) -> int:
+            bits = getattr(module, "bits", None)
+            return t.shape[1] * 2 if bits == 4 else t.shape[1]
+
         return (
             found["wte"].max_norm is None  # (renormalizes rows as it reads them)
             and found["wpe"].max_norm is None
             and ln_w is not None
             and found["ln_f"].normalized_shape == (d,)
-            and all(t is not None and t.dim() == 2 and t.shape[1] == d for t in (wte, wpe, lm_w))
+            and all(
+                t is not None and t.dim() == 2 and width(t, m) == d
+                for t, m in (
+                    (wte, found["lm_head"] if wte_tied_quantized else found["wte"]),
+                    (wpe, found["wpe"]),
+                    (lm_w, found["lm_head"]),
+                )
+            )
         )
 
-    def _param(self, module: nn.Module, name: str) -> torch.Tensor | None:
-        """`module`'s parameter `name` (or None), recorded to be checked each step."""
-        params = module._parameters
+    def _weight(self, module: nn.Module) -> torch.Tensor | None:
+        """A product's weight as the kernel reads it: the parameter (or the decoder's copy),
+        or a `QuantizedLinear`'s int8 / packed int4 buffer (its scales recorded in
+        `qscales`), recorded to be checked each step."""
+        if type(module) is not QuantizedLinear:
+            if type(module) in LINEAR_TYPES:
+                self.qkinds.add(None)
+            return self._param(module, "weight")
+        group = module.group_size or 0
+        self.qkinds.add((module.bits, group))
+        self.qscales.append(self._param(module, "weight_scale", buffers=True))
+        q = self._param(module, "qweight", buffers=True)
+        if q is not None:
+            self.qtensors.add(id(q))
+        return q
+
+    def _param(self, module: nn.Module, name: str, buffers: bool = False) -> torch.Tensor | None:
+        """`module`'s parameter (or with `buffers`, buffer) `name` (or None), recorded to
+        be checked each step."""
+        params = module._buffers if buffers else module._parameters
         p = params.get(name)
         self.param_dicts.append(params)
         self.param_names.append(name)

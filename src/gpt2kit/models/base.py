@@ -265,6 +265,8 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         ignore_mismatched_sizes: bool = False,
         ignore_unexpected_keys: bool = False,
         output_loading_info: bool = False,
+        quantization: Any = None,
+        quantization_config: Any = None,
         **config_overrides: Any,
     ) -> M:
         """Load a Hugging Face GPT-2 checkpoint: a local folder or a Hub id.
@@ -289,6 +291,12 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
             ignore_mismatched_sizes: re-initialize weights whose shapes differ instead of failing.
             ignore_unexpected_keys: drop unknown backbone keys instead of failing.
             output_loading_info: also return a `LoadReport` (missing/unexpected/new keys).
+            quantization: `"int8"` (per output channel) or `"int4"` (group-wise) weight-only
+                quantization of every linear layer and the (tied) LM head
+                (`gpt2kit.quantization`, docs/quantization.md); a folder written by
+                `gpt2kit convert --quantize` loads quantized without it.
+            quantization_config: the same as a `gpt2kit.QuantizationConfig`, a dict, or a
+                compressed-tensors config (transformers-style code).
             **config_overrides: changed config fields, e.g. `num_labels=3`; any other
                 keyword is an error naming it.
 
@@ -311,6 +319,11 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         adapter, pretrained_model_name_or_path, config = base_of_adapter_folder(
             pretrained_model_name_or_path, config
         )
+        from ..quantization import files as quantized_files
+        from ..quantization import resolve as resolve_quantization
+
+        requested = resolve_quantization(quantization, quantization_config)
+        reader = quantized_files.QuantizedReader()
         model, report = load_model(
             cls,
             pretrained_model_name_or_path,
@@ -321,7 +334,9 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
             ignore_unexpected_keys=ignore_unexpected_keys,
             config_overrides=config_overrides,
             hub_options=HubOptions(revision, token, cache_dir, local_files_only, force_download),
+            read_state=reader,
         )
+        model = quantized_files.finish(model, requested, reader)
         if impl is not None:
             model.set_attn_implementation(impl)
         model.name_or_path = str(pretrained_model_name_or_path)  # (recorded in adapters' configs)
@@ -399,6 +414,14 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
                 )
             return save_adapter(self, directory, tokenizer=tokenizer)
 
+        if getattr(self, "quantization_config", None) is not None:  # (compressed-tensors)
+            from ..quantization.files import save_quantized
+
+            if dtype is not None:
+                raise ValueError("save_pretrained(dtype=...) of a quantized model: drop dtype")
+            return save_quantized(
+                self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer
+            )
         return save_model(
             self, directory, max_shard_size=max_shard_size, tokenizer=tokenizer, dtype=dtype
         )
@@ -415,9 +438,8 @@ _KNOWN_UNSUPPORTED = {
     "use_safetensors": "gpt2kit reads safetensors when present, else pytorch_model.bin; drop it",
     "subfolder": "pass the subfolder's path (or download it) instead",
     "variant": "gpt2kit reads model.safetensors / pytorch_model.bin only",
-    "quantization_config": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
-    "load_in_8bit": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
-    "load_in_4bit": "quantization is not supported; load in bf16 with dtype=torch.bfloat16",
+    "load_in_8bit": "bitsandbytes is not used; pass quantization='int8' (weight-only int8)",
+    "load_in_4bit": "bitsandbytes is not used; pass quantization='int4' (weight-only int4)",
     "output_attentions": "pass output_attentions=True to the forward call",
     "output_hidden_states": "pass output_hidden_states=True to the forward call",
     "return_dict": "pass return_dict=False to the forward call",

@@ -77,6 +77,7 @@ class Pipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         batch_size: int = 8,
+        quantization: Any = None,
         **defaults: Any,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -85,7 +86,7 @@ class Pipeline:
         self.defaults = defaults
         source = self._resolve_source(model)
         self.model = self._load_model(
-            model if isinstance(model, nn.Module) else source, device, dtype
+            model if isinstance(model, nn.Module) else source, device, dtype, quantization
         )
         self.model.eval()
         self.tokenizer = load_tokenizer(tokenizer, source)
@@ -118,12 +119,18 @@ class Pipeline:
             "load the checkpoint for it with AutoModelForArchitecture.for_task"
         )
 
-    def _load_model(self, model: Any, device: Any, dtype: Any) -> nn.Module:
+    def _load_model(
+        self, model: Any, device: Any, dtype: Any, quantization: Any = None
+    ) -> nn.Module:
         if isinstance(model, nn.Module):
             if not self._accepts(type(model)):
                 raise self._wrong("the model given", type(model).__name__)
             if device is not None or dtype is not None:
                 model = model.to(device=device, dtype=_as_dtype(dtype))
+            if quantization is not None:  # (weight-only int8 / int4, `gpt2kit.quantization`)
+                from ..quantization import quantize_model, resolve
+
+                model = quantize_model(model, resolve(quantization))  # type: ignore[arg-type]
             return model
         from ..config import GPT2Config
         from ..models.auto import architecture_class, model_class
@@ -132,7 +139,8 @@ class Pipeline:
         if not self._accepts(cls):
             raise self._wrong(f"the checkpoint {model}", cls.__name__)
         cls = model_class(self.load_as[cls.__name__]) if cls.__name__ in self.load_as else cls
-        return cls.from_pretrained(model, device=device, dtype=_as_dtype(dtype))
+        extra = {"quantization": quantization} if quantization is not None else {}
+        return cls.from_pretrained(model, device=device, dtype=_as_dtype(dtype), **extra)
 
     @property
     def device(self) -> torch.device:

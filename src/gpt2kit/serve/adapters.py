@@ -86,3 +86,24 @@ def rows_context(model: Any, row_adapters: Sequence[str]) -> Iterator[None]:
         return
     with mixed_batch(row_adapters):
         yield
+
+
+@contextlib.contextmanager
+def base_only(model: Any) -> Iterator[None]:
+    """Run the base model, whatever adapter is active (task endpoints, embeddings: the
+    server answers them with the base model only). Every adapted module is disabled for
+    the block and put back as it was; the batcher's worker is the model's only user."""
+    if not getattr(model, "has_adapters", False):
+        yield
+        return
+    from ..adapters.inject import wrappers
+
+    modules = [module for _, module in wrappers(model)]
+    before = [module.disabled for module in modules]
+    for module in modules:
+        module.disabled = True
+    try:
+        yield
+    finally:
+        for module, was in zip(modules, before, strict=True):
+            module.disabled = was

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from ..loading import DEFAULT_MODEL_DIR, load_model_and_tokenizer
+from .adapters import load_adapters
 from .batching import Batcher
 from .chat_template import check_template
 from .errors import APIError, install_handlers
@@ -53,6 +55,8 @@ def create_app(
     device: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     chat_template: str | None = None,
+    adapters: Mapping[str, str | os.PathLike] | Sequence[str] | None = None,
+    quantization: Any = None,
 ) -> FastAPI:
     """Build the server for one model.
 
@@ -79,6 +83,12 @@ def create_app(
         chat_template: Jinja2 chat template text for `/v1/chat/completions` (default: the
             tokenizer's, read from the folder's `chat_template.jinja` or
             `tokenizer_config.json`; no template means chat requests get a 400 naming it).
+        adapters: LoRA adapters to serve beside the base model, `{name: adapter folder}`
+            (loaded onto the model, frozen and unmerged), or the names of adapters already
+            loaded on the model object. A request picks one with `"model": name` (the base
+            by its own name); rows of different adapters decode in the same batch.
+        quantization: `"int8"` / `"int4"` weight-only quantization of a model loaded from
+            a path (`gpt2kit.quantization`).
 
     Example:
         >>> app = create_app("path/to/saved/model", max_batch_size=8)   # doctest: +SKIP
@@ -86,8 +96,19 @@ def create_app(
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key: an empty key protects nothing; pass a real key or None")
-    model, tokenizer, default_name = load_model(model, tokenizer, device)
+    model, tokenizer, default_name = load_model(model, tokenizer, device, quantization)
     name = model_name or default_name
+    if isinstance(adapters, Mapping):
+        adapter_names = load_adapters(
+            model, {k: os.fspath(v) for k, v in adapters.items()}, base_name=name
+        )
+    else:
+        adapter_names = list(adapters or [])
+        missing = [a for a in adapter_names if a not in getattr(model, "peft_config", {})]
+        if missing:
+            raise ValueError(f"adapters: the model has no adapter named {', '.join(missing)}")
+        if name in adapter_names:
+            raise ValueError(f"adapters: {name!r} is the base model's name; rename the adapter")
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None)
     if chat_template is not None:
@@ -116,6 +137,7 @@ def create_app(
         timeout=timeout,
         queue_size=queue_size,
         chat_template=chat_template,
+        adapters=adapter_names,
     )
 
     @asynccontextmanager

@@ -38,10 +38,12 @@ from typing import Any
 
 import torch
 
+from ..adapters import BASE
 from ..decode import cpu_decoder
 from ..generation import GenerationConfig, IncrementalDecoder, build_processors
 from ..generation.processors import apply_processors
 from ..models.cache import KVCache
+from .adapters import base_only, rows_context
 
 logger = logging.getLogger("gpt2kit.serve")
 
@@ -105,13 +107,15 @@ class GenRequest:
     the tokens that piece completes when logprobs were asked, else it is empty), then
     exactly one of `sink(("done", finish_reason, completion_tokens))` or
     `sink(("error", exception))`. Set `cancelled = True` (from any thread) to free the
-    row at the next step.
+    row at the next step. `adapter`: the LoRA adapter this row decodes with (`BASE`:
+    none); rows of different adapters share the batch (`serve/adapters.py`).
     """
 
     prompt_ids: list[int]
     params: SamplingParams
     sink: Callable[[tuple], None]
     cancelled: bool = False
+    adapter: str = BASE
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -218,6 +222,8 @@ class Batcher:
         self.generated_tokens = 0
         self.prompt_tokens = 0
         self.batched_rows = 0  # sum of batch sizes over steps (mean = batched_rows / steps)
+        # decode steps whose rows took more than one adapter (the base counts as one)
+        self.mixed_adapter_steps = 0
 
     # -- public API (any thread) --------------------------------------------------------------
     def start(self) -> Batcher:
@@ -334,7 +340,9 @@ class Batcher:
             for start in range(0, len(group), self.max_batch_size):
                 chunk = group[start : start + self.max_batch_size]
                 try:
-                    results = chunk[0].fn([j.item for j in chunk])
+                    # task functions run the base model: adapters serve generation only
+                    with base_only(self.model):
+                        results = chunk[0].fn([j.item for j in chunk])
                     for job, res in zip(chunk, results, strict=True):
                         job.future.set_result(res)
                 except Exception as err:
@@ -384,14 +392,15 @@ class Batcher:
         fresh = KVCache(self.model.config.n_layer, capacity=T)
         echo = [r for r in rows if r.req.params.prompt_logprobs is not None]
         try:
-            out = self._forward(
-                input_ids=ids,
-                attention_mask=None if bool(mask.all()) else mask,
-                past_key_values=fresh,
-                use_cache=True,
-                logits_to_keep=1,
-                output_hidden_states=bool(echo) or None,
-            )
+            with rows_context(self.model, [r.req.adapter for r in rows]):
+                out = self._forward(
+                    input_ids=ids,
+                    attention_mask=None if bool(mask.all()) else mask,
+                    past_key_values=fresh,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    output_hidden_states=bool(echo) or None,
+                )
             for i, r in enumerate(rows):
                 if r.req.params.prompt_logprobs is not None:
                     hidden = out.hidden_states[-1][i, T - r.n_prompt :]
@@ -424,7 +433,9 @@ class Batcher:
         head = self.model.lm_head
         for start in range(0, r.n_prompt - 1, 256):
             stop = min(start + 256, r.n_prompt - 1)
-            lp = head(hidden[start:stop]).float().log_softmax(-1)
+            # (a 2-D input: one "row" per position, all on this row's adapter)
+            with rows_context(self.model, [r.req.adapter] * (stop - start)):
+                lp = head(hidden[start:stop]).float().log_softmax(-1)
             targets = torch.tensor(r.tokens[start + 1 : stop + 1])
             chosen = lp.gather(1, targets[:, None])[:, 0].tolist()
             top = lp.topk(k, -1) if k else None
@@ -474,17 +485,23 @@ class Batcher:
         ids = torch.tensor([[r.tokens[-1]] for r in self._rows])
         pos = torch.tensor([[r.pos] for r in self._rows])
         self._mask = torch.cat([self._mask, torch.ones(S, 1, dtype=torch.bool)], dim=1)
-        out = self._forward(
-            input_ids=ids,
-            attention_mask=self._mask,
-            position_ids=pos,
-            past_key_values=self._cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        # row i of the batch is self._rows[i] (the cache and mask keep that order through
+        # `_drop_finished` and `_merge`), so this list gives each row its own adapter
+        adapters = [r.req.adapter for r in self._rows]
+        with rows_context(self.model, adapters):
+            out = self._forward(
+                input_ids=ids,
+                attention_mask=self._mask,
+                position_ids=pos,
+                past_key_values=self._cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         for r in self._rows:
             r.pos += 1
         self.steps += 1
+        if len(set(adapters)) > 1:
+            self.mixed_adapter_steps += 1
         self.batched_rows += S
         self._sample(self._rows, out.logits[:, -1])
 

@@ -43,6 +43,7 @@ def snapshot(batcher: Any, metrics: Metrics) -> dict[str, Any]:
         "running": batcher.running,
         "decode_steps": batcher.steps,
         "mean_batch_size": batcher.batched_rows / batcher.steps if batcher.steps else 0.0,
+        "mixed_adapter_steps": getattr(batcher, "mixed_adapter_steps", 0),
         "latency_seconds": metrics.percentiles(),
     }
 
@@ -68,6 +69,8 @@ def prometheus(s: dict[str, Any]) -> str:
         f"gpt2kit_decode_steps_total {s['decode_steps']}",
         "# TYPE gpt2kit_mean_batch_size gauge",
         f"gpt2kit_mean_batch_size {s['mean_batch_size']:.4f}",
+        "# TYPE gpt2kit_mixed_adapter_steps_total counter",
+        f"gpt2kit_mixed_adapter_steps_total {s.get('mixed_adapter_steps', 0)}",
         "# TYPE gpt2kit_request_latency_seconds summary",
         *(
             f'gpt2kit_request_latency_seconds{{quantile="{q}"}} {s["latency_seconds"][k]:.6f}'

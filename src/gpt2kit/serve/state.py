@@ -8,6 +8,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
+from ..adapters import BASE
+from .adapters import AdapterSpecError, adapter_for, model_ids
 from .batching import Batcher, QueueFull, ShuttingDown
 from .errors import APIError
 from .metrics import Metrics
@@ -33,6 +35,42 @@ class ServerState:
     queue_size: int
     chat_template: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # LoRA adapters loaded on `model` (`--adapter NAME=PATH`); requests pick one by name
+    adapters: list[str] = field(default_factory=list)
+
+    @property
+    def model_ids(self) -> list[str]:
+        """What `/v1/models` lists: the base model's name, then each adapter's."""
+        return model_ids(self.name, self.adapters)
+
+    def adapter_for(self, requested: str | None) -> str:
+        """The adapter a generation request's `"model"` picks (`BASE`: the base model).
+
+        Without adapters any name means the one model (clients send whatever name they
+        were configured with); with adapters a name that is neither the base's nor an
+        adapter's is a 404 `model_not_found`, never a silent fallback to the base.
+        """
+        if not self.adapters:
+            return BASE
+        try:
+            return adapter_for(requested, self.name, self.adapters)
+        except AdapterSpecError as err:
+            raise APIError(404, str(err), param="model", code="model_not_found") from err
+
+    def base_only(self, requested: str | None) -> None:
+        """Task and embedding endpoints run the base model: naming an adapter is a 400."""
+        if self.adapter_for(requested) != BASE:
+            raise APIError(
+                400,
+                f"model: adapter {requested!r} serves /v1/completions and "
+                f"/v1/chat/completions only; send model {self.name!r} (the base) here",
+                param="model",
+                code="adapter_not_supported",
+            )
+
+    def reported_name(self, requested: str | None) -> str:
+        """The `"model"` a response reports: the adapter's name, else the base's."""
+        return requested if self.adapter_for(requested) != BASE else self.name  # type: ignore[return-value]
 
     @property
     def vocab(self) -> int:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters import BASE
 from .batching import GenRequest, SamplingParams
 from .errors import APIError
 from .state import ServerState
@@ -39,6 +40,7 @@ class Run:
         prompts: list[list[int]],
         n: int,
         params: Callable[[int, list[int]], SamplingParams],
+        adapter: str = BASE,
     ):
         self.state = state
         self.start = time.perf_counter()
@@ -52,7 +54,7 @@ class Run:
                 sink = (
                     lambda k: lambda ev: loop.call_soon_threadsafe(self.events.put_nowait, (k, ev))
                 )(index)
-                self.reqs.append(GenRequest(ids, params(index, ids), sink))
+                self.reqs.append(GenRequest(ids, params(index, ids), sink, adapter=adapter))
         state.submit(state.batcher.submit_generate, self.reqs)
 
     async def next_event(self) -> tuple[int, tuple]:

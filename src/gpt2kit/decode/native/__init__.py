@@ -153,6 +153,16 @@ def load() -> ctypes.CDLL | None:
         fn.argtypes += [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
         fn.argtypes += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float]
         fn.restype = ctypes.c_int
+    fn = lib.gpt2kit_blocks_q
+    fn.argtypes = lib.gpt2kit_blocks_f32.argtypes + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    lib.gpt2kit_qgemv.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.gpt2kit_qgemv.argtypes += [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    lib.gpt2kit_qgemv.restype = None
+    lib.gpt2kit_dequantize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.gpt2kit_dequantize.argtypes += [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
+    lib.gpt2kit_dequantize.argtypes += [ctypes.c_int64, ctypes.c_int]
+    lib.gpt2kit_dequantize.restype = None
     _lib = lib
     return _lib
 
@@ -191,6 +201,70 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     elif lib.gpt2kit_gemv_bf16(*args, torch.get_num_threads()):
         raise MemoryError(f"gpt2kit native gemv: out of memory for a {rows}-row product")
     return y
+
+
+# kernels.c's W_ codes for quantized weights, by bits
+QUANT_KINDS = {8: 2, 4: 3}
+
+
+def qgemv(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scales: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    in_features: int,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """`F.linear(x, W, bias)` for fp32 `x [..., in]` on CPU and a quantized `W`: int8
+    `qweight [out, in]` with `scales [out]`, or int4 `qweight [out, in / 2]` (the layout
+    of `gpt2kit/quantization/tensor.py`) with `scales [out, groups]`. The weights are read
+    as stored (1 or 1/2 byte each) and widened in registers; one pass for all rows.
+
+    Call only after `load()` returned the library, with contiguous CPU tensors (the
+    caller, `CPUDecoder`, checks)."""
+    lib = _lib
+    assert lib is not None
+    out_features = qweight.shape[0]
+    x = x.contiguous()
+    rows = x.numel() // in_features
+    y = torch.empty(*x.shape[:-1], out_features, dtype=torch.float32)
+    b = None if bias is None else bias.contiguous().data_ptr()
+    lib.gpt2kit_qgemv(
+        qweight.data_ptr(),
+        scales.data_ptr(),
+        group_size or 0,
+        QUANT_KINDS[bits],
+        x.data_ptr(),
+        b,
+        y.data_ptr(),
+        rows,
+        out_features,
+        in_features,
+        torch.get_num_threads(),
+    )
+    return y
+
+
+def dequantize(
+    qweight: torch.Tensor, scales: torch.Tensor, bits: int, group_size: int | None, in_features: int
+) -> torch.Tensor:
+    """The fp32 matrix `[out, in]` of quantized weights (as `qgemv` reads them), built on
+    torch's threads: a prompt's product multiplies it with BLAS."""
+    lib = _lib
+    assert lib is not None
+    out = torch.empty(qweight.shape[0], in_features)
+    lib.gpt2kit_dequantize(
+        qweight.data_ptr(),
+        scales.data_ptr(),
+        group_size or 0,
+        QUANT_KINDS[bits],
+        out.data_ptr(),
+        qweight.shape[0],
+        in_features,
+        torch.get_num_threads(),
+    )
+    return out
 
 
 def attend_one(
@@ -290,6 +364,9 @@ class Blocks:
     inner: int
     eps: float
     activation: str
+    # quantized projections: (bits, group size, the scales' pointer table: four per block,
+    # then the LM head's and the token embedding's, None for a float embedding)
+    quant: tuple[int, int, ctypes.Array] | None = None
 
     @classmethod
     def build(
@@ -300,10 +377,12 @@ class Blocks:
         inner: int,
         eps: float,
         activation: str,
+        quant: tuple[int, int, list[torch.Tensor | None]] | None = None,
     ) -> Blocks:
         assert len(tensors) == len(scales) * WEIGHTS_PER_BLOCK and tensors[0] is not None
         table, scale_table = pointer_table(tensors), (ctypes.c_float * len(scales))(*scales)
-        return cls(table, scale_table, tensors[0].dtype, n_head, inner, eps, activation)
+        q = None if quant is None else (quant[0], quant[1], pointer_table(quant[2]))
+        return cls(table, scale_table, tensors[0].dtype, n_head, inner, eps, activation, q)
 
 
 def run_blocks(x: torch.Tensor, blocks: Blocks, caches: list[torch.Tensor], pos: int) -> None:
@@ -382,6 +461,11 @@ def _call_blocks(
     d = caches[0].shape[1] * caches[0].shape[3]
     args = (blocks.table, kv, blocks.scales, n_layer, x_ptr, d, blocks.n_head, blocks.inner)
     args += (capacity, pos, blocks.eps, ACTIVATIONS[blocks.activation], torch.get_num_threads())
+    if blocks.quant is not None:
+        bits, group, qs = blocks.quant
+        if lib.gpt2kit_blocks_q(*args, head, token, vocab, head_eps, qs, group, QUANT_KINDS[bits]):
+            raise MemoryError("gpt2kit native decoding step: out of memory")
+        return
     if fn(*args, head, token, vocab, head_eps):
         raise MemoryError("gpt2kit native decoding step: out of memory")
 

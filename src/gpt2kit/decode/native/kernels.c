@@ -29,6 +29,9 @@
 #include <string.h>
 
 #include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #ifndef SEGMENTS
 #define SEGMENTS 4 /* sequential weight streams per thread: 3-6 measured alike, 8 slower */
@@ -54,6 +57,29 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as PyTor
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
+
+/* What a product's weight matrix holds (`wk`): fp32, bf16, int8 with one fp32 scale per
+ * row, or int4 with one fp32 scale per `group` inputs of a row (the layout of
+ * gpt2kit/quantization/tensor.py: per 16 inputs, byte j holds input j in its low nibble
+ * and input j + 8 in its high one; inputs past the last whole 16 two per byte in order). */
+enum { W_F32 = 0, W_BF16 = 1, W_I8 = 2, W_I4 = 3 };
+
+/* Eight int8 at p sign-extended to int32 lanes. GCC 12 turns the vector-extension
+ * conversion of 8 bytes into eight scalar conversions (measured: int8 products at a
+ * fraction of fp32's speed), so on AVX2 it is one vpmovsxbd. */
+static inline __attribute__((always_inline)) v8i32 widen_i8(const int8_t *p) {
+#if defined(__AVX2__)
+    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    v8i32 r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+#else
+    const v8i32 r = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
+    return r;
+#endif
+}
+
 
 /* Eight weights from element i, widened to fp32. w_bf16 is a compile-time constant at
  * both call sites: the compiler emits one specialised loop per weight type. */
@@ -72,6 +98,37 @@ static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i,
 
 static inline __attribute__((always_inline)) float load1(const void *w, int64_t i, const int w_bf16) {
     return w_bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+#if defined(__AVX512F__)
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+/* Sixteen int8 at p sign-extended to int32 lanes (one vpmovsxbd zmm). */
+static inline __attribute__((always_inline)) v16i32 widen16_i8(const int8_t *p) {
+    const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
+    v16i32 r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+static inline float hsum16(v16f v) {
+    float t = 0.0f;
+    for (int i = 0; i < 8; i++) t += v[i] + v[i + 8];
+    return t;
+}
+#define Q4_WIDE 1
+#else
+#define Q4_WIDE 0
+#endif
+
+/* Signed int4 value of input k of a row `row` (`in` inputs) in the W_I4 layout. */
+static inline int q4_at(const uint8_t *row, int64_t k, int64_t in) {
+    const int64_t whole = in - in % 16;
+    uint8_t byte;
+    int high;
+    if (k < whole) byte = row[(k / 16) * 8 + (k % 8)], high = (k % 16) >= 8;
+    else byte = row[whole / 2 + (k - whole) / 2], high = (k - whole) & 1;
+    const int8_t b = (int8_t)byte;
+    return high ? b >> 4 : (int8_t)(uint8_t)(byte << 4) >> 4;
 }
 
 static inline float hsum(v8f v) {
@@ -148,6 +205,222 @@ static inline __attribute__((always_inline)) void gemv_impl(
         int64_t lo, hi;
         gemv_share(W, x, acc, nx, out, in, omp_get_thread_num(), omp_get_num_threads(), &lo,
                    &hi, w_bf16);
+    }
+}
+
+/* -- products of quantized weights (gpt2kit/quantization) -------------------------------
+ * Separate from the fp32 / bf16 loops above (whose code, and so summation order, stays as
+ * it was): the same segmented streams, with weights widened from int8 (one scale per row,
+ * applied to the row's sum) or int4 (one scale per group of inputs). */
+
+/* acc[i * out + r] = scale[r] * sum_k q[r, k] x[i * in + k], as rows_dot (int8). */
+static inline __attribute__((always_inline)) void qrows_dot8(
+    const int8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int nx, int64_t in, int64_t out, const float *scales) {
+    const v8f zero = {0};
+    v8f a[2][SEGMENTS];
+    float tail[2][SEGMENTS];
+    for (int i = 0; i < 2; i++)
+        for (int r = 0; r < SEGMENTS; r++) a[i][r] = zero, tail[i][r] = 0.0f;
+    int64_t k = 0;
+    for (; k + 8 <= in; k += 8) {
+        v8f xv[2];
+        for (int i = 0; i < nx; i++) memcpy(&xv[i], x + i * in + k, sizeof xv[i]);
+        for (int r = 0; r < n; r++) {
+            const v8f w = __builtin_convertvector(widen_i8(W + (r0 + r * stride) * in + k), v8f);
+            for (int i = 0; i < nx; i++) a[i][r] += w * xv[i];
+        }
+    }
+    for (; k < in; k++)
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < nx; i++)
+                tail[i][r] += (float)W[(r0 + r * stride) * in + k] * x[i * in + k];
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++)
+            acc[i * out + r0 + r * stride] = (hsum(a[i][r]) + tail[i][r]) * scales[r0 + r * stride];
+}
+
+/* rows_dot for int4 weights (W_I4) and one row of x: per group of inputs, the sums of
+ * q * x in vector accumulators, then scaled by the group's scale into the row's total.
+ * One 8-byte load gives 16 weights: sign-extended to eight int32 lanes, inputs 0-7 are
+ * (v << 28) >> 28 and inputs 8-15 are v >> 4. */
+static inline __attribute__((always_inline)) void rows_dot_q4(
+    const uint8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int64_t in, const float *scales, int64_t group, const float *xp) {
+    const v8f zero = {0};
+    const int64_t rb = in / 2, ng = (in + group - 1) / group, whole = in - in % 16;
+    v8f a[SEGMENTS];
+    float tail[SEGMENTS];
+    for (int r = 0; r < SEGMENTS; r++) a[r] = zero, tail[r] = 0.0f;
+#if Q4_WIDE
+    const v16f zero16 = {0};
+    v16f a16[SEGMENTS];
+    for (int r = 0; r < SEGMENTS; r++) a16[r] = zero16;
+#endif
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t k0 = g * group, k1 = k0 + group < in ? k0 + group : in;
+        const int64_t kv = k1 < whole ? k1 : whole;
+        v8f p[SEGMENTS];
+        float pt[SEGMENTS];
+        for (int r = 0; r < SEGMENTS; r++) p[r] = zero, pt[r] = 0.0f;
+        int64_t k = k0;
+#if Q4_WIDE
+        /* AVX-512, x permuted per 32 inputs (`xp`: 0-7, 16-23, 8-15, 24-31): one 16-byte
+         * load is 32 weights, its low nibbles inputs 0-7 and 16-23, high 8-15 and 24-31. */
+        if (xp) {
+            v16f p16[SEGMENTS];
+            for (int r = 0; r < SEGMENTS; r++) p16[r] = zero16;
+            for (; k + 32 <= kv; k += 32) {
+                v16f xlo, xhi;
+                memcpy(&xlo, xp + k, sizeof xlo);
+                memcpy(&xhi, xp + k + 16, sizeof xhi);
+                for (int r = 0; r < n; r++) {
+                    const v16i32 v = widen16_i8((const int8_t *)W + (r0 + r * stride) * rb + k / 2);
+                    const v16i32 lo = (v << 28) >> 28, hi = v >> 4;
+                    p16[r] += __builtin_convertvector(lo, v16f) * xlo +
+                              __builtin_convertvector(hi, v16f) * xhi;
+                }
+            }
+            for (int r = 0; r < n; r++) {
+                const float s = scales[(r0 + r * stride) * ng + g];
+                a16[r] += p16[r] * s;
+            }
+        }
+#else
+        (void)xp;
+#endif
+        for (; k + 16 <= kv; k += 16) {
+            v8f xlo, xhi;
+            memcpy(&xlo, x + k, sizeof xlo);
+            memcpy(&xhi, x + k + 8, sizeof xhi);
+            for (int r = 0; r < n; r++) {
+                const v8i32 v = widen_i8((const int8_t *)W + (r0 + r * stride) * rb + k / 2);
+                const v8i32 lo = (v << 28) >> 28, hi = v >> 4;
+                p[r] += __builtin_convertvector(lo, v8f) * xlo + __builtin_convertvector(hi, v8f) * xhi;
+            }
+        }
+        for (; k < k1; k++)
+            for (int r = 0; r < n; r++)
+                pt[r] += (float)q4_at(W + (r0 + r * stride) * rb, k, in) * x[k];
+        for (int r = 0; r < n; r++) {
+            const float s = scales[(r0 + r * stride) * ng + g];
+            const v8f sv = {s, s, s, s, s, s, s, s};
+            a[r] += p[r] * sv;
+            tail[r] += pt[r] * s;
+        }
+    }
+#if Q4_WIDE
+    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + hsum16(a16[r]) + tail[r];
+#else
+    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + tail[r];
+#endif
+}
+
+/* qrows_dot8 / rows_dot_q4 on rows [i, i + nx) of x, constants where full. */
+static inline __attribute__((always_inline)) void qrows_dot_x(
+    const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
+    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
+    int64_t group, const int wk, const float *xp) {
+    const float *xi = x + i * in;
+    float *ai = acc + i * out;
+    if (wk == W_I4) {
+        for (int j = 0; j < nx; j++) {
+            const float *xpj = xp ? xp + (i + j) * in : NULL;
+            if (n == SEGMENTS)
+                rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group,
+                            xpj);
+            else rows_dot_q4(W, xi + j * in, ai + j * out, r0, n, stride, in, scales, group, xpj);
+        }
+        return;
+    }
+    if (n == SEGMENTS && nx == 2) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, scales);
+    else if (n == SEGMENTS) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, scales);
+    else if (nx == 2) qrows_dot8(W, xi, ai, r0, n, stride, 2, in, out, scales);
+    else qrows_dot8(W, xi, ai, r0, n, stride, 1, in, out, scales);
+}
+
+/* gemv_share for quantized weights (wk W_I8 or W_I4). */
+static inline __attribute__((always_inline)) void qgemv_share(
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
+    int64_t group, const int wk) {
+    const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
+    const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+    float *xp = NULL; /* int4 on AVX-512 with groups of 32k inputs: x permuted (rows_dot_q4) */
+    if (Q4_WIDE && wk == W_I4 && group % 32 == 0 && r1 > r0) {
+        xp = malloc(sizeof(float) * (size_t)(nx * in));
+        if (xp)
+            for (int64_t i = 0; i < nx; i++)
+                for (int64_t k = 0; k < in; k++) {
+                    const int64_t c = k % 32, base = k - c;
+                    const int64_t src = c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
+                    xp[i * in + k] = base + 32 <= in ? x[i * in + base + src] : x[i * in + k];
+                }
+    }
+    for (int64_t j = 0; j < seg; j++)
+        for (int64_t i = 0; i < nx; i += 2)
+            qrows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
+                        group, wk, xp);
+    if (rest < r1)
+        for (int64_t i = 0; i < nx; i += 2)
+            qrows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
+                        scales, group, wk, xp);
+    free(xp);
+    *lo = r0;
+    *hi = r1;
+}
+
+/* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
+ * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
+void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
+                   const float *b, float *y, int64_t nx, int64_t out, int64_t in, int nthreads) {
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int64_t lo, hi;
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        if (wk == W_I8) qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, 0, W_I8);
+        else qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, group, W_I4);
+    }
+    if (b)
+        for (int64_t i = 0; i < nx; i++)
+            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
+}
+
+/* The fp32 matrix q * s [out, in] of quantized weights (wk W_I8 / W_I4, layouts as
+ * gpt2kit_qgemv), rows split between threads: what a prompt's product multiplies with
+ * BLAS (compute-bound there, where a fresh widening per pair of rows would cost more). */
+void gpt2kit_dequantize(const void *W, const float *scales, int64_t group, int wk, float *out,
+                        int64_t rows, int64_t in, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = out + r * in;
+        if (wk == W_I8) {
+            const int8_t *q = (const int8_t *)W + r * in;
+            const float s = scales[r];
+            const v8f sv = {s, s, s, s, s, s, s, s};
+            int64_t k = 0;
+            for (; k + 8 <= in; k += 8) {
+                const v8f v = __builtin_convertvector(widen_i8(q + k), v8f) * sv;
+                memcpy(o + k, &v, sizeof v);
+            }
+            for (; k < in; k++) o[k] = (float)q[k] * s;
+        } else {
+            const uint8_t *q = (const uint8_t *)W + r * (in / 2);
+            const int64_t ng = (in + group - 1) / group, whole = in - in % 16;
+            const float *srow = scales + r * ng;
+            int64_t k = 0;
+            for (; k + 16 <= whole; k += 16) {
+                const float s0 = srow[k / group], s1 = srow[(k + 8) / group];
+                const v8f sv0 = {s0, s0, s0, s0, s0, s0, s0, s0};
+                const v8f sv1 = {s1, s1, s1, s1, s1, s1, s1, s1};
+                const v8i32 v = widen_i8((const int8_t *)q + k / 2);
+                const v8f lo = __builtin_convertvector((v << 28) >> 28, v8f) * sv0;
+                const v8f hi = __builtin_convertvector(v >> 4, v8f) * sv1;
+                memcpy(o + k, &lo, sizeof lo);
+                memcpy(o + k + 8, &hi, sizeof hi);
+            }
+            for (; k < in; k++) o[k] = (float)q4_at(q, k, in) * srow[k / group];
+        }
     }
 }
 
@@ -325,9 +598,10 @@ enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
 static inline __attribute__((always_inline)) void product(
     const void *W, const float *restrict xin, float *restrict acc, const void *b,
     float *restrict x, int64_t out, int64_t in, int kind, int act, int64_t tid, int64_t nth,
-    const int bf16) {
+    const float *qs, int64_t group, const int wk, const int bf16) {
     int64_t lo, hi;
-    gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
+    if (wk >= W_I8) qgemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, qs, group, wk);
+    else gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
     for (int64_t r = lo; r < hi; r++) {
         const float v = round_as(acc[r] + bias_at(b, r, bf16), bf16);
         if (kind == EPI_BIAS) acc[r] = v;
@@ -357,12 +631,24 @@ static inline __attribute__((always_inline)) int blocks_impl(
     void *const *p, void *const *kv, const float *scales, int64_t n_layer, void *x_io,
     int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps, int act,
     int nthreads, void *const *head, int64_t token, int64_t vocab, float head_eps,
-    const int bf16) {
+    const float *const *qs, int64_t group, const int wk, const int bf16) {
+    /* (wk: the projections' W_ code; with W_I8 / W_I4, `qs` holds each layer's four
+     * projections' scales, then the LM head's and the token embedding's: NULL for a
+     * floating-point embedding, else it is a quantized matrix of the same kind) */
     const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
     float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
     if (!buf) return 1;
     float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
-    if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
+    if (head && wk >= W_I8 && qs[4 * n_layer + 1]) { /* a quantized (tied) embedding row */
+        const float *s = qs[4 * n_layer + 1];
+        for (int64_t k = 0; k < d; k++) {
+            float e;
+            if (wk == W_I8) e = (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token];
+            else e = (float)q4_at((const uint8_t *)head[HEAD_WTE] + token * (d / 2), k, d) *
+                     s[token * ((d + group - 1) / group) + k / group];
+            x[k] = e + load_t(head[HEAD_WPE], pos * d + k, bf16);
+        }
+    } else if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
         for (int64_t k = 0; k < d; k++)
             x[k] = round_as(load_t(head[HEAD_WTE], token * d + k, bf16) +
                                 load_t(head[HEAD_WPE], pos * d + k, bf16),
@@ -376,23 +662,28 @@ static inline __attribute__((always_inline)) int blocks_impl(
             void *const *w = p + 12 * l;
             #pragma omp single
             layer_norm(x, w[0], w[1], xn, d, eps, bf16);
-            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, bf16);
+            const float *const *ql = wk >= W_I8 ? qs + 4 * l : NULL;
+            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, ql ? ql[0] : NULL,
+                    group, wk, bf16);
             #pragma omp for schedule(static)
             for (int64_t hd = 0; hd < H; hd++)
                 attend_head(qkv, (char *)kv[2 * l] + hd * cap * hs * esize,
                             (char *)kv[2 * l + 1] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
                             scales[l], scr + hd * scratch, 0, bf16);
-            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, bf16);
+            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, ql ? ql[1] : NULL,
+                    group, wk, bf16);
             #pragma omp single
             layer_norm(x, w[6], w[7], xn, d, eps, bf16);
-            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth, bf16);
-            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth, bf16);
+            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth,
+                    ql ? ql[2] : NULL, group, wk, bf16);
+            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth,
+                    ql ? ql[3] : NULL, group, wk, bf16);
         }
         if (head) {
             #pragma omp single
             layer_norm(x, head[HEAD_LN_W], head[HEAD_LN_B], xn, d, head_eps, bf16);
             product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, vocab, d, EPI_BIAS,
-                    act, tid, nth, bf16);
+                    act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16);
         }
     }
     if (head && head[HEAD_OUT_BF16]) /* (values already rounded: the conversion is exact) */
@@ -412,7 +703,7 @@ int gpt2kit_blocks_f32(void *const *p, void *const *kv, const float *scales, int
                        float eps, int act, int nthreads, void *const *head, int64_t token,
                        int64_t vocab, float head_eps) {
     return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, 0);
+                       token, vocab, head_eps, NULL, 0, W_F32, 0);
 }
 
 int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
@@ -420,5 +711,19 @@ int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, in
                         float eps, int act, int nthreads, void *const *head, int64_t token,
                         int64_t vocab, float head_eps) {
     return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, 1);
+                       token, vocab, head_eps, NULL, 0, W_BF16, 1);
+}
+
+/* The fp32 blocks (and head) of a model whose projections (and LM head) are quantized:
+ * wk W_I8 or W_I4, `qs` as in blocks_impl. */
+int gpt2kit_blocks_q(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
+                     float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
+                     float eps, int act, int nthreads, void *const *head, int64_t token,
+                     int64_t vocab, float head_eps, const float *const *qs, int64_t group,
+                     int wk) {
+    if (wk == W_I8)
+        return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads,
+                           head, token, vocab, head_eps, qs, group, W_I8, 0);
+    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
+                       token, vocab, head_eps, qs, group, W_I4, 0);
 }

@@ -36,9 +36,13 @@ async def metrics_endpoint(state: State, format: str = "prometheus") -> Any:
 
 @router.get("/v1/models")
 async def models(state: State) -> ModelList:
-    return ModelList(
-        data=[ModelCard(id=state.name, created=int(state.metrics.started), tasks=state.tasks)]
-    )
+    created = int(state.metrics.started)
+    # the base model, then one card per LoRA adapter (`--adapter NAME=PATH`): a request's
+    # "model" picks one; adapters serve generation only
+    cards = [ModelCard(id=state.name, created=created, tasks=state.tasks)]
+    generating = [t for t in state.tasks if t in ("completions", "chat")]
+    cards += [ModelCard(id=a, created=created, tasks=generating) for a in state.adapters]
+    return ModelList(data=cards)
 
 
 @router.get("/", response_class=HTMLResponse)

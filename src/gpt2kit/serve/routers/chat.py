@@ -105,6 +105,8 @@ class ChatLogprobs:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
     state.need("completions")
+    adapter = state.adapter_for(body.model)
+    model_id = state.reported_name(body.model)
     if body.tools:
         raise APIError(400, "tools: tool calling is not supported by this server", param="tools")
     if body.top_logprobs is not None and not body.logprobs:
@@ -143,7 +145,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
             logprobs=k,
         )
 
-    run = Run(state, [ids], n, params)
+    run = Run(state, [ids], n, params, adapter=adapter)
     rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     prompt_tokens = len(ids) * n
@@ -156,7 +158,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
                 "id": rid,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": state.name,
+                "model": model_id,
                 "choices": choices,
             }
             if include_usage:
@@ -220,7 +222,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
         "id": rid,
         "object": "chat.completion",
         "created": created,
-        "model": state.name,
+        "model": model_id,
         "choices": [
             {
                 "index": i,

@@ -127,6 +127,8 @@ def pick_best(results: list[Result], n_prompts: int, best_of: int, n: int) -> li
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, state: State) -> Any:
     state.need("completions")
+    adapter = state.adapter_for(body.model)
+    model_id = state.reported_name(body.model)
     n = body.n or 1
     best_of = check_fields(body, n)
     raw = raw_prompts(body)
@@ -156,7 +158,7 @@ async def completions(body: CompletionRequest, state: State) -> Any:
             prompt_logprobs=prompt_lp,
         )
 
-    run = Run(state, prompts, best_of, params)
+    run = Run(state, prompts, best_of, params, adapter=adapter)
     rid = f"cmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     prompt_tokens = sum(len(p) for p in prompts) * best_of
@@ -173,7 +175,7 @@ async def completions(body: CompletionRequest, state: State) -> Any:
                 "id": rid,
                 "object": "text_completion",
                 "created": created,
-                "model": state.name,
+                "model": model_id,
                 "choices": choices,
             }
             if include_usage:
@@ -253,7 +255,7 @@ async def completions(body: CompletionRequest, state: State) -> Any:
     return CompletionResponse(
         id=rid,
         created=created,
-        model=state.name,
+        model=model_id,
         choices=choices,
         usage=Usage(
             prompt_tokens=prompt_tokens,

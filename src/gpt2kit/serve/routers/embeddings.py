@@ -51,6 +51,7 @@ def inputs_of(state: ServerState, value: Any) -> list[list[int]]:
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingRequest, state: State) -> dict[str, Any]:
     state.need("embed")
+    state.base_only(body.model)
     width = int(state.model.config.n_embd)
     if body.dimensions is not None and body.dimensions != width:
         raise APIError(

@@ -1,0 +1,223 @@
+"""Quantized modules that replace a model's linear layers (and a tied token embedding).
+
+`QuantizedLinear` holds the int8 / packed int4 weight and its scales as buffers, and the
+bias as an ordinary parameter; its own `forward` is the plain PyTorch path (dequantize a
+block of output rows, multiply, next block: `BLOCK_ROWS` rows at a time, so no full fp32
+copy of a large matrix such as the LM head ever exists). CPU decoding reads the
+quantized bytes directly with the native kernels (`gpt2kit.decode`): those stand in for
+this forward while a `CPUDecoder` runs, as for the fp32 projections.
+
+`QuantizedEmbedding` is the token embedding of a model whose LM head is tied to it: it
+reads the LM head's quantized matrix (one copy of the bytes) and dequantizes only the
+rows it looks up. It holds no tensors of its own (so `.to(device)` keeps the two tied).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import tensor as qt
+from .config import QuantizationConfig
+
+logger = logging.getLogger("gpt2kit")
+
+BLOCK_ROWS = 2048  # output rows dequantized at a time by the PyTorch path
+
+
+class QuantizedLinear(nn.Module):
+    """`nn.Linear`'s function with weight-only int8 (per output channel) or int4 (per
+    group of inputs) weights. Buffers: `qweight` (`[out, in]` int8, or `[out, in / 2]` uint8
+    for int4 in the kernel layout of `quantization/tensor.py`) and `weight_scale` (fp32,
+    `[out]` or `[out, groups]`). Inference only: the weights have no gradient. There is
+    no `weight` attribute (code that reads one would get a full float matrix per access,
+    or train it): `dequantize()` builds it."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        bits: int = 8,
+        group_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if bits not in (8, 4):
+            raise ValueError(f"QuantizedLinear(bits={bits}): 8 or 4")
+        self.in_features, self.out_features, self.bits = in_features, out_features, bits
+        self.group_size = group_size if bits == 4 else None
+        if bits == 8:
+            q = torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+            s = torch.ones(out_features, dtype=torch.float32, device=device)
+        else:
+            assert group_size is not None
+            qt.check_int4_shape(in_features, group_size)
+            q = torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device)
+            n = qt.groups(in_features, group_size)
+            s = torch.ones(out_features, n, dtype=torch.float32, device=device)
+        self.register_buffer("qweight", q)
+        self.register_buffer("weight_scale", s)
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
+            if bias
+            else None
+        )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: QuantizationConfig) -> QuantizedLinear:
+        w = linear.weight
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            config.bits,
+            config.group_size,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        module.set_weight(w)
+        if linear.bias is not None:
+            module.bias.data.copy_(linear.bias.detach())  # type: ignore[union-attr]
+        return module
+
+    @torch.no_grad()
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Quantize `weight [out, in]` into this module's buffers."""
+        if self.bits == 8:
+            q, s = qt.quantize_int8(weight)
+        else:
+            v, s = qt.quantize_int4_values(weight, self.group_size)  # type: ignore[arg-type]
+            q = qt.pack_int4(v)
+        self.qweight = q.to(self.qweight.device)
+        self.weight_scale = s.to(self.weight_scale.device)
+
+    def int_values(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The signed integer weights of `rows` as int8 `[rows, in]` (int4 unpacked)."""
+        q = self.qweight[rows]
+        return q if self.bits == 8 else qt.unpack_int4(q, self.in_features)
+
+    def dequantize(
+        self, rows: slice | torch.Tensor = slice(None), dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """The weight `[rows, in]` as `q * scale` in `dtype` (the reference the kernels match)."""
+        q, s = self.int_values(rows), self.weight_scale[rows]
+        if self.bits == 8:
+            w = qt.dequantize_int8(q, s)
+        else:
+            w = qt.dequantize_int4_values(q, s, self.group_size)  # type: ignore[arg-type]
+        return w.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.out_features
+        bias = self.bias
+        if out <= BLOCK_ROWS:
+            return F.linear(x, self.dequantize(dtype=x.dtype), bias)
+        parts = []
+        for start in range(0, out, BLOCK_ROWS):
+            rows = slice(start, min(start + BLOCK_ROWS, out))
+            b = None if bias is None else bias[rows]
+            parts.append(F.linear(x, self.dequantize(rows, x.dtype), b))
+        return torch.cat(parts, dim=-1)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.qweight, self.weight_scale))
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.bits == 4 else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, bits={self.bits}{group}"
+        )
+
+
+class QuantizedEmbedding(nn.Module):
+    """The token embedding tied to a `QuantizedLinear` LM head: row `i` is the head's
+    dequantized row `i` (see the module docstring)."""
+
+    def __init__(
+        self,
+        head: QuantizedLinear,
+        padding_idx: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.dtype = dtype  # (of the rows it returns: the model's activations)
+        self.__dict__["head"] = head  # (not a child: its tensors are the LM head's)
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+        self.padding_idx = padding_idx
+        self.max_norm = None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise IndexError(
+                f"token id out of range for an embedding of {self.num_embeddings} rows"
+            )
+        rows = self.head.dequantize(flat, self.dtype)
+        return rows.view(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, tied to the quantized LM head"
+
+
+def _linear_types() -> tuple[type, ...]:
+    from ..models.backbone import Linear
+
+    return (nn.Linear, Linear)
+
+
+def quantize_model(model: nn.Module, config: QuantizationConfig) -> nn.Module:
+    """Replace, in place, every linear layer of `model` (projections, LM head, task heads)
+    by a `QuantizedLinear`, and a token embedding tied to the LM head by a
+    `QuantizedEmbedding` reading the head's matrix; returns `model` (in eval mode).
+
+    What stays floating point: layer norms, biases, the position embedding, an untied token
+    embedding, and the layers named in `config.modules_to_not_convert`."""
+    if getattr(model, "quantization_config", None) is not None:
+        raise ValueError("this model is already quantized")
+    types = _linear_types()
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    lm_head = getattr(model, "lm_head", None)
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tie = (
+        tied
+        and isinstance(lm_head, types)
+        and isinstance(embedding, nn.Embedding)
+        and lm_head.weight is embedding.weight
+        and not config.skips("lm_head")
+    )
+    replaced: dict[int, QuantizedLinear] = {}
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module._modules.items()):
+            if type(child) not in types or child is None:
+                continue
+            full = f"{name}.{child_name}" if name else child_name
+            if config.skips(full) or child.weight.dim() != 2:
+                continue
+            q = replaced.get(id(child))
+            if q is None:
+                q = replaced[id(child)] = QuantizedLinear.from_linear(child, config)
+            module._modules[child_name] = q
+    if tie:
+        head = model.lm_head
+        backbone = model.backbone
+        backbone.wte = QuantizedEmbedding(head, embedding.padding_idx, embedding.weight.dtype)
+    model.__dict__["quantization_config"] = config
+    return model.eval()
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return getattr(model, "quantization_config", None) is not None
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer the model holds (tied ones once)."""
+    seen: dict[int, torch.Tensor] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen.setdefault(t.data_ptr(), t)
+    return sum(t.numel() * t.element_size() for t in seen.values())
