@@ -139,7 +139,7 @@ def _sentiment(path: Path, n: int) -> None:
 
 def test_cli_train_lora_then_convert_merge_adapter(tmp_path, capsys):
     from gpt2kit.cli import main as gpt2kit_main
-    from gpt2kit.training.cli import main
+    from gpt2kit.cli.train import main
 
     base = _base_folder(tmp_path)
     _sentiment(tmp_path / "train.csv", 32)
@@ -191,7 +191,7 @@ def test_cli_train_lora_then_convert_merge_adapter(tmp_path, capsys):
 
 def test_cli_lora_from_yaml_and_errors(tmp_path):
     from gpt2kit.adapters import AdapterConfigError
-    from gpt2kit.training.cli import main
+    from gpt2kit.cli.train import main
 
     base = _base_folder(tmp_path)
     (tmp_path / "train.txt").write_text("hello world, this is a tiny corpus. " * 40)

@@ -215,8 +215,8 @@ def test_fsdp_two_processes_match_one(tmp_path):
 def test_fsdp_argument_and_flag():
     import argparse
 
+    from gpt2kit.cli.train import register
     from gpt2kit.training import TrainingArguments
-    from gpt2kit.training.cli import register
     from gpt2kit.training.distributed import fsdp_mode
 
     assert fsdp_mode(TrainingArguments("o", fsdp=True).fsdp) == "full_shard"

@@ -16,10 +16,10 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from gpt2kit import GPT2Config, GPT2ForCausalLM  # noqa: E402
+from gpt2kit.cli.serve import allowed_hosts_for, resolve_api_key  # noqa: E402
 from gpt2kit.serve import guard  # noqa: E402
 from gpt2kit.serve.app import create_app  # noqa: E402
 from gpt2kit.serve.batching import Batcher, GenRequest, SamplingParams  # noqa: E402
-from gpt2kit.serve.cli import allowed_hosts_for, resolve_api_key  # noqa: E402
 from gpt2kit.serve.testing import BackgroundServer  # noqa: E402
 from gpt2kit.tokenizer import GPT2Tokenizer  # noqa: E402
 

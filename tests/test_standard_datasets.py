@@ -186,7 +186,7 @@ def test_label_names_option_and_config_key(tmp_path):
     assert config["id2label"]["0"] == "B-EXTRA"
     # a tag outside the given names is an error that names the option
     with pytest.raises(Exception, match="label-names"):
-        from gpt2kit.training.cli import main as train_main
+        from gpt2kit.cli.train import main as train_main
 
         train_main(["train", "--task", "token-classification", *TINY, "--train-file",
                     str(train_file), "--output-dir", str(tmp_path / "x"), "--max-steps", "1",
@@ -596,7 +596,7 @@ def test_generation_predictions_one_text_per_line(tmp_path, tok):
                           dataset=data, batch_size=1, max_new_tokens=5)  # fmt: skip
     assert n == 2 and (tmp_path / "p.txt").read_text().splitlines() == ["the cat sat", "a dog"]
     with pytest.raises(ValueError, match="perplexity"):
-        from gpt2kit.training.cli import main as train_main
+        from gpt2kit.cli.train import main as train_main
 
         train_main(["evaluate", "--task", "causal-lm", "--model", "x", "--eval-file", "y",
                     "--predictions", str(tmp_path / "q")])  # fmt: skip

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from gpt2kit.training.cli import TrainCLIError, main
+from gpt2kit.cli.train import TrainCLIError, main
 
 torch.set_num_threads(1)
 

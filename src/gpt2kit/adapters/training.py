@@ -13,16 +13,15 @@ from typing import Any
 
 from torch import nn
 
+from ..tasks import registry
 from .config import LoraConfig, parse_lora_spec
 from .mixin import AdapterMixin  # (every GPT2PreTrainedModel is one)
 
 logger = logging.getLogger("gpt2kit")
 
+# task -> peft `task_type`, from the task registry's `peft_task_type` defaults
 TASK_TYPES = {
-    "causal-lm": "CAUSAL_LM",
-    "sequence-classification": "SEQ_CLS",
-    "token-classification": "TOKEN_CLS",
-    "question-answering": "QUESTION_ANS",
+    t.name: t.defaults["peft_task_type"] for t in registry.TASKS if "peft_task_type" in t.defaults
 }
 
 

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..tasks import registry
 from ..tasks.multiple_choice import MultipleChoiceCollator
 from ..tasks.qa import MAX_ANSWER_LENGTH, QAFeature, decode_spans, prepare_qa_features
 from ..tasks.seq2seq import EncoderDecoderCollator, Seq2SeqCollator
@@ -90,17 +91,8 @@ from .text_shards import BlockDataset, tokenize_to_shards
 
 logger = logging.getLogger("gpt2kit")
 
-TASKS = (
-    "causal-lm",
-    "sequence-classification",
-    "text-classification",
-    "document-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "seq2seq",
-    "conditional-generation",
-)
+# the tasks with a data reader in the task registry (`gpt2kit.tasks.registry`)
+TASKS = tuple(registry.names(reader=True))
 
 
 class TaskDataset(Dataset):
@@ -318,7 +310,7 @@ def _read_tagged(source: Any, options: dict[str, Any]) -> Records:
 
 
 def _token_classification(
-    source: Any, tokenizer: Any, options: dict[str, Any]
+    task: str, source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
     given = options.pop("label_names", None)
     unknown_tags = options.pop("unknown_tags", "error")
@@ -450,7 +442,7 @@ def _tagged_rows(source: Any, options: dict[str, Any]) -> Records:
 
 
 def _question_answering(
-    source: Any, tokenizer: Any, options: dict[str, Any]
+    task: str, source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
     records = readers.read_squad(source, **_reader_options(readers.read_squad, options))
     features = prepare_qa_features(
@@ -484,7 +476,7 @@ def _question_answering(
 
 
 def _multiple_choice(
-    source: Any, tokenizer: Any, options: dict[str, Any]
+    task: str, source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
     records = readers.read_multiple_choice(
         source, **_reader_options(readers.read_multiple_choice, options)
@@ -593,7 +585,7 @@ class SlidingWindowDataset(Dataset):
 
 
 def _causal_lm(
-    source: Any, tokenizer: Any, options: dict[str, Any]
+    task: str, source: Any, tokenizer: Any, options: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]]:
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(
@@ -671,18 +663,8 @@ def load_task_data(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
     options = dict(options)
-    if task == "causal-lm":
-        dataset, collator, info = _causal_lm(path, tokenizer, options)
-    elif task in ("sequence-classification", "text-classification", "document-classification"):
-        dataset, collator, info = _classification(task, path, tokenizer, options)
-    elif task == "token-classification":
-        dataset, collator, info = _token_classification(path, tokenizer, options)
-    elif task == "question-answering":
-        dataset, collator, info = _question_answering(path, tokenizer, options)
-    elif task == "multiple-choice":
-        dataset, collator, info = _multiple_choice(path, tokenizer, options)
-    else:
-        dataset, collator, info = _seq2seq(task, path, tokenizer, options)
+    reader = registry.resolve(registry.get(task).reader)
+    dataset, collator, info = reader(task, path, tokenizer, options)
     if options:
         raise TypeError(f"load_task_data({task!r}) got options it does not use: {sorted(options)}")
     examples = getattr(dataset, "examples", None)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks import registry
 from .generation_metrics import bleu, rouge
 from .ner import entity_f1
 from .squad import squad_metrics
@@ -325,21 +326,11 @@ def regression_metrics(predictions: Any, labels: Any, prefix: str = "") -> dict[
 # The Trainer's entry point: one function per task, called on (predictions, labels).
 # --------------------------------------------------------------------------------------------
 
-TASK_ALIASES = {
-    "sequence-classification": "classification",
-    "text-classification": "classification",
-    "document-classification": "classification",
-    "classification": "classification",
-    "token-classification": "token-classification",
-    "ner": "token-classification",
-    "question-answering": "question-answering",
-    "qa": "question-answering",
-    "multiple-choice": "multiple-choice",
-    "causal-lm": "causal-lm",
-    "lm": "causal-lm",
-    "seq2seq": "generation",
-    "conditional-generation": "generation",
-    "generation": "generation",
+# task name or alias -> metric family, read from the task registry (`gpt2kit.tasks.registry`);
+# the families are accepted by their own names too
+TASK_ALIASES: dict[str, str] = {
+    **{name: t.metric for t in registry.TASKS if t.metric for name in (t.name, *t.aliases)},
+    **{family: family for family in registry.METRIC_FAMILIES},
 }
 
 

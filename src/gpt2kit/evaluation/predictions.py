@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks import registry
 from .metrics import _first, to_numpy
 
 
@@ -115,18 +116,20 @@ def write_predictions(
     path = Path(path)
     metrics = info.get("metrics", {})
     scores = None if prediction is None else getattr(prediction, "predictions", prediction)
-    if task == "question-answering":
+    entry = registry.lookup(task)
+    family = entry.metric if entry is not None else None  # the task registry's metric family
+    if family == "question-answering":
         answers = metrics["decode"](scores)
         path.write_text(json.dumps(answers, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return len(answers)
-    if task == "token-classification":
+    if family == "token-classification":
         tags = metrics["decode"](scores)
         records = info["examples"]
         words = [list(r["words"]) for r in records]
         lines = conll_lines(words, metrics["references"], tags)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return len(tags)
-    if task in ("seq2seq", "conditional-generation"):
+    if family == "generation":
         if model is None or tokenizer is None or dataset is None:
             raise ValueError(
                 f"{task} predictions are generated: pass model=, tokenizer= and dataset="
@@ -137,9 +140,9 @@ def write_predictions(
         return len(texts)
     if scores is None:
         raise ValueError(f"no predictions were computed for {task}")
-    if task == "multiple-choice":
+    if family == "multiple-choice":
         lines = [str(int(i)) for i in to_numpy(_first(scores)).argmax(-1)]
-    elif task in ("sequence-classification", "text-classification", "document-classification"):
+    elif family == "classification":
         lines = classification_lines(
             _first(scores), _label_names(info, model), info.get("problem_type")
         )

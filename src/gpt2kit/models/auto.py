@@ -11,7 +11,8 @@ Two tables, both plain dicts so pipelines and the CLI read them too:
   every name `transformers` writes to `config.json`'s `architectures` for GPT-2.
   Modules are imported only when their class is asked for, so a class whose module is
   not installed (or not written yet) costs nothing until used.
-- `TASKS`: task name -> class name (`text-generation`, `question-answering`, ...).
+- `TASKS`: task name -> class name (`text-generation`, `question-answering`, ...), a view
+  of the task registry (`gpt2kit.tasks.registry`).
 
 Rules of `AutoModelForArchitecture.from_pretrained`: the first name in `architectures` that we know picks
 the class; a checkpoint without `architectures` loads as `GPT2LMHeadModel` (any GPT-2
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..checkpoint import verify_checkpoint as _verify_checkpoint
 from ..config import GPT2Config
+from ..tasks import registry
 
 MODEL_CLASSES: dict[str, str] = {
     "GPT2Model": "gpt2kit.nn.backbone",
@@ -43,22 +45,8 @@ MODEL_CLASSES: dict[str, str] = {
     "GPT2ForConditionalGeneration": "gpt2kit.models.conditional_generation",
 }
 
-TASKS: dict[str, str] = {
-    "text-generation": "GPT2ForCausalLM",
-    "causal-lm": "GPT2ForCausalLM",
-    "feature-extraction": "GPT2Model",
-    "sequence-classification": "GPT2ForSequenceClassification",
-    "text-classification": "GPT2ForTextClassification",
-    "document-classification": "GPT2ForDocumentClassification",
-    "token-classification": "GPT2ForTokenClassification",
-    "question-answering": "GPT2ForQuestionAnswering",
-    "multiple-choice": "GPT2ForMultipleChoice",
-    "double-heads": "GPT2DoubleHeadsModel",
-    "seq2seq": "GPT2ForSequenceToSequence",
-    "text2text": "GPT2ForSequenceToSequence",
-    "summarization": "GPT2ForSequenceToSequence",
-    "conditional-generation": "GPT2ForConditionalGeneration",
-}
+# task name -> class name, read from the task registry (`gpt2kit.tasks.registry`)
+TASKS: dict[str, str] = {t.name: t.model_class for t in registry.TASKS if t.model_class}
 
 DEFAULT_ARCHITECTURE = "GPT2LMHeadModel"
 
@@ -92,10 +80,8 @@ def task_class(task: str) -> type:
         >>> task_class("token_classification").__name__
         'GPT2ForTokenClassification'
     """
-    key = task.strip().lower().replace("_", "-")
-    if key not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    return model_class(TASKS[key])
+    entry = registry.get(task, where="model_class")
+    return model_class(entry.model_class)
 
 
 def architecture_class(config: GPT2Config) -> type:

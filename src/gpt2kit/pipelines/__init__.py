@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tasks import registry
 from .base import DEFAULT_MODEL_DIR, Pipeline, WrongModelError, default_model_path, load_tokenizer
 from .feature_extraction import FeatureExtractionPipeline
 from .multiple_choice import MultipleChoicePipeline
@@ -27,31 +28,19 @@ from .text_generation import (
 from .token_classification import TokenClassificationPipeline, aggregate_entities
 from .zero_shot import ZeroShotChoicePipeline, ZeroShotClassificationPipeline
 
+# Both tables are views of the task registry (`gpt2kit.tasks.registry`): a new pipeline is
+# a registry entry naming its class.
 PIPELINES: dict[str, type[Pipeline]] = {
-    "text-generation": TextGenerationPipeline,
-    "summarization": SummarizationPipeline,
-    "text2text": Text2TextGenerationPipeline,
-    "text-classification": TextClassificationPipeline,
-    "document-classification": DocumentClassificationPipeline,
-    "token-classification": TokenClassificationPipeline,
-    "question-answering": QuestionAnsweringPipeline,
-    "multiple-choice": MultipleChoicePipeline,
-    "zero-shot-classification": ZeroShotClassificationPipeline,
-    "zero-shot-choice": ZeroShotChoicePipeline,
-    "feature-extraction": FeatureExtractionPipeline,
+    t.name: registry.resolve(t.pipeline) for t in registry.TASKS if t.pipeline
 }
 
 # Other names people reach for (those of `transformers`, and gpt2kit's model tasks).
-ALIASES = {
-    "text2text-generation": "text2text",
-    "seq2seq": "text2text",
-    "conditional-generation": "text2text",
-    "sentiment-analysis": "text-classification",
-    "sequence-classification": "text-classification",
-    "ner": "token-classification",
-    "causal-lm": "text-generation",
-    "double-heads": "multiple-choice",
-    "embeddings": "feature-extraction",
+ALIASES: dict[str, str] = {
+    name: t.serving_pipeline
+    for t in registry.TASKS
+    if t.serving_pipeline
+    for name in (t.name, *t.aliases)
+    if name != t.serving_pipeline
 }
 
 
@@ -87,7 +76,7 @@ def pipeline(
         >>> zero_shot("I love thee", candidate_labels=["love", "war"])["labels"][0] in ("love", "war")
         True
     """
-    key = task.strip().lower().replace("_", "-")
+    key = registry.normalize(task)
     key = ALIASES.get(key, key)
     if key not in PIPELINES:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(PIPELINES)}")

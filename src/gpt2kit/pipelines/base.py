@@ -17,69 +17,29 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..config import GPT2Config
+
+# the model and tokenizer resolver every entry point shares (re-exported here for callers
+# of `gpt2kit.pipelines.base`)
+from ..loading import (  # noqa: F401 - re-exported
+    DEFAULT_MODEL_DIR,
+    TOKENIZER_FILES,
+    default_model_path,
+    load_tokenizer,
+)
 from ..models.auto import architecture_class, model_class
 from ..quantization import quantize_model, resolve
-from ..tokenizer import GPT2Tokenizer
 
 logger = logging.getLogger("gpt2kit")
-
-# The small GPT-2 trained on Tiny Shakespeare that ships inside the package (its model card
-# is the README.md beside the weights). Used when a generative pipeline gets no model.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
 class WrongModelError(ValueError):
     """The model given to a pipeline is not of a class the task can use."""
-
-
-def default_model_path() -> Path:
-    """The folder of the embedded default model.
-
-    Example:
-        >>> default_model_path().name
-        'default_model'
-    """
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the embedded default model is missing from {DEFAULT_MODEL_DIR}; reinstall gpt2kit "
-            "or pass model=PATH_OR_HUB_ID"
-        )
-    return DEFAULT_MODEL_DIR
-
-
-def load_tokenizer(tokenizer: Any, source: str | os.PathLike | None) -> Any:
-    """The tokenizer object to use.
-
-    A tokenizer object is used as is; a string is a folder or name for
-    `GPT2Tokenizer.from_pretrained`. With none, the model's folder supplies it when it holds
-    tokenizer files, and otherwise the GPT-2 tokenizer shipped with gpt2kit does (every
-    GPT-2 checkpoint shares that vocabulary).
-    """
-    if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
-        return tokenizer
-    if tokenizer is not None:
-        return GPT2Tokenizer.from_pretrained(tokenizer)
-    if source is not None:
-        folder = Path(source)
-        if folder.is_dir():
-            if any((folder / name).is_file() for name in TOKENIZER_FILES):
-                return GPT2Tokenizer.from_pretrained(folder)
-        else:  # a Hub id: its own tokenizer files if they can be had, else GPT-2's
-            try:
-                return GPT2Tokenizer.from_pretrained(str(source))
-            except Exception as err:  # noqa: BLE001 - any failure falls back to the shipped vocab
-                logger.info(
-                    "no tokenizer for %s (%s); using the shipped GPT-2 tokenizer", source, err
-                )
-    return GPT2Tokenizer.from_pretrained("gpt2")
 
 
 def _class_names(cls: type) -> set[str]:

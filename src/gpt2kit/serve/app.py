@@ -16,13 +16,11 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from ..models.auto import AutoModelForArchitecture
-from ..tokenizer import GPT2Tokenizer
+from ..loading import DEFAULT_MODEL_DIR, load_model_and_tokenizer
 from .adapters import load_adapters
 from .batching import Batcher
 from .chat_template import check_template
@@ -37,37 +35,8 @@ __all__ = ["APIError", "DEFAULT_MODEL_DIR", "create_app", "load_model"]
 
 logger = logging.getLogger("gpt2kit.serve")
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-
-
-def load_model(
-    model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
-) -> tuple[Any, Any, str]:
-    """`(model, tokenizer, name)` from a model object or a path / Hub id (None: the default model)."""
-    if model is None:
-        if not DEFAULT_MODEL_DIR.is_dir():
-            raise FileNotFoundError(
-                f"no --model given and no default model at {DEFAULT_MODEL_DIR}; pass --model PATH_OR_ID"
-            )
-        model = str(DEFAULT_MODEL_DIR)
-    if isinstance(model, (str, os.PathLike)):
-        name = os.fspath(model)
-        kwargs = {"device": device} if device else {}
-        if quantization is not None:  # (weight-only int8 / int4: docs/quantization.md)
-            kwargs["quantization"] = quantization
-        obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
-        if tokenizer is None:
-            try:
-                tokenizer = GPT2Tokenizer.from_pretrained(name)
-            except (FileNotFoundError, OSError):
-                logger.info("%s holds no tokenizer files; using the GPT-2 tokenizer", name)
-                tokenizer = GPT2Tokenizer.from_pretrained("gpt2")
-        model_name = "default" if Path(name).resolve() == DEFAULT_MODEL_DIR else name
-    else:
-        obj = model
-        tokenizer = tokenizer or GPT2Tokenizer.from_pretrained("gpt2")
-        model_name = getattr(obj.config, "name_or_path", None) or type(obj).__name__
-    return obj.eval(), tokenizer, str(model_name)
+# `load_model` is the shared loader (`gpt2kit.loading`), under the name this module had.
+load_model = load_model_and_tokenizer
 
 
 def create_app(

@@ -17,42 +17,31 @@ from typing import Any
 import torch
 
 from ..models.lm import GPT2ForCausalLM
+from ..tasks import registry
 
 logger = logging.getLogger("gpt2kit.serve")
 
-_LM = {"GPT2LMHeadModel", "GPT2ForCausalLM", "GPT2DoubleHeadsModel"}
-_CLASSIFY = {
-    "GPT2ForSequenceClassification",
-    "GPT2ForTextClassification",
-    "GPT2ForDocumentClassification",
-}
+
+def _class_endpoints() -> dict[str, tuple[str, ...]]:
+    """Model class name -> endpoints, from the task registry's `endpoints` fields."""
+    table: dict[str, tuple[str, ...]] = {}
+    for task in registry.TASKS:
+        if task.model_class and task.endpoints:
+            for name in (task.model_class, *task.other_classes):
+                table[name] = tuple(dict.fromkeys((*table.get(name, ()), *task.endpoints)))
+    return table
 
 
 def supported_tasks(model: Any) -> list[str]:
     """Endpoint names (`completions`, `classify`, ...) the model's class can serve."""
     name = type(model).__name__
-    tasks = []
-    if name in _LM:
-        tasks += ["completions", "score"]
-    if name in _CLASSIFY:
-        tasks.append("classify")
-    if name == "GPT2ForTokenClassification":
-        tasks.append("tag")
-    if name == "GPT2ForQuestionAnswering":
-        tasks.append("answer")
-    if name in ("GPT2ForMultipleChoice", "GPT2DoubleHeadsModel"):
-        tasks.append("choose")
+    tasks = list(_class_endpoints().get(name, ()))
     if hasattr(model, "transformer") or name == "GPT2Model":
         tasks.append("embed")
     return tasks
 
 
-_PIPELINE_TASK = {
-    "classify": "text-classification",
-    "tag": "token-classification",
-    "answer": "question-answering",
-    "choose": "multiple-choice",
-}
+_PIPELINE_TASK = registry.ENDPOINT_PIPELINES
 
 
 class TaskRunner:

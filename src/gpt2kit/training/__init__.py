@@ -1,7 +1,7 @@
 """Training: `Trainer`, `TrainingArguments`, AdamW + schedules, exact-resume checkpoints, DDP.
 
 Names load lazily so that `gpt2kit --help` (which registers `train`/`evaluate` from
-`training.cli`) does not import torch.
+`gpt2kit.cli.train`) does not import torch.
 """
 
 from __future__ import annotations

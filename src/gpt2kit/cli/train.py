@@ -28,22 +28,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..tasks import registry
+from .options import add_device_option
+
 logger = logging.getLogger("gpt2kit")
 
-TASKS = (
-    "causal-lm",
-    "sequence-classification",
-    "text-classification",
-    "document-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "seq2seq",
-    "conditional-generation",
-)
+# the trainable tasks of the task registry (`gpt2kit.tasks.registry`)
+TASKS = tuple(registry.names(reader=True))
 # fine-tuning learning rates that work for GPT-2 small on each kind of task; from scratch
 # a model wants a much larger one
-DEFAULT_LR = {"causal-lm": 5e-5, "seq2seq": 5e-5, "conditional-generation": 1e-4}
+DEFAULT_LR = {
+    t.name: t.defaults["learning_rate"] for t in registry.TASKS if "learning_rate" in t.defaults
+}
 FROM_SCRATCH_LR = 6e-4
 DATA_OPTIONS = (
     "text_column",
@@ -56,12 +52,7 @@ DATA_OPTIONS = (
     "context_column",
 )
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
-LABELLED = (
-    "sequence-classification",
-    "text-classification",
-    "document-classification",
-    "token-classification",
-)
+LABELLED = tuple(t.name for t in registry.TASKS if t.defaults.get("labelled"))
 
 
 class TrainCLIError(ValueError):
@@ -147,7 +138,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fp16", action="store_true", help="float16 autocast with loss scaling (CUDA only)"
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    add_device_option(p)
     p.add_argument(
         "--config", help="YAML or JSON file with any of these options (flags override it)"
     )
@@ -334,17 +325,10 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def load_tokenizer(model: str, from_scratch: bool = False) -> Any:
-    """The model folder's tokenizer when it has one, else the shipped GPT-2 tokenizer."""
-    from ..tokenizer import GPT2Tokenizer
+    """The tokenizer for `--model` (`gpt2kit.loading.load_tokenizer`'s rules)."""
+    from ..loading import load_tokenizer as resolve  # in the command: --help stays torch-free
 
-    folder = Path(model)
-    if (
-        not from_scratch
-        and folder.is_dir()
-        and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json"))
-    ):
-        return GPT2Tokenizer.from_pretrained(folder)
-    return GPT2Tokenizer.from_pretrained("gpt2")
+    return resolve(None, model, from_scratch=from_scratch)
 
 
 def _data_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
@@ -456,12 +440,12 @@ def _load_data(
 def cmd_train(args: argparse.Namespace) -> int:
     """Run `gpt2kit train`; returns the exit status."""
     from ..models.auto import AutoModelForArchitecture
-    from .arguments import TrainingArguments
-    from .trainer import Trainer
+    from ..training.arguments import TrainingArguments
+    from ..training.trainer import Trainer
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "train_file", "output_dir")
-    from .arguments import check_cli_options
+    from ..training.arguments import check_cli_options
 
     check_cli_options(args)  # out-of-range numbers fail before any data or model is read
     task = args.task
@@ -523,7 +507,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["pad_token_id"] = tokenizer.pad_token_id
     # --seed decides the new head's (or the whole model's) initialization too, so two runs
     # with one seed are the same run
-    from .trainer import set_seed
+    from ..training.trainer import set_seed
 
     set_seed(args.seed)
     if args.from_scratch:
@@ -634,8 +618,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `gpt2kit evaluate`; returns the exit status."""
     from ..config import GPT2Config
     from ..models.auto import AutoModelForArchitecture, task_class
-    from .arguments import TrainingArguments
-    from .trainer import Trainer
+    from ..training.arguments import TrainingArguments
+    from ..training.trainer import Trainer
 
     apply_config_file(args, getattr(args, "_parser", None))
     _require(args, "task", "model", "eval_file")

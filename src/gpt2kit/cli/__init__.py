@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .options import add_device_option, resolve_device
+
 PROG = "gpt2kit"
 
 
@@ -50,9 +52,7 @@ def _add_model_args(
         default=None,
         help="tokenizer folder or name (default: the model's, else GPT-2's)",
     )
-    p.add_argument(
-        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)"
-    )
+    add_device_option(p)
     p.add_argument(
         "--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="weights dtype"
     )
@@ -111,13 +111,13 @@ def _inputs(args: argparse.Namespace) -> list[Any]:
 
 
 def _pipeline(task: str, args: argparse.Namespace, model: Any = None, **defaults: Any) -> Any:
-    from .pipelines import pipeline
+    from ..pipelines import pipeline
 
     return pipeline(
         task,
         model=model if model is not None else args.model,
         tokenizer=args.tokenizer,
-        device=args.device,
+        device=resolve_device(args.device),
         dtype=args.dtype,
         batch_size=args.batch_size,
         **({"quantization": args.quantize} if getattr(args, "quantize", None) else {}),
@@ -152,8 +152,8 @@ def _short(text: Any, n: int = 60) -> str:
 
 def _architecture(path: str) -> str:
     """The class a checkpoint's config.json names (without loading weights)."""
-    from .config import GPT2Config
-    from .models.auto import architecture_class
+    from ..config import GPT2Config
+    from ..models.auto import architecture_class
 
     return architecture_class(GPT2Config.from_pretrained(path)).__name__
 
@@ -285,7 +285,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     texts = _inputs(args)
     top_k = None if args.top_k == 0 else args.top_k
     if args.labels:
-        from .pipelines.base import default_model_path
+        from ..pipelines.base import default_model_path
 
         model = args.model or str(default_model_path())
         pipe = _pipeline("zero-shot-classification", args, model=model)
@@ -421,7 +421,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"inputs must be JSON objects with question and context; got {_short(bad[0])}"
             )
-    from .tasks.qa import MAX_ANSWER_LENGTH
+    from ..tasks.qa import MAX_ANSWER_LENGTH
 
     pipe = _pipeline("question-answering", args)
     opts: dict[str, Any] = {
@@ -486,7 +486,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
     if not zero_shot and _architecture(args.model) in ("GPT2LMHeadModel", "GPT2ForCausalLM"):
         zero_shot = True  # a plain LM has no choice head: score with it
     if zero_shot:
-        from .pipelines.base import default_model_path
+        from ..pipelines.base import default_model_path
 
         pipe = _pipeline("zero-shot-choice", args, model=args.model or str(default_model_path()))
         results = _run_over(pipe, items, "choosing", length_normalization=args.normalize)
@@ -552,9 +552,9 @@ def _register_convert(sub: Any) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import parse_size
-    from .models.auto import AutoModelForArchitecture
-    from .pipelines.base import load_tokenizer
+    from ..checkpoint import parse_size
+    from ..models.auto import AutoModelForArchitecture
+    from ..pipelines.base import load_tokenizer
 
     try:
         parse_size(args.max_shard_size)
@@ -573,7 +573,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     tokenizer_source = args.source
     if merge is not None:
-        from .adapters.convert import merged_model
+        from ..adapters.convert import merged_model
 
         try:
             model, tokenizer_source = merged_model(
@@ -635,13 +635,13 @@ def checkpoint_info(name_or_path: str) -> dict[str, Any]:
     """What `gpt2kit info` reports, read from the files (no model is built)."""
     from safetensors import safe_open
 
-    from .checkpoint import resolve_checkpoint_dir
-    from .config import GPT2Config
-    from .models.auto import architecture_class
+    from ..checkpoint import resolve_checkpoint_dir
+    from ..config import GPT2Config
+    from ..models.auto import architecture_class
 
     folder = Path(resolve_checkpoint_dir(name_or_path))
     config = GPT2Config.from_pretrained(folder)
-    from .models.auto import verify_checkpoint
+    from ..models.auto import verify_checkpoint
 
     damage = verify_checkpoint(folder, config)  # a missing shard or key, an unreadable file
     shapes: dict[str, tuple[list[int], str]] = {}
@@ -697,7 +697,7 @@ def _size(n: float) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     if args.model is None:
-        from .pipelines.base import default_model_path
+        from ..pipelines.base import default_model_path
 
         args.model = str(default_model_path())
     info = checkpoint_info(args.model)
@@ -746,9 +746,9 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
 # Subcommands that other packages register: name -> module with `register(subparsers)`.
 # One module may register several (training registers `train` and `evaluate`).
 EXTERNAL: dict[str, str] = {
-    "train": "gpt2kit.training.cli",
-    "evaluate": "gpt2kit.training.cli",
-    "serve": "gpt2kit.serve.cli",
+    "train": "gpt2kit.cli.train",
+    "evaluate": "gpt2kit.cli.train",
+    "serve": "gpt2kit.cli.serve",
 }
 
 
@@ -778,7 +778,7 @@ def _register_unavailable(sub: Any, name: str, reason: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `gpt2kit` argument parser with every subcommand registered."""
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(
         prog=PROG,

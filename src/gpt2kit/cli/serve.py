@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .options import add_device_option, resolve_device
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `serve` subcommand to the `gpt2kit` command's subparsers."""
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
     )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default=None, help="torch device for the model (default: cpu)")
+    add_device_option(p)
     p.add_argument(
         "--quantize", default=None, choices=["int8", "int4"], help="weight-only quantization"
     )
@@ -121,7 +123,7 @@ def allowed_hosts_for(bind: str, flag: str | None) -> list[str] | None:
     name the attacker rebinds to 127.0.0.1; such requests carry the attacker's name in
     `Host:`, so accepting only loopback names stops them.
     """
-    from .guard import LOOPBACK_HOSTS, is_loopback
+    from ..serve.guard import LOOPBACK_HOSTS, is_loopback
 
     if flag is not None:
         return [h.strip() for h in flag.split(",") if h.strip()]
@@ -138,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
         ) from err
     # (FastAPI and jinja2, the serve extra, load only when the command runs: `gpt2kit --help`
     # and the other commands work without them)
-    from .adapters import AdapterSpecError, parse_adapter_args
-    from .app import create_app
-    from .chat_template import read_template_file
+    from ..serve.adapters import AdapterSpecError, parse_adapter_args
+    from ..serve.app import create_app
+    from ..serve.chat_template import read_template_file
 
     logging.getLogger("gpt2kit").setLevel(args.log_level.upper())
     allowed = allowed_hosts_for(args.host, args.allowed_hosts)
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
-        device=args.device,
+        device=resolve_device(args.device),
         adapters=adapters,
         quantization=args.quantize,
     )
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
 def _adapter_errors_exit(fn: Any) -> Any:
     """`fn` with a bad `--adapter` folder turned into a one-line exit naming the flag."""
     from ..adapters import AdapterConfigError, AdapterError
-    from .adapters import AdapterSpecError
+    from ..serve.adapters import AdapterSpecError
 
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
