@@ -14,6 +14,8 @@ import time
 import pytest
 import torch
 
+import gpt2kit.decode
+
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
@@ -290,13 +292,16 @@ def test_queue_full_disconnect_and_timeout(lm, tok):
         return forward(*args, **kwargs)
 
     model.forward = slow_forward
-    app = create_app(model, tok, max_batch_size=1, queue_size=1, max_tokens_cap=1000)
+    # (the plain module path: the CPU decoder would run the steps without model.forward)
+    with gpt2kit.decode.disabled():
+        app = create_app(model, tok, max_batch_size=1, queue_size=1, max_tokens_cap=1000)
     with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         batcher = app.state.batcher
         # A holds the only batch slot; it is a stream we will abandon.
-        with c.stream(
-            "POST", "/v1/completions", json={"prompt": "a", "max_tokens": 1000, "stream": True}
-        ) as a:
+        # (EOS banned: a random model can end A early, and then B starts and C finds room)
+        no_eos = {str(model.config.eos_token_id): -100}
+        body = {"prompt": "a", "max_tokens": 1000, "stream": True, "logit_bias": no_eos}
+        with c.stream("POST", "/v1/completions", json=body) as a:
             next(a.iter_lines())
             # B waits in the queue (the queue holds one)...
             b_result: dict = {}
@@ -306,8 +311,11 @@ def test_queue_full_disconnect_and_timeout(lm, tok):
                 )
             )
             t.start()
+            # (wait for A running AND B queued: A's first line can arrive while A itself is
+            # still counted in the queue, and then C would find room)
             deadline = time.monotonic() + 30
-            while batcher.queue_depth < 1 and time.monotonic() < deadline:
+            while not (batcher.running >= 1 and batcher.queue_depth >= 1):
+                assert time.monotonic() < deadline, "A never ran with B queued"
                 time.sleep(0.01)
             # ...so C is refused with 503 + Retry-After.
             r = c.post("/v1/completions", json={"prompt": "c", "max_tokens": 3})
