@@ -467,16 +467,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             tokenizer,
             {**lm, "split": split, "validation_fraction": args.validation_fraction},
         )
+        # evaluation windows as `gpt2kit evaluate` scores them (blocks of `block`, the last
+        # one reaching the end), so the tail of the file is scored and the two agree
+        windows = {**lm, "window_stride": block}
         if args.eval_file:
             eval_ds, _, eval_info = _load_data(
-                task, args.eval_file, tokenizer, {**lm, "split": "all"}
+                task, args.eval_file, tokenizer, {**windows, "split": "all"}
             )
         elif args.validation_fraction > 0:
             eval_ds, _, eval_info = _load_data(
                 task,
                 args.train_file,
                 tokenizer,
-                {**lm, "split": "validation", "validation_fraction": args.validation_fraction},
+                {**windows, "split": "validation", "validation_fraction": args.validation_fraction},
             )
         else:
             eval_ds, eval_info = None, {}

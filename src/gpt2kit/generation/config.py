@@ -228,7 +228,9 @@ class GenerationConfig:
     _from_model_config = False
 
     def _get_default_generation_params(self) -> dict[str, Any]:
-        return {}
+        # (transformers' hook: `Seq2SeqTrainer` fills unset fields with these and pads its
+        # predictions to `max_length`, which must then be a number, 20 as in transformers)
+        return {"max_length": 20}
 
     def update(self, defaults_only: bool = False, **changes: Any) -> GenerationConfig:
         """Set fields in place (unknown names go to `extra`); returns self. `defaults_only`
