@@ -21,16 +21,13 @@ inside an accepted draft.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..nn.cache import KVCache
-from .config import GenerationConfig
-from .outputs import Record
-from .processors import LogitsProcessor, apply_processors
-from .stopping import StoppingCriteriaList, StopStringMatcher
+from .processors import apply_processors
+from .setup import DecodeSetup
 
 
 class _Stream:
@@ -91,18 +88,11 @@ def assisted_decoding(
     assistant: Any,
     ids: torch.Tensor,
     mask: torch.Tensor | None,
-    cfg: GenerationConfig,
-    processors: Sequence[LogitsProcessor],
-    eos: list[int],
-    pad: int | None,
-    max_new: int,
-    stop: StopStringMatcher | None,
-    extra_kwargs: dict[str, Any],
-    *,
-    record: Record | None = None,
-    criteria: StoppingCriteriaList | None = None,
+    s: DecodeSetup,
 ) -> torch.Tensor:
     """Greedy ids for `ids [1, T]` from draft-and-verify rounds (module docstring)."""
+    cfg, processors, eos, pad, max_new = s.cfg, s.processors, s.eos, s.pad, s.max_new
+    stop, extra_kwargs, record, criteria = s.stop, s.extra_kwargs, s.record, s.criteria
     kind = "prompt lookup" if assistant is None else "assisted"
     if ids.shape[0] != 1:
         raise ValueError(

@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.cache import KVCache
-from .config import GenerationConfig
-from .outputs import Record
 from .processors import LogitsProcessor, apply_processors
 from .sampling import select_processors
-from .stopping import StoppingCriteriaList, StopStringMatcher
+from .setup import DecodeSetup
 from .window import SlidingWindow
 
 
@@ -25,17 +23,7 @@ def beam_search(
     model: Any,
     ids: torch.Tensor,
     mask: torch.Tensor | None,
-    cfg: GenerationConfig,
-    processors: Sequence[LogitsProcessor],
-    eos: list[int],
-    pad: int | None,
-    max_length: int,
-    stop: StopStringMatcher | None,
-    generator: torch.Generator | None,
-    extra_kwargs: dict[str, Any],
-    *,
-    record: Record | None = None,
-    criteria: StoppingCriteriaList | None = None,
+    s: DecodeSetup,
 ) -> torch.Tensor:
     """Vectorized beam search, step for step `transformers`' `_beam_search`.
 
@@ -53,6 +41,15 @@ def beam_search(
     the running beams' last tokens when the cache is full (`window.py`); `criteria`
     (`transformers`-style stopping criteria, `max_time`) are asked about every candidate.
     """
+    cfg, processors, eos, pad = s.cfg, s.processors, s.eos, s.pad
+    max_length = ids.shape[1] + s.max_new
+    stop, generator, extra_kwargs, record, criteria = (
+        s.stop,
+        s.generator,
+        s.extra_kwargs,
+        s.record,
+        s.criteria,
+    )
     nb = cfg.num_beams
     N, T = ids.shape
     B = N // nb
@@ -280,17 +277,7 @@ def group_beam_search(
     model: Any,
     ids: torch.Tensor,
     mask: torch.Tensor | None,
-    cfg: GenerationConfig,
-    processors: Sequence[LogitsProcessor],
-    eos: list[int],
-    pad: int | None,
-    max_length: int,
-    stop: StopStringMatcher | None,
-    generator: torch.Generator | None,
-    extra_kwargs: dict[str, Any],
-    *,
-    record: Record | None = None,
-    criteria: StoppingCriteriaList | None = None,
+    s: DecodeSetup,
 ) -> torch.Tensor:
     """Diverse beam search (Vijayakumar et al. 2016), `transformers` 4.x `_group_beam_search`.
 
@@ -305,6 +292,9 @@ def group_beam_search(
     The whole search stops once every (prompt, group) is done or every row meets a
     stopping criterion (`max_time`, `stopping_criteria`), as there.
     """
+    cfg, processors, eos, pad = s.cfg, s.processors, s.eos, s.pad
+    max_length = ids.shape[1] + s.max_new
+    stop, extra_kwargs, record, criteria = s.stop, s.extra_kwargs, s.record, s.criteria
     if stop is not None:
         raise ValueError(
             "stop_strings are not supported with diverse beam search (num_beam_groups > 1)"

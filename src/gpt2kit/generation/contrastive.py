@@ -16,16 +16,13 @@ cosine maximum through the attention mask, as there. `output_hidden_states` /
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..nn.cache import KVCache
-from .config import GenerationConfig
-from .outputs import Record
-from .processors import LogitsProcessor, apply_processors
-from .stopping import StoppingCriteriaList, StopStringMatcher
+from .processors import apply_processors
+from .setup import DecodeSetup
 
 
 class _Kept:
@@ -61,18 +58,11 @@ def contrastive_search(
     model: Any,
     ids: torch.Tensor,
     mask: torch.Tensor | None,
-    cfg: GenerationConfig,
-    processors: Sequence[LogitsProcessor],
-    eos: list[int],
-    pad: int | None,
-    max_new: int,
-    stop: StopStringMatcher | None,
-    extra_kwargs: dict[str, Any],
-    *,
-    record: Record | None = None,
-    criteria: StoppingCriteriaList | None = None,
+    s: DecodeSetup,
 ) -> torch.Tensor:
     """Contrastive search over `ids [B, T]` (left-padded, `mask` None without padding)."""
+    cfg, processors, eos, pad, max_new = s.cfg, s.processors, s.eos, s.pad, s.max_new
+    stop, extra_kwargs, record, criteria = s.stop, s.extra_kwargs, s.record, s.criteria
     if cfg.context_overflow == "slide":
         raise ValueError('contrastive search does not support context_overflow="slide"')
     k, alpha = int(cfg.top_k), float(cfg.penalty_alpha)  # type: ignore[arg-type]

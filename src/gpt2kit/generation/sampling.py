@@ -33,8 +33,6 @@ from typing import Any
 import torch
 
 from ..nn.cache import KVCache
-from .config import GenerationConfig
-from .outputs import Record
 from .processors import (
     ForcedBOSTokenLogitsProcessor,
     ForcedEOSTokenLogitsProcessor,
@@ -55,7 +53,7 @@ from .processors import (
     TypicalLogitsWarper,
     apply_processors,
 )
-from .stopping import StoppingCriteriaList, StopStringMatcher
+from .setup import DecodeSetup
 from .window import SlidingWindow
 
 # Drop finished rows once at least this fraction of the computed rows (and one) finished;
@@ -191,17 +189,7 @@ def decode_steps(
     model: Any,
     ids: torch.Tensor,
     mask: torch.Tensor | None,
-    cfg: GenerationConfig,
-    processors: Sequence[LogitsProcessor],
-    eos: list[int],
-    pad: int | None,
-    max_new: int,
-    stop: StopStringMatcher | None,
-    generator: torch.Generator | None,
-    extra_kwargs: dict[str, Any],
-    *,
-    record: Record | None = None,
-    criteria: StoppingCriteriaList | None = None,
+    s: DecodeSetup,
 ) -> Iterator[torch.Tensor]:
     """Greedy / sampling loop as a generator: yields each step's tokens `[N]`, returns all ids.
 
@@ -212,6 +200,14 @@ def decode_steps(
     `return_dict_in_generate` asks for; `criteria` are `transformers`-style stopping
     criteria (and `max_time`), called with the ids so far after every token.
     """
+    cfg, processors, eos, pad, max_new = s.cfg, s.processors, s.eos, s.pad, s.max_new
+    stop, generator, extra_kwargs, record, criteria = (
+        s.stop,
+        s.generator,
+        s.extra_kwargs,
+        s.record,
+        s.criteria,
+    )
     N, T = ids.shape
     device = ids.device
     total = T + max_new

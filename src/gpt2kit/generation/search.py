@@ -30,6 +30,7 @@ from .inputs import as_list, plan, resolve_config
 from .outputs import GenerateOutput, Record
 from .processors import LogitsProcessor, build_processors
 from .sampling import decode_steps, sample
+from .setup import DecodeSetup
 from .stopping import MaxTimeCriteria, StoppingCriteriaList, StopStringMatcher
 
 # Names other modules (and older code) import from here.
@@ -243,36 +244,27 @@ def generate(
     # no_grad, not inference_mode: the returned ids must stay usable as ordinary tensors
     # (e.g. as training inputs, where inference tensors cannot be saved for backward).
     with torch.no_grad():
-        common = (cfg, processors, eos, pad)
+        setup = DecodeSetup(
+            cfg, processors, eos, pad, max_new, stop, generator, extra_kwargs, record, criteria
+        )
+        width = ids.shape[0]
         if mode == "beam" or mode == "group_beam":
-            decoder = build_decoder(model, cfg, ids.shape[0], T + max_new, extra_kwargs, beams=True)
+            decoder = build_decoder(model, cfg, width, T + max_new, extra_kwargs, beams=True)
             search = beam_search if mode == "beam" else group_beam_search
-            seqs = search(
-                decoder, ids, mask, *common, T + max_new, stop, generator, extra_kwargs,
-                record=record, criteria=criteria,
-            )  # fmt: skip
+            seqs = search(decoder, ids, mask, setup)
             return record.output(seqs) if record is not None else seqs
         if mode == "contrastive":
-            decoder = build_decoder(model, cfg, ids.shape[0], T + max_new, extra_kwargs, plain=True)
-            seqs = contrastive_search(
-                decoder, ids, mask, *common, max_new, stop, extra_kwargs,
-                record=record, criteria=criteria,
-            )  # fmt: skip
+            decoder = build_decoder(model, cfg, width, T + max_new, extra_kwargs, plain=True)
+            seqs = contrastive_search(decoder, ids, mask, setup)
             return record.output(seqs) if record is not None else seqs
         if mode == "assisted":
-            decoder = build_decoder(model, cfg, ids.shape[0], T + max_new, extra_kwargs, plain=True)
-            seqs = assisted_decoding(
-                decoder, assistant_model, ids, mask, *common, max_new, stop, extra_kwargs,
-                record=record, criteria=criteria,
-            )  # fmt: skip
+            decoder = build_decoder(model, cfg, width, T + max_new, extra_kwargs, plain=True)
+            seqs = assisted_decoding(decoder, assistant_model, ids, mask, setup)
             return record.output(seqs) if record is not None else seqs
-        decoder = build_decoder(model, cfg, ids.shape[0], T + max_new, extra_kwargs)
+        decoder = build_decoder(model, cfg, width, T + max_new, extra_kwargs)
         if streamer is not None:
             streamer.put(ids.cpu())
-        steps = decode_steps(
-            decoder, ids, mask, *common, max_new, stop, generator, extra_kwargs,
-            record=record, criteria=criteria,
-        )  # fmt: skip
+        steps = decode_steps(decoder, ids, mask, setup)
         try:
             while True:
                 tokens = next(steps)

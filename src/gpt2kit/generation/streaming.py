@@ -28,6 +28,7 @@ from .inputs import resolve_config
 from .processors import build_processors
 from .sampling import decode_steps
 from .search import build_criteria, build_decoder, generation_mode
+from .setup import DecodeSetup
 from .stopping import StopStringMatcher
 
 REPLACEMENT = "\ufffd"
@@ -259,10 +260,8 @@ def stream_generate(
 
     # The same step function as `generate` builds (static/compiled, or the CPU decoder).
     step_model = build_decoder(model, cfg, 1, T + max_new, {})
-    steps = decode_steps(
-        step_model, inputs.ids, None, cfg, processors, eos, pad, max_new, stop, generator, {},
-        criteria=criteria,
-    )  # fmt: skip
+    setup = DecodeSetup(cfg, processors, eos, pad, max_new, stop, generator, criteria=criteria)
+    steps = decode_steps(step_model, inputs.ids, None, setup)
     try:
         for token in steps:
             text += decoder.push(int(token[0]))
