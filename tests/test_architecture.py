@@ -239,3 +239,47 @@ def test_old_module_names_are_the_backbone_modules(name):
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _head_counter():
+    import importlib.util
+
+    path = SRC.parents[1] / "scripts" / "count_head_lines.py"
+    spec = importlib.util.spec_from_file_location("count_head_lines", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_code_line_counter_skips_docstrings_comments_and_blanks():
+    count = _head_counter().code_lines
+    source = '"""Module doc."""\n\n# comment\ndef f(x):\n    """Doc\n    more."""\n    return (\n        x  # why\n    )\n'
+    assert count(source) == 4  # def, return (, x, )
+
+
+def test_head_files_a_quarter_shorter_and_mirror_heads_small():
+    counter = _head_counter()
+    counts = counter.head_lines()
+    total = sum(counts.values())
+    assert total <= counter.TARGET * counter.BASELINE_HEAD_LINES, (
+        f"head files: {total} code lines, more than {counter.TARGET:.0%} of the "
+        f"{counter.BASELINE_HEAD_LINES} at {counter.BASELINE} (python scripts/count_head_lines.py)"
+    )
+    big = {n: counts[n] for n in counter.MIRROR_HEADS if counts[n] > counter.MIRROR_LIMIT}
+    assert not big, f"mirror heads over {counter.MIRROR_LIMIT} code lines: {big}"
+
+
+def test_head_line_baseline_matches_git_history():
+    import subprocess
+
+    counter = _head_counter()
+    try:
+        subprocess.run(
+            ["git", "cat-file", "-e", f"{counter.BASELINE}^{{commit}}"],
+            cwd=SRC.parents[1],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"git history without {counter.BASELINE} (a shallow clone)")
+    assert sum(counter.head_lines(counter.BASELINE).values()) == counter.BASELINE_HEAD_LINES

@@ -118,6 +118,12 @@ def test_consumers_read_the_registry():
     assert list(datasets.TASKS) == trainable
     assert list(train_cli.TASKS) == trainable
     assert {t.name: t.model_class for t in registry.TASKS if t.model_class} == auto.TASKS
+    for name, cls in PIPELINES.items():  # accepted classes: the registry's, not the pipeline's
+        assert cls.model_classes == registry.pipeline_classes(name), name
+    assert PIPELINES["multiple-choice"].model_classes == (
+        "GPT2ForMultipleChoice",
+        "GPT2DoubleHeadsModel",
+    )
     assert list(PIPELINES) == registry.names(pipeline=True)
     for t in registry.TASKS:
         for name in (t.name, *t.aliases):
@@ -215,3 +221,22 @@ def test_registry_and_cli_parser_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_readers_build_the_collator_the_registry_names(monkeypatch):
+    """The registry is the one source of a task's collator: change the entry and the
+    reader builds the new class (with the settings its constructor takes)."""
+    import dataclasses
+
+    from gpt2kit.data.collators import DataCollatorWithPadding
+    from gpt2kit.data.datasets import load_task_data
+
+    task = registry.get("text-classification")
+    swapped = dataclasses.replace(task, collator="gpt2kit.data.collators:DataCollatorWithPadding")
+    monkeypatch.setitem(registry.__dict__, "BY_NAME", {**registry.BY_NAME, task.name: swapped})
+    rows = ROWS["text-classification"]
+    _, collator, _ = load_task_data("text-classification", rows, _tokenizer())
+    assert type(collator) is DataCollatorWithPadding
+    assert collator.pad_token_id == (_tokenizer().pad_token_id or 0)
+    with pytest.raises(TypeError, match="pack_length"):  # only the packing collator reads it
+        load_task_data("text-classification", rows, _tokenizer(), pack_length=64)

@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .models.auto import AutoModelForArchitecture
+from .config import GPT2Config
+from .models.auto import AutoModelForArchitecture, architecture_class, task_class
 from .tokenizer import GPT2Tokenizer
 
 logger = logging.getLogger("gpt2kit")
@@ -77,12 +78,43 @@ def load_tokenizer(
     return GPT2Tokenizer.from_pretrained("gpt2")
 
 
+def checkpoint_class(source: str | os.PathLike) -> type:
+    """The gpt2kit class the checkpoint at `source` (a folder or Hub id) was saved as: the
+    one its `config.json`'s `architectures` names (`AutoModelForArchitecture`'s rule), read
+    without the weights, so a caller can refuse a checkpoint before loading it."""
+    return architecture_class(GPT2Config.from_pretrained(source))
+
+
+def load_model(
+    source: str | os.PathLike,
+    model_class: type | None = None,
+    *,
+    task: str | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    quantization: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """The model at `source` (a folder or Hub id) as `model_class`; without one, as the
+    class of `task` in the task registry (a head the checkpoint lacks is newly initialized),
+    else as the class its `config.json` names (`checkpoint_class`). `device`, `dtype`,
+    `quantization` (`"int8"` / `"int4"`, docs/quantization.md) and `kwargs` (config
+    overrides, Hub options) go to the class's `from_pretrained`."""
+    if model_class is None and task is not None:
+        model_class = task_class(task)
+    # (AutoModelForArchitecture reads config.json with the Hub options in `kwargs`)
+    load = AutoModelForArchitecture if model_class is None else model_class
+    return load.from_pretrained(
+        source, device=device, dtype=dtype, quantization=quantization, **kwargs
+    )
+
+
 def load_model_and_tokenizer(
     model: Any, tokenizer: Any = None, device: str | None = None, quantization: Any = None
 ) -> tuple[Any, Any, str]:
     """`(model in eval mode, tokenizer, name)` from a model object or a folder / Hub id
     (None: the embedded default model, named `"default"`). A path loads as the class its
-    `config.json` names (`AutoModelForArchitecture`), weight-only quantized when
+    `config.json` names (`load_model`), weight-only quantized when
     `quantization` is given (`"int8"` / `"int4"`: docs/quantization.md)."""
     if model is None:
         if not DEFAULT_MODEL_DIR.is_dir():
@@ -92,10 +124,7 @@ def load_model_and_tokenizer(
         model = str(DEFAULT_MODEL_DIR)
     if isinstance(model, (str, os.PathLike)):
         name = os.fspath(model)
-        kwargs: dict[str, Any] = {"device": device} if device else {}
-        if quantization is not None:
-            kwargs["quantization"] = quantization
-        obj = AutoModelForArchitecture.from_pretrained(name, **kwargs)
+        obj = load_model(name, device=device or None, quantization=quantization)
         tokenizer = load_tokenizer(tokenizer, name)
         model_name = "default" if Path(name).resolve() == DEFAULT_MODEL_DIR else name
     else:
@@ -108,7 +137,9 @@ def load_model_and_tokenizer(
 __all__ = [
     "DEFAULT_MODEL_DIR",
     "TOKENIZER_FILES",
+    "checkpoint_class",
     "default_model_path",
+    "load_model",
     "load_model_and_tokenizer",
     "load_tokenizer",
 ]

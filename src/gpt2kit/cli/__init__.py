@@ -152,10 +152,9 @@ def _short(text: Any, n: int = 60) -> str:
 
 def _architecture(path: str) -> str:
     """The class a checkpoint's config.json names (without loading weights)."""
-    from ..config import GPT2Config
-    from ..models.auto import architecture_class
+    from ..loading import checkpoint_class
 
-    return architecture_class(GPT2Config.from_pretrained(path)).__name__
+    return checkpoint_class(path).__name__
 
 
 # -- generate ---------------------------------------------------------------------------------
@@ -553,8 +552,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import parse_size
-    from ..models.auto import AutoModelForArchitecture
-    from ..pipelines.base import load_tokenizer
+    from ..loading import load_model, load_tokenizer
 
     try:
         parse_size(args.max_shard_size)
@@ -576,15 +574,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from ..adapters.convert import merged_model
 
         try:
-            model, tokenizer_source = merged_model(
-                args.source, merge or None, load=AutoModelForArchitecture.from_pretrained
-            )
+            model, tokenizer_source = merged_model(args.source, merge or None, load=load_model)
         except ValueError as err:
             raise CLIError(f"--merge-adapter: {err}") from err
     elif quantize:
-        model = AutoModelForArchitecture.from_pretrained(args.source, quantization=quantize)
+        model = load_model(args.source, quantization=quantize)
     else:
-        model = AutoModelForArchitecture.from_pretrained(args.source, dtype="auto")
+        model = load_model(args.source, dtype="auto")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     tokenizer = load_tokenizer(None, tokenizer_source)
     out = model.save_pretrained(

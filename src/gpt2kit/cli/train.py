@@ -439,6 +439,7 @@ def _load_data(
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run `gpt2kit train`; returns the exit status."""
+    from ..loading import load_model
     from ..models.auto import AutoModelForArchitecture
     from ..training.arguments import TrainingArguments
     from ..training.trainer import Trainer
@@ -516,7 +517,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.from_scratch:
         model = AutoModelForArchitecture.from_config(config.copy(**overrides), task=task)
     else:
-        model = AutoModelForArchitecture.for_task(task, args.model, **overrides)
+        model = load_model(args.model, task=task, **overrides)
     if args.lora:
         from ..adapters.training import attach_lora
 
@@ -620,7 +621,7 @@ def _training_block_size(model: str) -> int | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run `gpt2kit evaluate`; returns the exit status."""
     from ..config import GPT2Config
-    from ..models.auto import AutoModelForArchitecture, task_class
+    from ..loading import load_model
     from ..training.arguments import TrainingArguments
     from ..training.trainer import Trainer
 
@@ -670,11 +671,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if task == "token-classification":
             options["unknown_tags"] = "score"  # gold tags the model lacks still count
     dataset, collator, info = _load_data(task, args.eval_file, tokenizer, options)
-    model = (
-        task_class(task).from_pretrained(args.model)
-        if task
-        else AutoModelForArchitecture.from_pretrained(args.model)
-    )
+    model = load_model(args.model, task=task or None)
     metric_fn = _metrics_fn(task, info)
     captured: dict[str, Any] = {}
     if metric_fn is not None and args.predictions:

@@ -69,23 +69,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ..tasks import registry
-from ..tasks.multiple_choice import MultipleChoiceCollator
 from ..tasks.qa import MAX_ANSWER_LENGTH, QAFeature, decode_spans, prepare_qa_features
-from ..tasks.seq2seq import EncoderDecoderCollator, Seq2SeqCollator
 from ..tasks.token_alignment import (
     IGNORE,
-    TokenWindowCollator,
     align_labels_with_tokens,
     reading_pieces,
     window_spans,
 )
 from . import readers
-from .collators import (
-    DataCollatorWithPadding,
-    DocumentCollator,
-    PackedTextCollator,
-    QACollator,
-)
 from .readers import DataError, Records
 from .text_shards import BlockDataset, tokenize_to_shards
 
@@ -166,6 +157,23 @@ def _reader_options(reader: Callable[..., Any], options: dict[str, Any]) -> dict
     return {k: options.pop(k) for k in list(options) if k in names}
 
 
+def _collator(
+    task: str,
+    settings: dict[str, Any],
+    later: dict[str, Callable[[], Any]] | None = None,
+) -> Any:
+    """The task's collator: the class the task registry names for it (`Task.collator`, the
+    one source of that choice), given those of `settings` its constructor takes. `later`
+    holds settings read from the caller's options: each is called (and so takes its
+    option) only when the class takes it, so an option no part of the task uses stays
+    unused and `load_task_data` names it."""
+    cls = registry.resolve(registry.get(task).collator)
+    takes = inspect.signature(cls).parameters
+    given = {k: v for k, v in settings.items() if k in takes}
+    given.update({k: read() for k, read in (later or {}).items() if k in takes})
+    return cls(**given)
+
+
 def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
@@ -223,16 +231,12 @@ def _classification(
         if "label" in record:
             feature["label"] = record["label"]
         features.append(feature)
-    pad = tokenizer.pad_token_id or 0
-    if task == "text-classification":
-        pack_length = options.pop(
-            "pack_length", min(tokenizer.model_max_length, 2 * (max_length or 128))
-        )
-        collator: Any = PackedTextCollator(pack_length, pad)
-    elif document:
-        collator = DocumentCollator()
-    else:
-        collator = DataCollatorWithPadding(pad_token_id=pad)
+    pack_default = min(tokenizer.model_max_length, 2 * (max_length or 128))
+    collator = _collator(
+        task,
+        {"pad_token_id": tokenizer.pad_token_id or 0},
+        {"pack_length": lambda: options.pop("pack_length", pack_default)},
+    )
     info = _label_info(records)
     info["metrics"] = {"id2label": info.get("id2label"), "problem_type": info["problem_type"]}
     return TaskDataset(features, records), collator, info
@@ -389,7 +393,7 @@ def _token_classification(
         },
     }
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return TaskDataset(features, records), TokenWindowCollator(pad), info
+    return TaskDataset(features, records), _collator(task, {"pad_token_id": pad}), info
 
 
 def _tagged_rows(source: Any, options: dict[str, Any]) -> Records:
@@ -472,7 +476,8 @@ def _question_answering(
             "squad_version": "2.0" if v2 else "1.1",
         },
     }
-    return TaskDataset(features, records), QACollator(tokenizer.pad_token_id or 0), info
+    collator = _collator(task, {"pad_token_id": tokenizer.pad_token_id or 0})
+    return TaskDataset(features, records), collator, info
 
 
 def _multiple_choice(
@@ -481,7 +486,9 @@ def _multiple_choice(
     records = readers.read_multiple_choice(
         source, **_reader_options(readers.read_multiple_choice, options)
     )
-    collator = MultipleChoiceCollator(tokenizer, max_length=options.pop("max_length", None))
+    collator = _collator(
+        task, {"tokenizer": tokenizer}, {"max_length": lambda: options.pop("max_length", None)}
+    )
     return (
         TaskDataset(list(records), records),
         collator,
@@ -496,24 +503,24 @@ def _seq2seq(
     sources = _ids(tokenizer, [r["source"] for r in records])
     targets = _ids(tokenizer, [r.get("target", "") for r in records])
     features = [{"source_ids": s, "target_ids": t} for s, t in zip(sources, targets)]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id or 0
-    if task == "seq2seq":
-        collator: Any = Seq2SeqCollator(
-            sep_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            max_length=options.pop("max_length", None),
-        )
-    else:
-        collator = EncoderDecoderCollator(
-            decoder_start_token_id=tokenizer.bos_token_id
-            if tokenizer.bos_token_id is not None
-            else eos,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            max_source_length=options.pop("max_source_length", options.pop("max_length", None)),
-            max_target_length=options.pop("max_target_length", None),
-        )
+    eos = tokenizer.eos_token_id
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    collator = _collator(
+        task,
+        {
+            "sep_token_id": eos,  # (decoder-only: GPT-2 has no SEP; EOS separates)
+            "eos_token_id": eos,
+            "pad_token_id": tokenizer.pad_token_id or 0,
+            "decoder_start_token_id": start,  # (encoder-decoder)
+        },
+        {
+            "max_length": lambda: options.pop("max_length", None),
+            "max_source_length": lambda: options.pop(
+                "max_source_length", options.pop("max_length", None)
+            ),
+            "max_target_length": lambda: options.pop("max_target_length", None),
+        },
+    )
     info = {
         "references": [r.get("target", "") for r in records],
         "metrics": {"tokenizer": tokenizer},
@@ -618,8 +625,7 @@ def _causal_lm(
             "shards": str(shards.directory),
             "metrics": {},
         }
-        collator = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True)
-        return dataset, collator, info
+        return dataset, _lm_collator(task, tokenizer), info
     dataset = BlockDataset(
         shards,
         block_size,
@@ -636,8 +642,12 @@ def _causal_lm(
         "shards": str(shards.directory),
         "metrics": {},
     }
-    collator = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0, lm_labels=True)
-    return dataset, collator, info
+    return dataset, _lm_collator(task, tokenizer), info
+
+
+def _lm_collator(task: str, tokenizer: Any) -> Any:
+    """Blocks padded, labels = the input ids (the LM heads shift them)."""
+    return _collator(task, {"pad_token_id": tokenizer.pad_token_id or 0, "lm_labels": True})
 
 
 def load_task_data(

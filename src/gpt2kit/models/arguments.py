@@ -97,11 +97,16 @@ PER_ROW = {"input_ids": 2, "attention_mask": 2, "token_type_ids": 2, "position_i
 PER_ROW["inputs_embeds"] = 3
 
 
-def fold_choices(args: dict[str, Any], choices: bool = True) -> tuple[dict[str, Any], tuple]:
+def fold_choices(args: dict[str, Any], choices: bool | None = True) -> tuple[dict[str, Any], tuple]:
     """`(args, lead)`: the per-row arguments of `args` from `[B, C, T, ...]` to
     `[B * C, T, ...]` (every choice one backbone row), and `lead = (B, C)`; with
-    `choices=False` the arguments as they are and `lead = (B,)`."""
+    `choices=False` the arguments as they are and `lead = (B,)`; with `choices=None` either,
+    by the rank of `input_ids` (3-D: choices) or else of `inputs_embeds` (4-D)."""
     out, lead = dict(args), ()
+    if choices is None:
+        name = "inputs_embeds" if args.get("input_ids") is None else "input_ids"
+        given = args.get(name)
+        choices = given is not None and torch.as_tensor(given).dim() == PER_ROW[name] + 1
     for name, rank in PER_ROW.items():
         if args.get(name) is None:
             continue

@@ -127,7 +127,7 @@ class GPT2ForDocumentClassification(GPT2PreTrainedModel):
         counts = [len(document_windows(len(d), self.window_size, self.stride)) for d in documents]
         pooled, weights = self.aggregate(windows, counts)
         logits = self.score(pooled)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        loss = classification_loss(logits, labels, self.config)
         return DocumentClassifierOutput(loss, logits, pooled, weights)
 
     def encode_windows(

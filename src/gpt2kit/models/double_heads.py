@@ -55,14 +55,9 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         skip_logits: bool | None = None,
         **backbone: Unpack[BackboneArgs],
     ) -> DoubleHeadsModelOutput:
-        input_ids = as_token_ids(input_ids, self.device) if input_ids is not None else None
-        embeds = backbone.get("inputs_embeds")
-        if (input_ids is None) == (embeds is None):
-            raise ValueError(
-                "pass input_ids ([batch, choices, tokens] or [batch, tokens]) or inputs_embeds"
-            )
-        per_choice = (input_ids.dim() if input_ids is not None else embeds.dim() - 1) == 3
-        args, lead = fold_choices({**backbone, "input_ids": input_ids}, choices=per_choice)
+        input_ids = as_token_ids(input_ids, self.device)
+        # [B, C, T] (choices) or [B, T] (plain LM use and generation)
+        args, lead = fold_choices({**backbone, "input_ids": input_ids}, choices=None)
         out = self.transformer(**args)
         T = out.last_hidden_state.shape[1]
         hidden = out.last_hidden_state.view(*lead, T, -1)  # (B, C, T, d)
@@ -76,13 +71,10 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
         mc_logits = None
         if mask is None or mask.shape[-1] == T:
             mc_logits = self.multiple_choice_head(hidden, mc_token_ids, mask).squeeze(-1)
-        mc_loss = None
-        if mc_labels is not None:
-            if mc_logits is None or mc_logits.dim() < 2:
-                raise ValueError(
-                    "mc_labels need input_ids [batch, choices, tokens] without a cache"
-                )
-            mc_loss = class_cross_entropy(mc_logits, mc_labels.reshape(-1), "mc_labels")
-        return DoubleHeadsModelOutput(
-            loss, mc_loss, logits, mc_logits, out.past_key_values, out.hidden_states, out.attentions
+        if mc_labels is not None and (mc_logits is None or mc_logits.dim() < 2):
+            raise ValueError("mc_labels need input_ids [batch, choices, tokens] without a cache")
+        mc_labels = mc_labels.reshape(-1) if mc_labels is not None else None
+        mc_loss = class_cross_entropy(mc_logits, mc_labels, "mc_labels")
+        return DoubleHeadsModelOutput.from_backbone(
+            out, loss=loss, mc_loss=mc_loss, logits=logits, mc_logits=mc_logits
         )

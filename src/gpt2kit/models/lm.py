@@ -64,14 +64,7 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         hidden = keep_positions(out.last_hidden_state, logits_to_keep)
         want = wants_logits(return_logits, skip_logits)
         logits, loss = lm_head_outputs(self.lm_head, hidden, labels, want, num_items_in_batch)
-        return CausalLMOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
+        return CausalLMOutput.from_backbone(out, loss=loss, logits=logits)
 
 
 # `gpt2kit.decode` may run this exact forward as one native call per batch-1 step.

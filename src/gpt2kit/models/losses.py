@@ -225,9 +225,12 @@ def infer_problem_type(config: GPT2Config, labels: torch.Tensor) -> str:
 
 
 def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, config: GPT2Config
-) -> torch.Tensor:
-    """MSE, cross-entropy or BCE on pooled `logits [B, num_labels]`, by `problem_type`."""
+    logits: torch.Tensor, labels: torch.Tensor | None, config: GPT2Config
+) -> torch.Tensor | None:
+    """MSE, cross-entropy or BCE on pooled `logits [B, num_labels]`, by `problem_type`;
+    None without labels (every head's loss is optional)."""
+    if labels is None:
+        return None
     problem = infer_problem_type(config, labels)
     n = config.num_labels
     labels = labels.to(logits.device)
@@ -252,11 +255,17 @@ def classification_loss(
 
 
 def class_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, what: str = "labels", ignore_index: int = -100
-) -> torch.Tensor:
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    what: str = "labels",
+    ignore_index: int = -100,
+) -> torch.Tensor | None:
     """Mean cross-entropy of `logits [..., K]` against class ids `labels [...]`; `ignore_index`
     entries are skipped. Ids outside `[0, K)` are a `ValueError` naming `what` (CUDA would
-    only assert), so token, choice and span heads share one checked loss."""
+    only assert), so token, choice and span heads share one checked loss. None without
+    labels."""
+    if labels is None:
+        return None
     k = logits.shape[-1]
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
@@ -269,3 +278,23 @@ def class_cross_entropy(
             f"{what} must be in [0, {k}) (or {ignore_index} to ignore); got {flat[bad][:5].tolist()}"
         )
     return F.cross_entropy(logits.reshape(-1, k).float(), flat, ignore_index=ignore_index)
+
+
+def span_loss(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    start_positions: torch.Tensor | None,
+    end_positions: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """(CE(start) + CE(end)) / 2 of span logits `[B, T]` against token positions `[B]`; None
+    unless both positions are given. Positions outside the input (>= T) are clamped to T and
+    ignored, as `transformers` does for answers cut off by truncation."""
+    if start_positions is None or end_positions is None:
+        return None
+    T = start_logits.shape[-1]
+    start = start_positions.reshape(-1).clamp(0, T)
+    end = end_positions.reshape(-1).clamp(0, T)
+    return (
+        class_cross_entropy(start_logits, start, "start_positions", T)
+        + class_cross_entropy(end_logits, end, "end_positions", T)
+    ) / 2

@@ -11,8 +11,7 @@ from ..nn.base import GPT2PreTrainedModel
 from ..nn.outputs import MultipleChoiceModelOutput
 from .arguments import BackboneArgs, Unpack, fold_choices, head_forward
 from .losses import class_cross_entropy
-from .pooling import gather_index, pool_last
-from .token_classification import classifier_dropout
+from .pooling import CLASSIFIER_DROPOUT_OPTIONS, classifier_dropout, pool_at
 
 
 class GPT2ForMultipleChoice(GPT2PreTrainedModel):
@@ -32,12 +31,12 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
     """
 
     task = "multiple-choice"
-    config_options = ("classifier_dropout", "hidden_dropout")  # (from_pretrained accepts them)
+    config_options = CLASSIFIER_DROPOUT_OPTIONS
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = classifier_dropout(config)
         self.choice_head = nn.Linear(config.n_embd, 1)
         self.init_weights()
 
@@ -55,14 +54,10 @@ class GPT2ForMultipleChoice(GPT2PreTrainedModel):
         args, lead = fold_choices({**backbone, "input_ids": input_ids})
         out = self.transformer(**args)
         hidden = out.last_hidden_state.view(*lead, *out.last_hidden_state.shape[1:])  # (B, C, T, d)
-        if mc_token_ids is not None:
-            pooled = gather_index(hidden, mc_token_ids.to(hidden.device))  # (B, C, d)
-        else:
-            pooled = pool_last(hidden, backbone.get("attention_mask"))
+        pooled = pool_at(hidden, mc_token_ids, backbone.get("attention_mask"))  # (B, C, d)
         logits = self.choice_head(self.dropout(pooled)).squeeze(-1)  # (B, C)
-        loss = None
-        if labels is not None:
-            loss = class_cross_entropy(logits, labels.reshape(-1), "labels (the right choice)")
-        return MultipleChoiceModelOutput(
-            loss, logits, out.hidden_states, out.attentions, logits.softmax(-1)
+        labels = labels.reshape(-1) if labels is not None else None  # ([B] or [B, 1])
+        loss = class_cross_entropy(logits, labels, "labels (the right choice)")
+        return MultipleChoiceModelOutput.from_backbone(
+            out, loss=loss, logits=logits, probabilities=logits.softmax(-1)
         )

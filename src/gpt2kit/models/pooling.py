@@ -41,6 +41,35 @@ def last_token_without_mask(
     return last_token_index(input_ids != config.pad_token_id)
 
 
+def last_token(
+    config: Any,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    T: int,
+) -> torch.Tensor:
+    """`[batch]` index of each row's last real token among the `T` new positions: from a
+    2-D `attention_mask` (with a cache it covers past + new tokens, the new ones its last
+    `T`), else by `last_token_without_mask`."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return last_token_index(attention_mask[:, -T:])
+    return last_token_without_mask(config, input_ids, batch, T)
+
+
+def classifier_dropout(config: Any) -> nn.Dropout:
+    """Dropout at `classifier_dropout`, else `hidden_dropout`, else 0.1 (the `transformers`
+    rule of the token-classification and multiple-choice heads)."""
+    for key in CLASSIFIER_DROPOUT_OPTIONS:
+        if config.get(key) is not None:
+            return nn.Dropout(float(config.get(key)))
+    return nn.Dropout(0.1)
+
+
+# The config keys `classifier_dropout` reads (`config_options` of the heads that use it:
+# from_pretrained accepts them).
+CLASSIFIER_DROPOUT_OPTIONS = ("classifier_dropout", "hidden_dropout")
+
+
 def gather_index(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`hidden [..., T, d]` at `index [...]` -> `[..., d]`."""
     idx = index.long()[..., None, None].expand(*index.shape, 1, hidden.shape[-1])
@@ -52,6 +81,16 @@ def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     if attention_mask is None:
         return hidden[..., -1, :]
     return gather_index(hidden, last_token_index(attention_mask))
+
+
+def pool_at(
+    hidden: torch.Tensor, index: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """`hidden [..., T, d]` at `index [...]` when given (`mc_token_ids`, `cls_index`), else
+    at the last real token."""
+    if index is None:
+        return pool_last(hidden, attention_mask)
+    return gather_index(hidden, index.to(hidden.device))
 
 
 def pool_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -145,10 +184,7 @@ class SequenceSummary(nn.Module):
     ) -> torch.Tensor:
         """`hidden [..., T, d]`, `cls_index [...]`, `attention_mask [..., T]` -> `[..., out]`."""
         if self.summary_type == "cls_index":
-            if cls_index is None:
-                x = pool_last(hidden, attention_mask)
-            else:
-                x = gather_index(hidden, cls_index.to(hidden.device))
+            x = pool_at(hidden, cls_index, attention_mask)
         elif self.summary_type == "last":
             x = pool_last(hidden, attention_mask)
         elif self.summary_type == "first":

@@ -10,19 +10,7 @@ from ..nn.backbone import GPT2Model
 from ..nn.base import GPT2PreTrainedModel
 from ..nn.outputs import QuestionAnsweringModelOutput
 from .arguments import BackboneArgs, Unpack, head_forward
-from .losses import class_cross_entropy
-
-
-def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
-    """(CE(start) + CE(end)) / 2; positions outside the input (>= T) are clamped to T and
-    ignored, as `transformers` does for answers cut off by truncation."""
-    T = start_logits.shape[-1]
-    start = start_positions.reshape(-1).clamp(0, T)
-    end = end_positions.reshape(-1).clamp(0, T)
-    return (
-        class_cross_entropy(start_logits, start, "start_positions", T)
-        + class_cross_entropy(end_logits, end, "end_positions", T)
-    ) / 2
+from .losses import span_loss
 
 
 class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
@@ -60,9 +48,7 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
         """`start_positions`, `end_positions [B]`: token indices of the answer (inclusive)."""
         out = self.transformer(input_ids, **backbone)
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, T) each
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(
-            loss, start_logits, end_logits, out.hidden_states, out.attentions
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput.from_backbone(
+            out, loss=loss, start_logits=start_logits, end_logits=end_logits
         )

@@ -11,7 +11,7 @@ from ..nn.base import GPT2PreTrainedModel
 from ..nn.outputs import SequenceClassifierOutput
 from .arguments import BackboneArgs, Unpack, head_forward
 from .losses import classification_loss
-from .pooling import last_token_index, last_token_without_mask
+from .pooling import gather_index, last_token
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):
@@ -50,15 +50,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         input_ids = as_token_ids(input_ids, self.device)  # (the pooling reads them too)
         out = self.transformer(input_ids, **backbone)
         hidden = out.last_hidden_state  # (B, T, d)
-        B, T = hidden.shape[:2]
-        mask = backbone.get("attention_mask")
-        if mask is not None and mask.dim() == 2:
-            # With a cache the mask covers past + new tokens; the new ones are its last T.
-            last = last_token_index(mask[:, -T:])
-        else:
-            last = last_token_without_mask(self.config, input_ids, B, T)
-        logits = self.score(hidden[torch.arange(B, device=hidden.device), last.to(hidden.device)])
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        return SequenceClassifierOutput(
-            loss, logits, out.past_key_values, out.hidden_states, out.attentions
-        )
+        last = last_token(self.config, input_ids, backbone.get("attention_mask"), *hidden.shape[:2])
+        logits = self.score(gather_index(hidden, last.to(hidden.device)))
+        loss = classification_loss(logits, labels, self.config)
+        return SequenceClassifierOutput.from_backbone(out, loss=loss, logits=logits)

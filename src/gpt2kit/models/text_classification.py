@@ -101,11 +101,10 @@ class GPT2ForTextClassification(GPT2PreTrainedModel):
             rows = mask if mask is not None and mask.dim() == 2 else None
             pooled = POOLERS[self.text_pooling](out.last_hidden_state, rows)
         logits = self.score(pooled)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        hidden, attentions = (
-            (out.hidden_states, out.attentions) if out is not None else (None, None)
+        loss = classification_loss(logits, labels, self.config)
+        return TextClassifierOutput.from_backbone(
+            out, loss=loss, logits=logits, pooled_output=pooled
         )
-        return TextClassifierOutput(loss, logits, pooled, hidden, attentions)
 
     def _pool_texts(self, texts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Pooled vector `[N, d]` per text: short ones packed, long ones padded, input order kept."""

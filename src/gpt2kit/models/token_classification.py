@@ -11,14 +11,7 @@ from ..nn.base import GPT2PreTrainedModel
 from ..nn.outputs import TokenClassifierOutput
 from .arguments import BackboneArgs, Unpack, head_forward
 from .losses import class_cross_entropy
-
-
-def classifier_dropout(config: GPT2Config) -> float:
-    """`classifier_dropout`, else `hidden_dropout`, else 0.1: the `transformers` rule."""
-    for key in ("classifier_dropout", "hidden_dropout"):
-        if config.get(key) is not None:
-            return float(config.get(key))
-    return 0.1
+from .pooling import CLASSIFIER_DROPOUT_OPTIONS, classifier_dropout
 
 
 class GPT2ForTokenClassification(GPT2PreTrainedModel):
@@ -37,15 +30,12 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     """
 
     task = "token-classification"
-    config_options = (
-        "classifier_dropout",
-        "hidden_dropout",
-    )  # extra config keys from_pretrained accepts
+    config_options = CLASSIFIER_DROPOUT_OPTIONS
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.n_embd, config.num_labels)
         self.init_weights()
 
@@ -59,5 +49,5 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     ) -> TokenClassifierOutput:
         out = self.transformer(input_ids, **backbone)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        loss = class_cross_entropy(logits, labels, "labels") if labels is not None else None
-        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        loss = class_cross_entropy(logits, labels, "labels")
+        return TokenClassifierOutput.from_backbone(out, loss=loss, logits=logits)

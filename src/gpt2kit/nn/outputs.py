@@ -22,6 +22,9 @@ Tensors = tuple[torch.Tensor, ...]
 
 _ALIASES = {"cache": "past_key_values"}
 
+# What a head passes through from the backbone's output (into the fields its output has).
+_PASSED_THROUGH = ("past_key_values", "hidden_states", "attentions", "cross_attentions")
+
 
 class ModelOutput(OrderedDict):
     """Dataclass base: attributes, and a dict of the fields that are not None."""
@@ -53,6 +56,16 @@ class ModelOutput(OrderedDict):
 
     def get(self, key: str, default: Any = None) -> Any:
         return super().get(_ALIASES.get(key, key), default)
+
+    @classmethod
+    def from_backbone(cls, backbone: Any, **fields: Any) -> Any:
+        """`cls(**fields)` with the cache, hidden states and attentions of `backbone` (a
+        `BaseModelOutput`, or None) in whichever of those fields `cls` has, as
+        `transformers`' heads pass them on; the head's own `fields` win."""
+        for name in _PASSED_THROUGH:
+            if name in cls.__dataclass_fields__ and name not in fields:  # type: ignore[attr-defined]
+                fields[name] = getattr(backbone, name, None)
+        return cls(**fields)
 
     def to_tuple(self) -> tuple[Any, ...]:
         """The non-None fields in field order (what `return_dict=False` returns)."""

@@ -22,18 +22,19 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import GPT2Config
-
 # the model and tokenizer resolver every entry point shares (re-exported here for callers
 # of `gpt2kit.pipelines.base`)
 from ..loading import (  # noqa: F401 - re-exported
     DEFAULT_MODEL_DIR,
     TOKENIZER_FILES,
+    checkpoint_class,
     default_model_path,
+    load_model,
     load_tokenizer,
 )
-from ..models.auto import architecture_class, model_class
+from ..models.auto import model_class
 from ..quantization import quantize_model, resolve
+from ..tasks import registry
 
 logger = logging.getLogger("gpt2kit")
 
@@ -61,8 +62,11 @@ class Pipeline:
 
     Class attributes of a subclass:
         task: the task name.
-        model_classes: names of the model classes (or base classes) the task accepts; empty
-            means any gpt2kit model.
+        model_classes: names of the model classes (or base classes) the task accepts, set
+            from the task registry (`registry.pipeline_classes(task)`) for a registered
+            task; a subclass for a task the registry lacks may set its own (none: any
+            model).
+        any_model: accept a model of any class (feature extraction reads any backbone).
         load_as: class to load a checkpoint as when its own class is acceptable through a
             base class (e.g. `GPT2LMHeadModel` checkpoints load as `GPT2ForCausalLM`).
         uses_default_model: whether `model=None` means the embedded default model.
@@ -70,8 +74,14 @@ class Pipeline:
 
     task: ClassVar[str] = ""
     model_classes: ClassVar[tuple[str, ...]] = ()
+    any_model: ClassVar[bool] = False
     load_as: ClassVar[dict[str, str]] = {}
     uses_default_model: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if registry.lookup(cls.task) is not None and "model_classes" not in cls.__dict__:
+            cls.model_classes = registry.pipeline_classes(registry.get(cls.task).name)
 
     def __init__(
         self,
@@ -114,7 +124,9 @@ class Pipeline:
         )
 
     def _accepts(self, cls: type) -> bool:
-        return not self.model_classes or bool(_class_names(cls) & set(self.model_classes))
+        if self.any_model or not self.model_classes:
+            return True
+        return bool(_class_names(cls) & set(self.model_classes))
 
     def _wrong(self, what: str, cls_name: str) -> WrongModelError:
         return WrongModelError(
@@ -134,12 +146,13 @@ class Pipeline:
             if quantization is not None:  # (weight-only int8 / int4, `gpt2kit.quantization`)
                 model = quantize_model(model, resolve(quantization))  # type: ignore[arg-type]
             return model
-        cls = architecture_class(GPT2Config.from_pretrained(model))
+        cls = checkpoint_class(model)
         if not self._accepts(cls):
             raise self._wrong(f"the checkpoint {model}", cls.__name__)
         cls = model_class(self.load_as[cls.__name__]) if cls.__name__ in self.load_as else cls
-        extra = {"quantization": quantization} if quantization is not None else {}
-        return cls.from_pretrained(model, device=device, dtype=_as_dtype(dtype), **extra)
+        return load_model(
+            model, cls, device=device, dtype=_as_dtype(dtype), quantization=quantization
+        )
 
     @property
     def device(self) -> torch.device:

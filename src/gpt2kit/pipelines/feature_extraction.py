@@ -28,6 +28,7 @@ class FeatureExtractionPipeline(Pipeline):
     """
 
     task = "feature-extraction"
+    any_model = True  # (every gpt2kit model has the backbone it reads)
     uses_default_model = True
 
     def _is_single(self, inputs: Any) -> bool:

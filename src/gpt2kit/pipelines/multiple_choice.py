@@ -38,7 +38,6 @@ class MultipleChoicePipeline(Pipeline):
     """
 
     task = "multiple-choice"
-    model_classes = ("GPT2ForMultipleChoice", "GPT2DoubleHeadsModel")
 
     def __call__(self, inputs: Any, choices: list[str] | None = None, **options: Any) -> Any:
         if choices is not None:

@@ -43,7 +43,6 @@ class QuestionAnsweringPipeline(Pipeline):
     """
 
     task = "question-answering"
-    model_classes = ("GPT2ForQuestionAnswering",)
 
     def __call__(
         self, inputs: Any = None, *, question: Any = None, context: Any = None, **options: Any

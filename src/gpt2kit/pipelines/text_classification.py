@@ -78,7 +78,6 @@ class TextClassificationPipeline(Pipeline):
     """
 
     task = "text-classification"
-    model_classes = ("GPT2ForSequenceClassification", "GPT2ForTextClassification")
 
     def _is_single(self, inputs: Any) -> bool:
         return isinstance(inputs, (str, dict)) or (
@@ -137,7 +136,6 @@ class DocumentClassificationPipeline(TextClassificationPipeline):
     """
 
     task = "document-classification"
-    model_classes = ("GPT2ForDocumentClassification",)
 
     def _logits(self, seqs: list[list[int]]) -> torch.Tensor:
         return self.model(documents=seqs).logits

@@ -76,7 +76,6 @@ class TextGenerationPipeline(_GenerationBase):
     """
 
     task = "text-generation"
-    model_classes = ("GPT2LMHeadModel", "GPT2DoubleHeadsModel")
     uses_default_model = True
 
     def __call__(self, inputs: Any, **options: Any) -> Any:
@@ -152,7 +151,6 @@ class Text2TextGenerationPipeline(_GenerationBase):
     """
 
     task = "text2text"
-    model_classes = ("GPT2ForSequenceToSequence", "GPT2ForConditionalGeneration")
     output_key = "generated_text"
 
     @torch.inference_mode()

@@ -146,7 +146,6 @@ class TokenClassificationPipeline(Pipeline):
     """
 
     task = "token-classification"
-    model_classes = ("GPT2ForTokenClassification",)
 
     def __call__(self, inputs: Any, **options: Any) -> Any:
         params = self._params(options)

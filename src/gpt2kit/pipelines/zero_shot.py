@@ -36,7 +36,6 @@ def _joined(
 
 
 class _LMScorer(Pipeline):
-    model_classes = ("GPT2LMHeadModel",)
     load_as = {"GPT2LMHeadModel": "GPT2ForCausalLM"}
     uses_default_model = True
 

@@ -22,8 +22,12 @@ Fields of a `Task`:
   the task's data file and the collator class it returns by default; tasks with a reader
   are the ones `gpt2kit train` / `load_task_data` accept.
 - `metric`: the metric family `gpt2kit.evaluation.metrics.compute_metrics` uses.
-- `endpoints`: server endpoints a model of `model_class` (or of one of `other_classes`,
-  e.g. `GPT2LMHeadModel` beside `GPT2ForCausalLM`) serves.
+- `other_classes`: further model classes the task runs on (`GPT2LMHeadModel` beside
+  `GPT2ForCausalLM`); a class accepts its subclasses too.
+- `endpoints`: server endpoints a model of `model_class` (or of one of `other_classes`)
+  serves.
+- The model classes a pipeline accepts are `model_class` and `other_classes` of every task
+  it serves (`pipeline_classes`), so a pipeline lists none of its own.
 - `defaults`: per-task defaults (`learning_rate`, `labelled` for `--label-names`,
   `peft_task_type` for the adapter config `train --lora` writes).
 
@@ -84,13 +88,14 @@ TASKS: tuple[Task, ...] = (
         pipeline=_P + "text_generation:TextGenerationPipeline",
         metric="causal-lm",
         endpoints=_LM_ENDPOINTS,
-        other_classes=("GPT2LMHeadModel",),
+        other_classes=("GPT2LMHeadModel", "GPT2DoubleHeadsModel"),
     ),
     Task(
         "summarization",
         model_class="GPT2ForSequenceToSequence",
         pipeline=_P + "text_generation:SummarizationPipeline",
         metric="generation",
+        other_classes=("GPT2ForConditionalGeneration",),
     ),
     Task(
         "text2text",
@@ -201,10 +206,12 @@ TASKS: tuple[Task, ...] = (
     Task(
         "zero-shot-classification",
         pipeline=_P + "zero_shot:ZeroShotClassificationPipeline",
+        other_classes=("GPT2LMHeadModel",),
     ),
     Task(
         "zero-shot-choice",
         pipeline=_P + "zero_shot:ZeroShotChoicePipeline",
+        other_classes=("GPT2LMHeadModel",),
     ),
     Task(
         "feature-extraction",
@@ -260,6 +267,25 @@ def names(**having: bool) -> list[str]:
     ]
 
 
+def pipeline_classes(pipeline: str) -> tuple[str, ...]:
+    """Names of the model classes the pipeline task `pipeline` accepts: `model_class` and
+    `other_classes` of every task it serves (itself, and those whose `pipeline_task` it
+    is), in registry order.
+
+    Example:
+        >>> pipeline_classes("multiple-choice")
+        ('GPT2ForMultipleChoice', 'GPT2DoubleHeadsModel')
+    """
+    found = [
+        name
+        for t in TASKS
+        if t.serving_pipeline == pipeline
+        for name in (t.model_class, *t.other_classes)
+        if name
+    ]
+    return tuple(dict.fromkeys(found))
+
+
 def resolve(path: str) -> Any:
     """Import `"package.module:attribute"` and return the attribute."""
     module, _, attribute = path.partition(":")
@@ -277,5 +303,6 @@ __all__ = [
     "lookup",
     "names",
     "normalize",
+    "pipeline_classes",
     "resolve",
 ]
