@@ -94,6 +94,7 @@ EVALUATE_EXAMPLES = """examples:
   gpt2kit evaluate --task question-answering --model squad --eval-file dev-v1.1.json \\
       --predictions predictions.json  # python evaluate-v1.1.py dev-v1.1.json predictions.json
   gpt2kit evaluate --task causal-lm --model lm --eval-file test.txt --block-size 1024 --stride 512
+  gpt2kit evaluate --task causal-lm --model lm --eval-file test.txt --quantize int8   # vs fp32
 See docs/cli.md for what each task reports."""
 
 
@@ -277,6 +278,13 @@ def register(subparsers: Any) -> None:
         type=int,
         default=64,
         help="seq2seq --predictions: longest generated text (64)",
+    )
+    e.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8", "int4"],
+        help="weight-only quantization at load, as `generate --quantize`: measures what "
+        "quantizing costs in quality (docs/quantization.md)",
     )
     e.set_defaults(func=cmd_evaluate, _parser=e)
 
@@ -671,7 +679,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if task == "token-classification":
             options["unknown_tags"] = "score"  # gold tags the model lacks still count
     dataset, collator, info = _load_data(task, args.eval_file, tokenizer, options)
-    model = load_model(args.model, task=task or None)
+    model = load_model(args.model, task=task or None, quantization=getattr(args, "quantize", None))
     metric_fn = _metrics_fn(task, info)
     captured: dict[str, Any] = {}
     if metric_fn is not None and args.predictions:

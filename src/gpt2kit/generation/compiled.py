@@ -173,7 +173,15 @@ def _freezing(options: dict[str, Any] | None) -> bool:
 
 
 def _weights_fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+    # Buffers too: a quantized model's weights are buffers (`qweight`, `weight_scale`).
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def _logits_weight(model: nn.Module) -> torch.Tensor:
+    """A tensor with the logits' dtype and device: the LM head's weight, or, for a quantized
+    head (integer buffers, no float `.weight`), the final layer norm's."""
+    weight = getattr(model.lm_head, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else model.transformer.ln_f.weight
 
 
 def _weight_addresses(model: nn.Module) -> tuple[int, ...]:
@@ -196,7 +204,7 @@ class StaticDecoder:
         self, model: nn.Module, batch: int, capacity: int, options: dict[str, Any] | None
     ) -> None:
         cfg = model.config
-        weight = model.lm_head.weight
+        weight = _logits_weight(model)
         self.model, self.config = model, cfg
         self.batch, self.capacity = batch, capacity
         self.device = weight.device
@@ -419,7 +427,7 @@ def static_decoder(
             "cache_implementation='static' does not support cross-attention models "
             "(encoder_hidden_states); use cache_implementation=None"
         )
-    weight = model.lm_head.weight
+    weight = _logits_weight(model)
     options = compile_kwargs(cfg, weight.device)
     capacity = static_capacity(total, model.config.n_positions)
     key = (batch, capacity, weight.dtype, str(weight.device), _options_key(options))

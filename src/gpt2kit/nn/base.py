@@ -20,6 +20,7 @@ from ..checkpoint import load_model, save_model
 from ..config import ALIASES, GPT2Config
 from ..errors import UnsupportedArgumentError
 from ..hub import HubOptions, push_folder
+from ..quantization import QuantizedEmbedding, QuantizedLinear, is_quantized
 from ..quantization import files as quantized_files
 from ..quantization import resolve as resolve_quantization
 from ..quantization.files import save_quantized
@@ -134,8 +135,10 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         seen = {id(p): p for p in self.parameters()}
         n = sum(p.numel() for p in seen.values())
         if exclude_embeddings:
-            emb = self.get_input_embeddings().weight.numel() + self.backbone.wpe.weight.numel()
-            n -= emb
+            # Their parameters, not `.weight`: a quantized model's tied embedding has none
+            # (its rows are the LM head's integer buffers, which `n` does not count either).
+            embeddings = (self.get_input_embeddings(), self.backbone.wpe)
+            n -= sum(p.numel() for e in embeddings for p in e.parameters())
         return n
 
     def gradient_checkpointing_enable(
@@ -162,13 +165,22 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         return bool(self.backbone.gradient_checkpointing)
 
     def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        if isinstance(self.backbone.wte, QuantizedEmbedding):
+            raise ValueError(
+                f"set_input_embeddings on an {self.quantization_config.method}-quantized "
+                "model whose LM head is tied to the token embedding: the two share one "
+                "quantized matrix, which a float embedding cannot join. Set the embedding on "
+                "the fp32 model, then quantize it"
+            )
         self.backbone.wte = embedding
         self.tie_weights()
 
-    def get_output_embeddings(self) -> nn.Linear | None:
-        """The LM head (`lm_head`), or None for a model without one (as `transformers`)."""
+    def get_output_embeddings(self) -> nn.Linear | QuantizedLinear | None:
+        """The LM head (`lm_head`), or None for a model without one (as `transformers`).
+        On a quantized model it is a `QuantizedLinear` (no float `.weight`; see
+        docs/quantization.md)."""
         head = getattr(self, "lm_head", None)
-        return head if isinstance(head, nn.Linear) else None
+        return head if isinstance(head, (nn.Linear, QuantizedLinear)) else None
 
     def set_output_embeddings(self, head: nn.Linear) -> None:
         self.lm_head = head
@@ -188,7 +200,11 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
         not), as `transformers` does: the size rounds up to `pad_to_multiple_of`; new rows
         are drawn around the mean of the old ones (`mean_resizing`, a normal with 1e-9 of
         their covariance; the mean itself where that is degenerate), else initialized as
-        at construction. Returns the (same) embedding module, resized in place."""
+        at construction. Returns the (same) embedding module, resized in place.
+
+        A quantized model resizes too: its kept rows keep their integers and scales, and
+        the new rows (drawn around the mean of the dequantized old rows) are quantized with
+        the model's scheme."""
         embedding = self.get_input_embeddings()
         if new_num_tokens is None and pad_to_multiple_of is None:
             return embedding
@@ -203,6 +219,8 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
             raise ValueError(f"new_num_tokens must be >= 1, got {n}")
         if n == embedding.num_embeddings:
             return embedding
+        if is_quantized(self):
+            return self._resize_quantized(n, mean_resizing)
         embedding.weight = nn.Parameter(_resized_rows(embedding.weight, n, mean_resizing, self))
         embedding.num_embeddings = n
         head = self.get_output_embeddings()
@@ -216,6 +234,34 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
                     bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
                     head.bias = nn.Parameter(bias)
             head.out_features = n
+        self.config.vocab_size = n
+        return embedding
+
+    @torch.no_grad()
+    def _resize_quantized(self, n: int, mean_resizing: bool) -> nn.Module:
+        """`resize_token_embeddings` of a quantized model: the kept rows keep their
+        integers and scales; new rows are drawn as for fp32 (around the mean of the
+        dequantized old rows) and quantized. A float (untied) embedding resizes as usual."""
+        embedding = self.get_input_embeddings()
+        head = self.get_output_embeddings()
+        if isinstance(embedding, QuantizedEmbedding):  # tied: one quantized matrix
+            old = embedding.head.dequantize()
+            embedding.head.resize_rows(n, _resized_rows(old, n, mean_resizing, self)[len(old) :])
+            embedding.num_embeddings = n
+        else:
+            weight = _resized_rows(embedding.weight, n, mean_resizing, self)
+            embedding.weight = nn.Parameter(weight, requires_grad=embedding.weight.requires_grad)
+            embedding.num_embeddings = n
+            if isinstance(head, QuantizedLinear):
+                old = head.dequantize()
+                head.resize_rows(n, _resized_rows(old, n, mean_resizing, self)[len(old) :])
+            elif head is not None:  # (an LM head kept in float: modules_to_not_convert)
+                head.weight = nn.Parameter(_resized_rows(head.weight, n, mean_resizing, self))
+                if head.bias is not None:
+                    bias = head.bias.new_zeros(n)
+                    bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
+                    head.bias = nn.Parameter(bias)
+                head.out_features = n
         self.config.vocab_size = n
         return embedding
 

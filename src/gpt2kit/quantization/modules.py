@@ -15,6 +15,7 @@ rows it looks up. It holds no tensors of its own (so `.to(device)` keeps the two
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,62 @@ class QuantizedLinear(nn.Module):
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.qweight, self.weight_scale))
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: code written for nn.Linear reads `.weight`
+        # and would otherwise get nn.Module's bare "no attribute" error, deep inside it.
+        # Still an AttributeError, so `hasattr(module, "weight")` stays False.
+        if name == "weight":
+            raise AttributeError(
+                f"QuantizedLinear (int{self.bits}) has no float `.weight`: its weight is "
+                "`qweight` with `weight_scale`, and `dequantize()` returns a float copy. To "
+                "change the weights, change them on the fp32 model, then quantize it "
+                "(from_pretrained(..., quantization=...))"
+            )
+        return super().__getattr__(name)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        # `.to(dtype)` / `.half()` / `.bfloat16()` cast the bias (the activations' dtype)
+        # but not the scales: they belong to the integer weights (as `qweight`, which no
+        # float cast touches) and stay fp32, as `from_pretrained(dtype=..., quantization=...)`
+        # makes them; a device move still moves them.
+        scale = self.weight_scale
+        super()._apply(fn, recurse)
+        moved = self.weight_scale
+        if moved.dtype != scale.dtype:
+            self.weight_scale = scale.to(moved.device)
+        return self
+
+    @torch.no_grad()
+    def resize_rows(self, n: int, new_rows: torch.Tensor | None = None) -> None:
+        """Keep the first `min(n, out_features)` output rows as they are (their integers and
+        scales unchanged) and quantize `new_rows [n - out_features, in]` after them: the
+        vocabulary resize of a quantized LM head. A bias grows with zeros."""
+        keep = min(n, self.out_features)
+        q, s = self.qweight[:keep], self.weight_scale[:keep]
+        added = n - keep
+        if added:
+            if new_rows is None or tuple(new_rows.shape) != (added, self.in_features):
+                raise ValueError(
+                    f"resize_rows({n}): pass new_rows of shape ({added}, {self.in_features})"
+                )
+            extra = QuantizedLinear(
+                self.in_features,
+                added,
+                bias=False,
+                bits=self.bits,
+                group_size=self.group_size,
+                device=q.device,
+            )
+            extra.set_weight(new_rows.to(q.device))
+            q = torch.cat([q, extra.qweight])
+            s = torch.cat([s, extra.weight_scale])
+        self.qweight, self.weight_scale = q.contiguous(), s.contiguous()
+        if self.bias is not None:
+            bias = self.bias.new_zeros(n)
+            bias[:keep] = self.bias[:keep]
+            self.bias = nn.Parameter(bias, requires_grad=False)
+        self.out_features = n
+
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.bits == 4 else ""
         return (
@@ -154,7 +211,13 @@ class QuantizedEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+        # (not while compiled: the check reads the ids' values, which a fixed-shape graph
+        # cannot; the compiled decode step embeds the ids it just picked, in range)
+        if (
+            not torch.compiler.is_compiling()
+            and flat.numel()
+            and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings)
+        ):
             raise IndexError(
                 f"token id out of range for an embedding of {self.num_embeddings} rows"
             )
@@ -163,6 +226,23 @@ class QuantizedEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, tied to the quantized LM head"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weight":  # (see QuantizedLinear.__getattr__)
+            raise AttributeError(
+                "the token embedding of a quantized model with tied embeddings has no float "
+                "`.weight`: its rows are the quantized LM head's (`model.lm_head.qweight`, "
+                "dequantized per lookup), and `model.lm_head.dequantize()` returns the float "
+                "matrix as a copy. To change the embedding, change it on the fp32 model, "
+                "then quantize it"
+            )
+        return super().__getattr__(name)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedEmbedding:
+        # No tensors of its own: learn what `fn` does to a float tensor of the rows' dtype,
+        # so `.to(torch.bfloat16)` / `.half()` make the rows follow the rest of the model.
+        self.dtype = fn(torch.empty(0, dtype=self.dtype)).dtype
+        return super()._apply(fn, recurse)
 
 
 # A class that computes exactly `F.linear` says so with this attribute in its own body (the
