@@ -283,3 +283,47 @@ def test_head_line_baseline_matches_git_history():
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"git history without {counter.BASELINE} (a shallow clone)")
     assert sum(counter.head_lines(counter.BASELINE).values()) == counter.BASELINE_HEAD_LINES
+
+
+def _fresh_modules(statement: str) -> list[str]:
+    """gpt2kit modules loaded in a fresh interpreter after `statement` (this checkout's)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('gpt2kit'))))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_importing_a_head_loads_no_generation_loop_or_decoder():
+    """Import cost (docs/architecture.md): the heads import `gpt2kit.generation` for
+    `GenerationConfig` only; the loops, beam search and `gpt2kit.decode` load on the first
+    `generate`, and importing the package loads nothing."""
+    assert _fresh_modules("import gpt2kit") == ["gpt2kit"]
+    loaded = _fresh_modules(
+        "from gpt2kit import GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2DoubleHeadsModel"
+    )
+    assert "gpt2kit.models.lm" in loaded and "gpt2kit.generation.config" in loaded
+    heavy = [m for m in loaded if m.startswith(("gpt2kit.decode", "gpt2kit.generation.search"))]
+    assert not heavy
+    assert not [
+        m for m in _fresh_modules("import gpt2kit.models.token_classification") if m.endswith(".lm")
+    ]
+    assert "gpt2kit.generation.search" in _fresh_modules("from gpt2kit import generate")
+
+
+@pytest.mark.parametrize("name", ["gpt2kit", "gpt2kit.generation", "gpt2kit.models"])
+def test_lazy_names_resolve_and_are_listed(name):
+    import importlib
+
+    module = importlib.import_module(name)
+    assert set(module.__all__) <= set(dir(module))
+    for attribute in module.__all__:
+        assert getattr(module, attribute) is not None, attribute
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018

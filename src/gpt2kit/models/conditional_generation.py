@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import generation  # (its `generate` loads on first call: PEP 562)
 from ..checkpoint import CheckpointError, atomic_folder, to_hf_state_dict, write_weights
 from ..config import GPT2Config
-from ..generation import generate
 from ..nn.backbone import GPT2Model
 from ..nn.base import GPT2PreTrainedModel, UnsupportedArgumentError
 from ..nn.outputs import Seq2SeqLMOutput
@@ -459,7 +459,7 @@ class GPT2ForConditionalGeneration(GenerationMixin, GPT2PreTrainedModel):
             decoder_input_ids = torch.full(
                 (states.shape[0], 1), start, dtype=torch.long, device=self.device
             )
-        return generate(
+        return generation.generate(
             self.decoder,
             decoder_input_ids.to(self.device),
             generation_config=generation_config,

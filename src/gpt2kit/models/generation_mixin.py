@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..generation import generate
+from .. import generation  # (its `generate` loads on first call: PEP 562)
 from ..generation.config import GENERATION_CONFIG, GenerationConfig
 
 
@@ -45,7 +45,7 @@ class GenerationMixin:
             raise ValueError(
                 "synced_gpus=True is not supported (gpt2kit's generate runs on one device); drop it"
             )
-        return generate(
+        return generation.generate(
             self,
             inputs,
             generation_config=generation_config,

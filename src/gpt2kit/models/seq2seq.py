@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..generation import generate
+from .. import generation  # (its `generate` loads on first call: PEP 562)
 from ..nn.base import UnsupportedArgumentError
 from ..tasks.seq2seq import (
     as_id_lists,
@@ -97,6 +97,8 @@ class GPT2ForSequenceToSequence(GPT2LMHeadModel):
         ids, mask = pad_sequences([[*s, self.sep_token_id] for s in seqs], pad, side="left")
         gen_kwargs.setdefault("eos_token_id", self.eos_token_id)
         gen_kwargs.setdefault("pad_token_id", pad)
-        out = generate(self, ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
+        out = generation.generate(
+            self, ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs
+        )
         targets = trim_generated(out[:, ids.shape[1] :], gen_kwargs["eos_token_id"])
         return targets[0] if single and len(targets) == 1 else targets
