@@ -63,7 +63,10 @@ def test_defaults_and_names():
     assert resolve("w8a16").input_activations == "bfloat16"
     assert resolve("w4a16") == INT4
     assert QuantizationConfig(bits=8, input_activations=None).input_activations is None
-    assert resolve(quantization_config={"bits": 8, "input_activations": None}).input_activations is None
+    assert (
+        resolve(quantization_config={"bits": 8, "input_activations": None}).input_activations
+        is None
+    )
     with pytest.raises(ValueError, match="int8 activations need int8 weights"):
         QuantizationConfig(bits=4, input_activations="int8")
     with pytest.raises(ValueError, match="input_activations='fp8'"):
@@ -170,6 +173,28 @@ def test_weight_only_and_autograd_use_fp32_activations():
     y = layer(x)  # (rounding has no gradient: the weight-only product, differentiable)
     y.sum().backward()
     torch.testing.assert_close(x.grad, layer.dequantize().sum(0).expand(64, 120))
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows, n", [(33, 768), (128, 3072), (40, 121), (1, 7)])
+def test_native_rounding_and_scaling_equal_the_pytorch_ops(rows, n):
+    """The decoder's one-pass kernels give `prompt_product`'s values (NaN / inf rows too)."""
+    x = _x(rows, n) * 3
+    x[0, 1] = float("nan")
+    if rows > 2:
+        x[1], x[2, 0] = 0, float("inf")
+    q, s = native.quantize_rows(x)
+    q2, s2 = quantize_activations(x)
+    torch.testing.assert_close(s, s2, rtol=0, atol=0, equal_nan=True)
+    finite = s2[:, 0].isfinite()
+    assert torch.equal(q[finite], q2[finite])
+    acc = torch.randint(-(10**6), 10**6, (rows, 64), dtype=torch.int32)
+    sw, b = torch.rand(64), torch.randn(64)
+    y = acc.float().mul_(sw)
+    torch.testing.assert_close(
+        native.scale_rows(acc, s2, sw, b), torch.addcmul(b, y, s2), equal_nan=True
+    )
+    torch.testing.assert_close(native.scale_rows(acc, s2, sw, None), y * s2, equal_nan=True)
 
 
 def _tiny(n_embd: int, config: QuantizationConfig) -> GPT2LMHeadModel:

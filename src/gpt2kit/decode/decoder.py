@@ -252,8 +252,8 @@ class CPUDecoder:
         """`module(x)` for a quantized layer: fp32 rows on CPU, up to
         `native.MAX_FP32_ROWS` at a time, through the native kernel that reads the int8 /
         int4 weights as stored; more rows (a prompt) with the module's prompt numerics
-        (`QuantizedLinear.prompt_numerics`, `input_activations`): "int8" the module's own
-        int8 GEMM (`prompt_product`: PyTorch ops, nothing native to gain), "bfloat16" /
+        (`QuantizedLinear.prompt_numerics`, `input_activations`): "int8" the module's int8
+        GEMM with its rounding and scaling in native passes, "bfloat16" /
         None the layer's weights dequantized by the native kernel then multiplied in bf16 /
         fp32 (compute-bound there: measured faster than the kernel in chunks of 32 rows,
         which widens every weight once per pair of rows); anything else the module's
@@ -275,8 +275,14 @@ class CPUDecoder:
         if rows <= native.MAX_FP32_ROWS and acts is None:
             args = (module.weight_scale, module.bits, module.group_size, module.in_features, bias)
             return native.qgemv(x, q, *args)
-        if acts == "int8" or module.out_features > QUANT_DEQUANTIZED_ROWS:
-            # (int8: the module's int8 GEMM; a large LM head: its blocks of rows)
+        if acts == "int8":
+            # `prompt_product`'s int8 GEMM, its activation rounding and scaling each one
+            # native pass (the same values as its PyTorch ops, which take 5 and 3)
+            xq, sx = native.quantize_rows(x.reshape(rows, x.shape[-1]))
+            acc = torch._int_mm(xq, q.t())
+            y = native.scale_rows(acc, sx, module.weight_scale, bias)
+            return y.view(*x.shape[:-1], module.out_features)
+        if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
             return type(module).forward(module, x)
         w = native.dequantize(
             q, module.weight_scale, module.bits, module.group_size, module.in_features
