@@ -249,12 +249,15 @@ class CPUDecoder:
         return type(module).forward(module, x)
 
     def _qlinear(self, module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
-        """`module(x)` for a weight-only quantized layer: fp32 rows on CPU, up to
+        """`module(x)` for a quantized layer: fp32 rows on CPU, up to
         `native.MAX_FP32_ROWS` at a time, through the native kernel that reads the int8 /
-        int4 weights as stored; more rows (a prompt) multiply the layer's weights
-        dequantized by the native kernel with BLAS (compute-bound there: measured faster
-        than the kernel in chunks of 32 rows, which widens every weight once per pair of
-        rows); anything else the module's blocked dequantize-and-multiply."""
+        int4 weights as stored; more rows (a prompt) with the module's prompt numerics
+        (`QuantizedLinear.prompt_numerics`, `input_activations`): "int8" the module's int8
+        GEMM with its rounding and scaling in native passes, "bfloat16" /
+        None the layer's weights dequantized by the native kernel then multiplied in bf16 /
+        fp32 (compute-bound there: measured faster than the kernel in chunks of 32 rows,
+        which widens every weight once per pair of rows); anything else the module's
+        forward."""
         q, bias = module.qweight, module.bias
         if (
             torch.is_grad_enabled()
@@ -268,14 +271,25 @@ class CPUDecoder:
         ):
             return type(module).forward(module, x)
         rows = x.numel() // x.shape[-1]
-        if rows <= native.MAX_FP32_ROWS:
+        acts = module.prompt_numerics(x)  # (None up to ACTIVATION_ROWS rows)
+        if rows <= native.MAX_FP32_ROWS and acts is None:
             args = (module.weight_scale, module.bits, module.group_size, module.in_features, bias)
             return native.qgemv(x, q, *args)
+        if acts == "int8":
+            # `prompt_product`'s int8 GEMM, its activation rounding and scaling each one
+            # native pass (the same values as its PyTorch ops, which take 5 and 3)
+            xq, sx = native.quantize_rows(x.reshape(rows, x.shape[-1]))
+            acc = torch._int_mm(xq, q.t())
+            y = native.scale_rows(acc, sx, module.weight_scale, bias)
+            return y.view(*x.shape[:-1], module.out_features)
         if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
             return type(module).forward(module, x)
         w = native.dequantize(
             q, module.weight_scale, module.bits, module.group_size, module.in_features
         )
+        if acts == "bfloat16":  # (== prompt_product's bf16 blocks: same values, one block)
+            y = F.linear(x.to(torch.bfloat16), w.to(torch.bfloat16)).float()
+            return y.add_(bias) if bias is not None else y
         return F.linear(x, w, bias)
 
     def _attention(

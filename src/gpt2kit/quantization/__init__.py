@@ -1,4 +1,6 @@
-"""Weight-only quantization at load: int8 (per output channel) and int4 (group-wise).
+"""Quantization at load: int8 (per output channel) and int4 (group-wise) weights; products
+of more than 32 rows (prompts) also round their input, as `QuantizationConfig.input_activations`
+says (int8: dynamic per-token int8, an int8 GEMM; int4: bf16).
 
 `from_pretrained(path, quantization="int8" | "int4")` (or `quantization_config=`) loads the
 model in floating point and replaces every linear layer (the LM head included) with a

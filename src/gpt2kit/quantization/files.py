@@ -23,6 +23,7 @@ second rounding). Peak memory while loading: the fp32 model once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -119,6 +120,8 @@ def finish(
             f"{f' (group_size={stored.group_size})' if stored.bits == 4 else ''}; it loads as "
             f"that only: drop quantization=... (or convert the fp32 folder with --quantize {requested.method})"
         )
+    if requested is not None:  # (how prompts multiply is the caller's choice, not stored)
+        stored = dataclasses.replace(stored, input_activations=requested.input_activations)
     quantize_model(model, stored)
     embedding = model.get_input_embeddings()
     for name, module in model.named_modules():

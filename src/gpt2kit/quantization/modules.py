@@ -1,11 +1,16 @@
 """Quantized modules that replace a model's linear layers (and a tied token embedding).
 
 `QuantizedLinear` holds the int8 / packed int4 weight and its scales as buffers, and the
-bias as an ordinary parameter; its own `forward` is the plain PyTorch path (dequantize a
-block of output rows, multiply, next block: `BLOCK_ROWS` rows at a time, so no full fp32
-copy of a large matrix such as the LM head ever exists). CPU decoding reads the
+bias as an ordinary parameter; its own `forward` is the plain PyTorch path. Up to
+`ACTIVATION_ROWS` rows of input (a decoding step, a small batch): fp32 activations times
+the dequantized weight, a block of `BLOCK_ROWS` output rows at a time (so no full fp32
+copy of a large matrix such as the LM head ever exists). More rows (a prompt's prefill,
+an evaluation batch; compute-bound): as `input_activations` says (`prompt_product`):
+"int8" quantizes each input row to int8 (dynamic, per token) and multiplies in an int8
+GEMM, "bfloat16" multiplies bf16 blocks, None as for few rows. CPU decoding reads the
 quantized bytes directly with the native kernels (`gpt2kit.decode`): those stand in for
-this forward while a `CPUDecoder` runs, as for the fp32 projections.
+this forward while a `CPUDecoder` runs, with the same numerics row count by row count
+(the decoder's prompt path calls `prompt_product` too, or computes what it computes).
 
 `QuantizedEmbedding` is the token embedding of a model whose LM head is tied to it: it
 reads the LM head's quantized matrix (one copy of the bytes) and dequantizes only the
@@ -27,6 +32,11 @@ from .config import QuantizationConfig
 logger = logging.getLogger("gpt2kit")
 
 BLOCK_ROWS = 2048  # output rows dequantized at a time by the PyTorch path
+# Products of more rows than this quantize their input as `input_activations` says; fewer
+# rows keep fp32 activations (memory-bound: the weights' bytes decide, not the arithmetic).
+# Equal to the decoder's few-row kernel limit (`decode.native.MAX_FP32_ROWS`), so that a
+# product's numbers never depend on which path ran it.
+ACTIVATION_ROWS = 32
 
 
 class QuantizedLinear(nn.Module):
@@ -46,10 +56,19 @@ class QuantizedLinear(nn.Module):
         group_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        input_activations: str | None = None,
     ) -> None:
         super().__init__()
         if bits not in (8, 4):
             raise ValueError(f"QuantizedLinear(bits={bits}): 8 or 4")
+        if input_activations not in (None, "int8", "bfloat16") or (
+            input_activations == "int8" and bits != 8
+        ):
+            raise ValueError(
+                f"QuantizedLinear(bits={bits}, input_activations={input_activations!r}): "
+                "None, 'bfloat16', or 'int8' (int8 weights only)"
+            )
+        self.input_activations = input_activations
         self.in_features, self.out_features, self.bits = in_features, out_features, bits
         self.group_size = group_size if bits == 4 else None
         if bits == 8:
@@ -80,6 +99,7 @@ class QuantizedLinear(nn.Module):
             config.group_size,
             device=w.device,
             dtype=w.dtype,
+            input_activations=config.input_activations,
         )
         module.set_weight(w)
         if linear.bias is not None:
@@ -114,16 +134,39 @@ class QuantizedLinear(nn.Module):
         return w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.out_features
-        bias = self.bias
-        if out <= BLOCK_ROWS:
-            return F.linear(x, self.dequantize(dtype=x.dtype), bias)
-        parts = []
+        if self.prompt_numerics(x) is not None:
+            return prompt_product(self, x)
+        return self._blocks(x, x.dtype)
+
+    def prompt_numerics(self, x: torch.Tensor) -> str | None:
+        """`input_activations` where it applies to `x`: more than `ACTIVATION_ROWS` rows and
+        no gradient asked for through `x` (rounding the input has none: autograd gets the
+        weight-only product); else None (fp32 activations times the dequantized weight)."""
+        acts = self.input_activations
+        if acts is None or x.dim() == 0 or x.numel() <= ACTIVATION_ROWS * x.shape[-1]:
+            return None
+        if x.requires_grad and torch.is_grad_enabled():
+            return None
+        return acts
+
+    def _blocks(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`x` (as `dtype`) times the weight dequantized to `dtype`, `BLOCK_ROWS` output
+        rows at a time; the bias added in `x`'s dtype."""
+        out, bias, xd = self.out_features, self.bias, x.to(dtype)
+        if dtype == x.dtype:
+            if out <= BLOCK_ROWS:
+                return F.linear(x, self.dequantize(dtype=dtype), bias)
+            parts = []
+            for start in range(0, out, BLOCK_ROWS):
+                rows = slice(start, min(start + BLOCK_ROWS, out))
+                b = None if bias is None else bias[rows]
+                parts.append(F.linear(x, self.dequantize(rows, dtype), b))
+            return torch.cat(parts, dim=-1)
+        y = torch.empty(*x.shape[:-1], out, dtype=x.dtype, device=x.device)
         for start in range(0, out, BLOCK_ROWS):
             rows = slice(start, min(start + BLOCK_ROWS, out))
-            b = None if bias is None else bias[rows]
-            parts.append(F.linear(x, self.dequantize(rows, x.dtype), b))
-        return torch.cat(parts, dim=-1)
+            y[..., rows] = F.linear(xd, self.dequantize(rows, dtype))
+        return y.add_(bias) if bias is not None else y
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.qweight, self.weight_scale))
@@ -188,8 +231,62 @@ class QuantizedLinear(nn.Module):
         group = f", group_size={self.group_size}" if self.bits == 4 else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, bits={self.bits}{group}"
+            f"bias={self.bias is not None}, bits={self.bits}{group}, "
+            f"input_activations={self.input_activations!r}"
         )
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(q [rows, in] int8, scale [rows, 1] fp32)` for `x [rows, in]`: symmetric, one scale
+    per row (token), `scale = max|x_row| / 127` (1 for an all-zero row), `q = round(x /
+    scale)`, so `|q| <= 127`. A row with a NaN or an infinity gets a NaN scale: its outputs
+    are NaN, as the fp32 product's would be NaN or infinite."""
+    x = x.float()
+    # (abs + amax: measured ~10x faster than vector_norm(inf) at 128 x 768 on CPU)
+    top = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(top > 0, top / qt.INT8_MAX, torch.ones_like(top))
+    scale = torch.where(torch.isfinite(top), scale, torch.full_like(top, float("nan")))
+    # (a NaN row's integers are whatever the cast makes of NaN: its NaN scale wins)
+    q = torch.round(x / scale).to(torch.int8)
+    return q, scale
+
+
+def int8_matmul(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`q [rows, in] int8 @ w [out, in].T` int8 as exact int32 sums `[rows, out]`."""
+    if q.device.type == "cpu" or (
+        q.shape[0] > 16 and q.shape[1] % 8 == 0 and w.shape[0] % 8 == 0 and q.shape[1] >= 16
+    ):
+        # (CPU: oneDNN's int8 GEMM, VNNI where the CPU has it, any shape; CUDA: its
+        # shape rules. `w.t()` is a view: measured as fast as a [in, out] copy, none kept)
+        return torch._int_mm(q, w.t())
+    # elsewhere: the same sums in fp32 (exact while in * 127^2 < 2^24, i.e. in <= 1040)
+    return (q.float() @ w.float().t()).round_().to(torch.int32)
+
+
+def prompt_product(module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)` for a product of more than `ACTIVATION_ROWS` rows, with
+    `module.input_activations`' numerics (see `QuantizationConfig`):
+
+    - "int8": `(round(x / sx) @ q.T) * sx * sw + bias`, the integer sums exact (int32);
+    - "bfloat16": `bf16(x) @ bf16(q * s).T` accumulated in fp32, plus the bias;
+    - None: `x @ (q * s).T + bias` in `x`'s dtype.
+
+    The decoder's prompt path (`decode.CPUDecoder._qlinear`) computes the same."""
+    acts = module.input_activations
+    if acts == "int8":
+        shape = x.shape
+        xq, sx = quantize_activations(x.reshape(-1, shape[-1]))
+        # (int32 -> fp32 first: a promoting mul(int32, fp32) takes PyTorch's slower casting
+        # loop; then two in-place passes, the bias added as `bias + y * sx`)
+        y = int8_matmul(xq, module.qweight).float().mul_(module.weight_scale)
+        if module.bias is not None:
+            y = torch.addcmul(module.bias, y, sx, out=y)
+        else:
+            y.mul_(sx)
+        return y.view(*shape[:-1], module.out_features).to(x.dtype)
+    if acts == "bfloat16":
+        return module._blocks(x, torch.bfloat16)
+    return module._blocks(x, x.dtype)
 
 
 class QuantizedEmbedding(nn.Module):

@@ -163,6 +163,12 @@ def load() -> ctypes.CDLL | None:
     lib.gpt2kit_dequantize.argtypes += [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
     lib.gpt2kit_dequantize.argtypes += [ctypes.c_int64, ctypes.c_int]
     lib.gpt2kit_dequantize.restype = None
+    lib.gpt2kit_quantize_rows.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2
+    lib.gpt2kit_quantize_rows.argtypes += [ctypes.c_int]
+    lib.gpt2kit_quantize_rows.restype = None
+    lib.gpt2kit_scale_rows.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2
+    lib.gpt2kit_scale_rows.argtypes += [ctypes.c_int]
+    lib.gpt2kit_scale_rows.restype = None
     _lib = lib
     return _lib
 
@@ -265,6 +271,43 @@ def dequantize(
         torch.get_num_threads(),
     )
     return out
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantization.modules.quantize_activations(x)` for fp32 `x [rows, in]` on CPU, in one
+    pass: `(q [rows, in] int8, scale [rows, 1] fp32)`, the same values."""
+    lib = _lib
+    assert lib is not None and x.dtype == torch.float32
+    x = x.contiguous()
+    rows, n = x.shape
+    q = torch.empty(rows, n, dtype=torch.int8)
+    scale = torch.empty(rows, 1)
+    threads = torch.get_num_threads()
+    lib.gpt2kit_quantize_rows(x.data_ptr(), q.data_ptr(), scale.data_ptr(), rows, n, threads)
+    return q, scale
+
+
+def scale_rows(
+    acc: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`acc [rows, out]` int32 sums scaled back in one pass: `bias + (acc * sw) * sx` (fp32,
+    `acc * sw` rounded, then one FMA: the values of `prompt_product`'s PyTorch ops)."""
+    lib = _lib
+    assert lib is not None and acc.dtype == torch.int32 and acc.is_contiguous()
+    rows, n = acc.shape
+    y = torch.empty(rows, n)
+    b = bias.data_ptr() if bias is not None else None
+    lib.gpt2kit_scale_rows(
+        acc.data_ptr(),
+        sx.data_ptr(),
+        sw.data_ptr(),
+        b,
+        y.data_ptr(),
+        rows,
+        n,
+        torch.get_num_threads(),
+    )
+    return y
 
 
 def attend_one(

@@ -727,3 +727,77 @@ int gpt2kit_blocks_q(void *const *p, void *const *kv, const float *scales, int64
     return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
                        token, vocab, head_eps, qs, group, W_I4, 0);
 }
+
+/* Prompt products with int8 activations (gpt2kit.quantization `prompt_product`, the
+ * decoder's prompt path): each row of x quantized to int8 with its own scale, and the
+ * int32 sums of the int8 GEMM (PyTorch's `_int_mm`, between the two) scaled back. One
+ * pass over the rows each, where the PyTorch ops take five and three (each a parallel
+ * region: under load, where a thread of the pool is descheduled, those dominated the
+ * prompt). The same values as the PyTorch ops: scale = max|x| / 127 (1 for a zero row,
+ * NaN for a row with a NaN or an infinity), q = rint(x / scale) (round half to even, as
+ * torch.round); y = (float)acc * sw, then bias + y * sx in one FMA (as torch.addcmul), else y * sx. */
+void gpt2kit_quantize_rows(const float *x, int8_t *q, float *scale, int64_t rows, int64_t n,
+                           int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        int8_t *qr = q + r * n;
+        v8f top8 = {0};
+        v8i32 finite = {-1, -1, -1, -1, -1, -1, -1, -1};
+        const v8u32 mask = {0x7fffffffu, 0x7fffffffu, 0x7fffffffu, 0x7fffffffu,
+                            0x7fffffffu, 0x7fffffffu, 0x7fffffffu, 0x7fffffffu};
+        const v8f inf = {INFINITY, INFINITY, INFINITY, INFINITY,
+                         INFINITY, INFINITY, INFINITY, INFINITY};
+        int64_t k = 0;
+        for (; k + 8 <= n; k += 8) {
+            v8u32 bits;
+            memcpy(&bits, xr + k, sizeof bits);
+            bits &= mask;
+            v8f a;
+            memcpy(&a, &bits, sizeof a);
+            finite &= (v8i32)(a < inf); /* (false for NaN and infinities) */
+            const v8i32 more = (v8i32)(a > top8);
+            top8 = (v8f)(((v8i32)a & more) | ((v8i32)top8 & ~more));
+        }
+        float top = 0;
+        int bad = 0;
+        for (int i = 0; i < 8; i++) {
+            top = top8[i] > top ? top8[i] : top;
+            bad |= !finite[i];
+        }
+        for (; k < n; k++) {
+            const float a = fabsf(xr[k]);
+            bad |= !(a < INFINITY);
+            top = a > top ? a : top;
+        }
+        const float s = bad ? NAN : (top > 0 ? top / 127.0f : 1.0f);
+        scale[r] = s;
+        if (bad) {
+            memset(qr, 0, (size_t)n);
+            continue;
+        }
+        for (int64_t j = 0; j < n; j++) qr[j] = (int8_t)rintf(xr[j] / s);
+    }
+}
+
+__attribute__((optimize("fp-contract=off"))) /* (the product v * sw stays rounded) */
+void gpt2kit_scale_rows(const int32_t *acc, const float *sx, const float *sw, const float *bias,
+                        float *y, int64_t rows, int64_t n, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < rows; r++) {
+        const int32_t *a = acc + r * n;
+        float *o = y + r * n;
+        const float s = sx[r];
+        if (bias) {
+            for (int64_t j = 0; j < n; j++) {
+                const float v = (float)a[j] * sw[j];
+                o[j] = fmaf(v, s, bias[j]); /* (torch.addcmul's vectorized loop: one FMA) */
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                const float v = (float)a[j] * sw[j];
+                o[j] = v * s;
+            }
+        }
+    }
+}
