@@ -100,6 +100,7 @@ def test_resize_equals_resizing_fp32_then_quantizing(folder, method, new):
 @pytest.mark.parametrize("method", METHODS)
 def test_resize_mean_and_multiple_then_generate_save_and_reload(folder, method, tmp_path):
     model = load(folder, method)
+    model.generate(IDS, max_new_tokens=3, do_sample=False)  # (decode plans built pre-resize)
     model.resize_token_embeddings(101, pad_to_multiple_of=8)  # -> 104, mean-resized rows
     assert model.config.vocab_size == 104 and model.lm_head.out_features == 104
     ids = torch.tensor([[103, 101, 3]])  # new tokens embed (tied: the head's new rows)
