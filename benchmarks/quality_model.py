@@ -145,6 +145,7 @@ def train(ids: torch.Tensor, s: TrainSettings, log=print) -> dict:
         "model": model,
         "train_seconds": round(time.perf_counter() - start, 1),
         "train_tokens": s.steps * s.batch * s.block,
+        "threads": torch.get_num_threads(),
         "final_train_loss_mean10": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
