@@ -100,6 +100,7 @@ def test_resize_equals_resizing_fp32_then_quantizing(folder, method, new):
 @pytest.mark.parametrize("method", METHODS)
 def test_resize_mean_and_multiple_then_generate_save_and_reload(folder, method, tmp_path):
     model = load(folder, method)
+    model.generate(IDS, max_new_tokens=3, do_sample=False)  # (decode plans built pre-resize)
     model.resize_token_embeddings(101, pad_to_multiple_of=8)  # -> 104, mean-resized rows
     assert model.config.vocab_size == 104 and model.lm_head.out_features == 104
     ids = torch.tensor([[103, 101, 3]])  # new tokens embed (tied: the head's new rows)
@@ -187,3 +188,28 @@ def test_push_to_hub_uploads_the_quantized_folder(folder, monkeypatch):
     assert model.push_to_hub("me/tiny-int8") == "commit"
     assert pushed["model"].quantization_config.method == "int8"
     assert torch.equal(pushed["model"].lm_head.qweight, model.lm_head.qweight)
+
+
+def test_evaluate_cli_quantize(tmp_path):
+    """`gpt2kit evaluate --quantize` scores the quantized model on the same windows."""
+    import json
+
+    from gpt2kit.cli.train import main
+    from gpt2kit.pipelines import default_model_path
+
+    text = tmp_path / "eval.txt"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 6)
+    scores = {}
+    for method in (None, "int8", "int4"):
+        out = tmp_path / f"{method}.json"
+        argv = ["evaluate", "--task", "causal-lm", "--model", str(default_model_path())]
+        argv += ["--eval-file", str(text), "--block-size", "64", "--json", str(out)]
+        assert main(argv + (["--quantize", method] if method else [])) == 0
+        scores[method] = json.loads(out.read_text())
+    base = scores[None]["perplexity"]
+    assert all(s["scored_tokens"] == scores[None]["scored_tokens"] for s in scores.values())
+    assert scores["int8"]["perplexity"] != base  # (the quantized weights were used)
+    assert abs(scores["int8"]["perplexity"] / base - 1) < 0.02
+    assert abs(scores["int4"]["perplexity"] / base - 1) < 0.1
+    with pytest.raises(SystemExit):  # (argparse: an unknown method is refused)
+        main(["evaluate", "--task", "causal-lm", "--model", "x", "--quantize", "int3"])
