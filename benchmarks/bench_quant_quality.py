@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         measure("124m", folder_124m, settings.block, eval_file, prompts, args.new, results, scratch)
     results.note(
+        "statistic: none to take: each figure is a deterministic quality measure computed "
+        "once (not a timing; the load does not change it)"
+    )
+    results.note(
         f"{'quick (tiny) settings: the numbers mean nothing; ' if args.quick else ''}"
         f"held-out text: the last 10% of {data.name}; {args.eval_tokens} tokens scored"
     )
