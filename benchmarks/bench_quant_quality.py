@@ -159,6 +159,10 @@ def measure(
         runs[m] = [greedy(model, p, new) for p in prompts]
         del model
     what = f"of {len(prompts)} greedy runs x {new} new tokens from held-out prompts"
+    # An undertrained model's greedy text may be one token repeated (the briefly trained
+    # 124M one writes newlines): then agreement is vacuous, and the notes say so.
+    distinct = len(set(torch.cat(runs[None]).tolist()))
+    results.note(f"{name}: fp32's greedy runs use {distinct} distinct tokens")
     for m in METHODS:
         match, prefix = agreement(runs[None], runs[m])
         results.add(
@@ -236,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
             scratch,
         )
         measure("124m", folder_124m, settings.block, eval_file, prompts, args.new, results, scratch)
+    results.note(
+        "statistic: none to take: each figure is a deterministic quality measure computed "
+        "once (not a timing; the load does not change it)"
+    )
     results.note(
         f"{'quick (tiny) settings: the numbers mean nothing; ' if args.quick else ''}"
         f"held-out text: the last 10% of {data.name}; {args.eval_tokens} tokens scored"
