@@ -1,6 +1,7 @@
 """Import cost of gpt2kit: the gpt2kit modules a statement loads, and its wall time after
 torch is already imported (torch's own 1-4 s is the same for every statement), as the
-median of N fresh interpreters, the statements interleaved round by round.
+median of N fresh interpreters, the statements interleaved round by round, with byte code
+cached (a warm-up round writes it) as an installed package has it.
 
 Usage: `python scripts/import_cost.py [N] [SRC ...]` (N default 9): this checkout's
 `src/`, or each `SRC` folder (e.g. an older commit's `git archive` copy) interleaved with
@@ -13,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 STATEMENTS = {
@@ -37,9 +39,14 @@ def main(rounds: int, sources: list[str]) -> None:
     results: dict[tuple[str, str], tuple[list[int], list[float]]] = {
         (src, k): ([], []) for src in sources for k in STATEMENTS
     }
-    for _ in range(rounds):
-        for src in sources:
-            env = {**os.environ, "PYTHONPATH": src}
+    # Byte code cached as an installed package has it (PYTHONDONTWRITEBYTECODE would make
+    # every run compile every module), in a scratch folder rather than the checkout; the
+    # first round writes the cache and is not counted.
+    cache = tempfile.mkdtemp(prefix="gpt2kit-import-cost-")
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for round_ in range(rounds + 1):
+        for i, src in enumerate(sources):
+            env = {**base, "PYTHONPATH": src, "PYTHONPYCACHEPREFIX": os.path.join(cache, str(i))}
             for label, statement in STATEMENTS.items():
                 out = subprocess.run(
                     [sys.executable, "-c", PROBE.format(statement=statement)],
@@ -48,8 +55,9 @@ def main(rounds: int, sources: list[str]) -> None:
                     check=True,
                     env=env,
                 ).stdout.split()
-                results[src, label][0].append(int(out[0]))
-                results[src, label][1].append(float(out[1]))
+                if round_:
+                    results[src, label][0].append(int(out[0]))
+                    results[src, label][1].append(float(out[1]))
     print(f"load average {os.getloadavg()[0]:.1f}; {rounds} rounds; time after `import torch`")
     for (src, label), (counts, times) in results.items():
         ms = [t * 1000 for t in times]
