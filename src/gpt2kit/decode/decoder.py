@@ -49,7 +49,7 @@ from ..nn.cache import KVCache
 from ..nn.outputs import CausalLMOutput
 from ..quantization.modules import QuantizedLinear
 from . import native, packed
-from .plan import LINEAR_TYPES, lm_step
+from .plan import LINEAR_TYPES, decode_modules, lm_step
 from .weights import DecodeWeights, projection_weights
 
 _held: weakref.WeakKeyDictionary[nn.Module, DecodeWeights] = weakref.WeakKeyDictionary()
@@ -191,7 +191,7 @@ class CPUDecoder:
     def _install(self) -> None:
         held = self.weights
         installed, weights, seen = [], [], set()
-        for module in self.model.modules():  # (one walk: this runs every call)
+        for module in decode_modules(self.model):  # (one walk: this runs every call)
             kind = type(module)
             if kind in LINEAR_TYPES:
                 weight = module.weight
