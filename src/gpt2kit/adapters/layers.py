@@ -53,6 +53,11 @@ def mixed_batch(adapter_names: Sequence[str]) -> Iterator[None]:
         _ROWS.reset(token)
 
 
+def current_rows() -> tuple[str, ...] | None:
+    """The per-row adapter names `mixed_batch` set for this thread (None outside one)."""
+    return _ROWS.get()
+
+
 def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     if len(rows) != batch:
         raise ValueError(
@@ -64,13 +69,51 @@ def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict
     return {n: torch.tensor(i, device=device) for n, i in groups.items()}
 
 
+def is_quantized_linear(module: nn.Module) -> bool:
+    """A weight-only quantized projection (`gpt2kit.quantization.QuantizedLinear`: int8 /
+    int4 buffers `qweight` + `weight_scale`, a float `dequantize()`), known by its surface:
+    the quantization package sits beside this one, not below it."""
+    buffers = module._buffers
+    return (
+        "qweight" in buffers
+        and "weight_scale" in buffers
+        and callable(getattr(module, "dequantize", None))
+        and hasattr(module, "in_features")
+        and hasattr(module, "out_features")
+    )
+
+
+def _float_kind(module: nn.Module) -> dict[str, Any]:
+    """The device and float dtype of `module`'s activations: its weight's, or for a
+    quantized projection its bias's (fp32 without one)."""
+    weight = module._parameters.get("weight")
+    if weight is not None:
+        return {"device": weight.device, "dtype": weight.dtype}
+    bias = module._parameters.get("bias")
+    device = module._buffers["qweight"].device
+    return {"device": device, "dtype": bias.dtype if bias is not None else torch.float32}
+
+
+QUANTIZED_MERGE = (
+    "the base is weight-only quantized: merging would quantize the merged weight again and add "
+    "its rounding error on top of the adapter, so gpt2kit does not merge into it. Load the "
+    "base without quantization, load the adapter, merge (merge_and_unload(), or gpt2kit convert "
+    "ADAPTER OUT --merge-adapter), then quantize the merged model (gpt2kit convert OUT OUT-int8 "
+    "--quantize int8); or serve the adapter unmerged on the quantized base"
+)
+
+
 class LoraLinear(nn.Module):
     """`base_layer(x) + sum over active adapters of lora_B(lora_A(dropout(x))) * scaling`.
 
-    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`); `lora_A[name]` is an
-    `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both without bias, as in
-    `peft`. `merge` adds `B @ A * scaling` into the base weight in place (the parameter
-    object and its storage stay; its version changes, so copies of it are refreshed).
+    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`) or a weight-only
+    quantized `QuantizedLinear` (QLoRA: its int8 / int4 buffers stay frozen, its forward is
+    differentiable in `x`, so gradients reach the adapters of earlier layers);
+    `lora_A[name]` is an `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both
+    without bias, in the activations' float dtype, as in `peft`. `merge` adds
+    `B @ A * scaling` into a float base weight in place (the parameter object and its
+    storage stay; its version changes, so copies of it are refreshed); a quantized base is
+    not merged into (`QUANTIZED_MERGE`).
     """
 
     # The CPU decoder (`gpt2kit.decode.plan.DECODE_CHILDREN`, read as a mark: decode sits
@@ -94,7 +137,17 @@ class LoraLinear(nn.Module):
     # the base layer's surface, for code that reads it off the projection
     @property
     def weight(self) -> torch.Tensor:
+        if self.quantized:
+            raise AttributeError(
+                "this LoRA layer's base is weight-only quantized and has no float weight; "
+                "base_layer.dequantize() builds one"
+            )
         return self.base_layer.weight
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the base layer is weight-only quantized (QLoRA)."""
+        return is_quantized_linear(self.base_layer)
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -116,8 +169,7 @@ class LoraLinear(nn.Module):
         self, name: str, r: int, alpha: float, scaling: float, dropout: float, init: bool | str
     ) -> None:
         """Create adapter `name` (rank `r`) on this layer, initialized as `peft` does."""
-        weight = self.base_layer.weight
-        kw = {"device": weight.device, "dtype": weight.dtype}
+        kw = _float_kind(self.base_layer)
         a = nn.Linear(self.in_features, r, bias=False, **kw)
         b = nn.Linear(r, self.out_features, bias=False, **kw)
         if init is not False:
@@ -150,6 +202,8 @@ class LoraLinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, names: list[str] | None = None) -> None:
+        if self.quantized:
+            raise ValueError(f"merge_adapter: {QUANTIZED_MERGE}")
         weight = self.base_layer.weight
         for name in names if names is not None else self.active_adapters:
             if name in self.lora_A and name not in self.merged_adapters:
@@ -158,6 +212,8 @@ class LoraLinear(nn.Module):
 
     @torch.no_grad()
     def unmerge(self, names: list[str] | None = None) -> None:
+        if not self.merged_adapters:
+            return
         weight = self.base_layer.weight
         for name in list(reversed(self.merged_adapters)):
             if names is None or name in names:
@@ -191,6 +247,25 @@ class LoraLinear(nn.Module):
         form of punica's BGMV; the per-row gathered `bmm` it replaces read a copy of an
         adapter per row and cost more than the base product at 16 rows). Training (or
         autograd on): per adapter, on its rows, with its dropout."""
+        names = self._check_rows(x, rows)
+        if not names:
+            return result
+        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
+        if (dropout and self.training) or torch.is_grad_enabled():
+            return self._mixed_by_group(x, result, rows, list(names))
+        a_cat, b_cat_t, mask, _, _ = self.mixed_plan(x, rows)  # type: ignore[misc]
+        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x2 if x2.dtype == a_cat.dtype else x2.to(a_cat.dtype)
+        h = torch.mm(x2, a_cat.t())  # [rows * T, R]
+        h = (h.view(x.shape[0], -1, h.shape[-1]) * mask).view(h.shape)  # (own columns only)
+        out2 = result.reshape(-1, result.shape[-1])
+        if out2.dtype == h.dtype:
+            return torch.addmm(out2, h, b_cat_t).view(result.shape)
+        return (out2 + torch.mm(h, b_cat_t).to(out2.dtype)).view(result.shape)
+
+    def _check_rows(self, x: torch.Tensor, rows: tuple[str, ...]) -> tuple[str, ...]:
+        """The adapters of this layer the rows take (cached per rows); errors for merged
+        adapters, a row count that is not the batch's, an adapter the model lacks."""
         if self.merged_adapters:
             raise ValueError(
                 "mixed_batch with merged adapters: a merged update applies to every row; "
@@ -203,28 +278,29 @@ class LoraLinear(nn.Module):
             )
         plan = self.__dict__.get("_gpt2kit_rows")
         if plan is None or plan[0] != rows:
-            plan = (rows, self._batch_names(rows), None, None, None, None)
+            plan = (rows, self._batch_names(rows), None, None)
             self.__dict__["_gpt2kit_rows"] = plan
-        names = plan[1]
+        return plan[1]
+
+    def mixed_plan(
+        self, x: torch.Tensor, rows: tuple[str, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """What a mixed batch's inference update reads, for `rows` (one adapter name per
+        row of `x`): `(A_cat [R, in], (B * scaling)_cat^T [R, out], mask [rows, 1, R],
+        lo, hi)` (`lo[i]:hi[i]`, int32: row `i`'s columns of the stacks, empty without an
+        adapter here), or None when no row takes an adapter of this layer. Kept while the
+        rows and the weights stay (consecutive decoding steps); the CPU decoder reads it
+        too (its kernel computes only each row's own columns)."""
+        names = self._check_rows(x, rows)
         if not names:
-            return result
-        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
-        if (dropout and self.training) or torch.is_grad_enabled():
-            return self._mixed_by_group(x, result, rows, list(names))
+            return None
+        plan = self.__dict__["_gpt2kit_rows"]
         weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
         key = tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights)
-        if plan[2] != key or plan[3].device != x.device:
-            plan = (rows, names, key, *self._concat(rows, names, weights, x.device))
+        if plan[2] != key or plan[3][0].device != x.device:
+            plan = (rows, names, key, self._concat(rows, names, weights, x.device))
             self.__dict__["_gpt2kit_rows"] = plan
-        a_cat, b_cat_t, mask = plan[3], plan[4], plan[5]
-        x2 = x.reshape(-1, x.shape[-1])
-        x2 = x2 if x2.dtype == a_cat.dtype else x2.to(a_cat.dtype)
-        h = torch.mm(x2, a_cat.t())  # [rows * T, R]
-        h = (h.view(x.shape[0], -1, h.shape[-1]) * mask).view(h.shape)  # (own columns only)
-        out2 = result.reshape(-1, result.shape[-1])
-        if out2.dtype == h.dtype:
-            return torch.addmm(out2, h, b_cat_t).view(result.shape)
-        return (out2 + torch.mm(h, b_cat_t).to(out2.dtype)).view(result.shape)
+        return plan[3]
 
     def _batch_names(self, rows: tuple[str, ...]) -> tuple[str, ...]:
         """The adapters of this layer the batch's rows take, in the layer's order; an
@@ -243,11 +319,12 @@ class LoraLinear(nn.Module):
         names: tuple[str, ...],
         weights: list[tuple[torch.Tensor, torch.Tensor]],
         device: torch.device,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`A_cat [R, in]`, `(B * scaling)_cat^T [R, out]` and the rows' column mask
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`A_cat [R, in]`, `(B * scaling)_cat^T [R, out]`, the rows' column mask
         `[rows, 1, R]` (1 on the row's own adapter's columns, 0 elsewhere and for rows
-        without an adapter here): rebuilt when the rows or a weight change, i.e. when a
-        request joins or leaves the batch, not at every decoding step."""
+        without an adapter here) and those columns as `lo`, `hi`: rebuilt when the rows or
+        a weight change, i.e. when a request joins or leaves the batch, not at every
+        decoding step."""
         with torch.no_grad():
             a_cat = torch.cat([a.detach() for a, _ in weights], 0).to(device)
             b_cat_t = torch.cat(
@@ -259,11 +336,11 @@ class LoraLinear(nn.Module):
                 columns[n] = (start, start + self.r[n])
                 start += self.r[n]
             mask = a_cat.new_zeros(len(rows), 1, start)
-            for i, n in enumerate(rows):
-                if n in columns:
-                    lo, hi = columns[n]
-                    mask[i, 0, lo:hi] = 1
-        return a_cat, b_cat_t, mask
+            spans = [columns.get(n, (0, 0)) for n in rows]
+            for i, (lo, hi) in enumerate(spans):
+                mask[i, 0, lo:hi] = 1
+            lo_hi = torch.tensor(spans, dtype=torch.int32).t().contiguous()
+        return a_cat, b_cat_t, mask, lo_hi[0], lo_hi[1]
 
     def _mixed_by_group(
         self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...], names: list[str]
@@ -303,7 +380,20 @@ class ModulesToSave(nn.Module):
         self.disabled = False
 
     def add(self, name: str, trainable: bool) -> None:
-        duplicate = copy.deepcopy(self.original_module)
+        original = self.original_module
+        if is_quantized_linear(original):
+            # (a quantized head trains in full as a float copy of its dequantized weight,
+            # which is also what the adapter file holds: `score.weight`, as `peft` writes)
+            duplicate: nn.Module = nn.Linear(
+                original.in_features, original.out_features,
+                bias=original.bias is not None, **_float_kind(original),
+            )  # fmt: skip
+            with torch.no_grad():
+                duplicate.weight.copy_(original.dequantize(dtype=duplicate.weight.dtype))
+                if original.bias is not None:
+                    duplicate.bias.copy_(original.bias)
+        else:
+            duplicate = copy.deepcopy(original)
         duplicate.requires_grad_(trainable)
         self.modules_to_save[name] = duplicate
 
