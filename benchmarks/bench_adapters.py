@@ -207,7 +207,8 @@ def server_part(
             LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, init_lora_weights=False), name
         )
     adapted.eval()
-    words = "the of and a to in is you that it he was for on are as with his they".split()
+    words = ["the", "of", "and", "a", "to", "in", "is", "you", "that", "it"]
+    words += ["he", "was", "for", "on", "are", "as", "with", "his", "they"]
     bodies = [
         {
             "prompt": " ".join(words[(i * 7 + j) % len(words)] for j in range(4 + i % 12)),

@@ -363,9 +363,12 @@ def merge(model: nn.Module, names: str | list[str] | None = None) -> None:
 def _refuse_quantized_merge(model: nn.Module, names: list[str], what: str) -> None:
     """Before any weight changes: an adapter to merge that sits on a quantized base."""
     for path, module in wrappers(model):
-        if isinstance(module, LoraLinear) and module.quantized:
-            if any(n in module.lora_A for n in names):
-                raise AdapterError(f"{what} ({path}): {QUANTIZED_MERGE}")
+        if (
+            isinstance(module, LoraLinear)
+            and module.quantized
+            and any(n in module.lora_A for n in names)
+        ):
+            raise AdapterError(f"{what} ({path}): {QUANTIZED_MERGE}")
 
 
 def unmerge(model: nn.Module) -> None:

@@ -327,10 +327,17 @@ class LoraLinear(nn.Module):
         decoding step."""
         with torch.no_grad():
             a_cat = torch.cat([a.detach() for a, _ in weights], 0).to(device)
-            b_cat_t = torch.cat(
-                [(b.detach() * self.scaling[n]).t() for n, (_, b) in zip(names, weights, strict=True)],
-                0,
-            ).to(device).contiguous()
+            b_cat_t = (
+                torch.cat(
+                    [
+                        (b.detach() * self.scaling[n]).t()
+                        for n, (_, b) in zip(names, weights, strict=True)
+                    ],
+                    0,
+                )
+                .to(device)
+                .contiguous()
+            )
             columns, start = {}, 0
             for n in names:
                 columns[n] = (start, start + self.r[n])
