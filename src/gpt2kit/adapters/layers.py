@@ -294,11 +294,10 @@ class LoraLinear(nn.Module):
         names = self._check_rows(x, rows)
         if not names:
             return None
+        a_cat, b_cat_t, columns = self._stacks(names, x.device)
         plan = self.__dict__["_gpt2kit_rows"]
-        weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
-        key = tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights)
-        if plan[2] != key or plan[3][0].device != x.device:
-            plan = (rows, names, key, self._concat(rows, names, weights, x.device))
+        if plan[2] is not a_cat:  # (new rows, or the stacks were rebuilt)
+            plan = (rows, names, a_cat, (a_cat, b_cat_t, *self._spans(rows, columns, a_cat)))
             self.__dict__["_gpt2kit_rows"] = plan
         return plan[3]
 
@@ -313,41 +312,43 @@ class LoraLinear(nn.Module):
                 )
         return tuple(n for n in self.lora_A if n in wanted)
 
-    def _concat(
-        self,
-        rows: tuple[str, ...],
-        names: tuple[str, ...],
-        weights: list[tuple[torch.Tensor, torch.Tensor]],
-        device: torch.device,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`A_cat [R, in]`, `(B * scaling)_cat^T [R, out]`, the rows' column mask
-        `[rows, 1, R]` (1 on the row's own adapter's columns, 0 elsewhere and for rows
-        without an adapter here) and those columns as `lo`, `hi`: rebuilt when the rows or
-        a weight change, i.e. when a request joins or leaves the batch, not at every
-        decoding step."""
+    def _stacks(
+        self, names: tuple[str, ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]]]:
+        """`A_cat [R, in]`, `(B * scaling)_cat^T [R, out]` of `names` and each one's
+        columns `(lo, hi)`: kept until the set of adapters in the batch or one of their
+        weights changes (requests joining or leaving with adapters already there only
+        change the rows' spans, `_spans`)."""
+        weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
+        key = (names, device)
+        key += tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights)
+        cached = self.__dict__.get("_gpt2kit_stacks")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         with torch.no_grad():
-            a_cat = torch.cat([a.detach() for a, _ in weights], 0).to(device)
-            b_cat_t = (
-                torch.cat(
-                    [
-                        (b.detach() * self.scaling[n]).t()
-                        for n, (_, b) in zip(names, weights, strict=True)
-                    ],
-                    0,
-                )
-                .to(device)
-                .contiguous()
-            )
-            columns, start = {}, 0
-            for n in names:
-                columns[n] = (start, start + self.r[n])
-                start += self.r[n]
-            mask = a_cat.new_zeros(len(rows), 1, start)
-            spans = [columns.get(n, (0, 0)) for n in rows]
-            for i, (lo, hi) in enumerate(spans):
-                mask[i, 0, lo:hi] = 1
-            lo_hi = torch.tensor(spans, dtype=torch.int32).t().contiguous()
-        return a_cat, b_cat_t, mask, lo_hi[0], lo_hi[1]
+            a_cat = torch.cat([a.detach() for a, _ in weights], 0).to(device).contiguous()
+            scaled = [(b.detach() * self.scaling[n]).t() for n, (_, b) in zip(names, weights)]
+            b_cat_t = torch.cat(scaled, 0).to(device).contiguous()
+        columns, start = {}, 0
+        for n in names:
+            columns[n] = (start, start + self.r[n])
+            start += self.r[n]
+        self.__dict__["_gpt2kit_stacks"] = (key, (a_cat, b_cat_t, columns))
+        return a_cat, b_cat_t, columns
+
+    @staticmethod
+    def _spans(
+        rows: tuple[str, ...], columns: dict[str, tuple[int, int]], a_cat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's columns of the stacks as `mask [rows, 1, R]` (1 on the row's own
+        adapter's columns, 0 elsewhere and for rows without an adapter here) and as int32
+        `lo`, `hi` (CPU, what the native kernel reads)."""
+        spans = [columns.get(n, (0, 0)) for n in rows]
+        lo_hi = torch.tensor(spans, dtype=torch.int32).t().contiguous()
+        lo, hi = lo_hi[0], lo_hi[1]
+        r = torch.arange(a_cat.shape[0])
+        mask = (r >= lo[:, None]) & (r < hi[:, None])
+        return mask.to(device=a_cat.device, dtype=a_cat.dtype).unsqueeze(1), lo, hi
 
     def _mixed_by_group(
         self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...], names: list[str]
