@@ -8,9 +8,10 @@ ones `peft` gives the same model, and the computation is `peft`'s op for op:
 `base(x) + lora_B(lora_A(dropout(x))) * scaling`, summed over the active adapters.
 
 They replace the model's modules in place (the wrapped module is kept inside), so the
-model classes know nothing about adapters; `gpt2kit.decode` sees a module type that is not
-a stock projection and runs those layers through their own `forward` (correct, not the
-fused batch-1 step).
+model classes know nothing about adapters. `gpt2kit.decode` does not run the fused batch-1
+step over them; its CPU decoder stands in for each `base_layer` (native / packed /
+quantized products) and, in a `mixed_batch`, adds the rows' updates from `mixed_plan`
+with one native call.
 """
 
 from __future__ import annotations
