@@ -8,14 +8,22 @@ runner alone in a child process (`VmHWM`: the whole process, model included).
 Budget (issue 20): gpt2kit >= 1.3x peft's steps/s at 124M, 8 x 128, peak memory no
 higher. Printed, not asserted: numbers on a shared machine are provisional.
 
-Second part, the serving budget measured offline (the server's batcher wiring is not in
-yet): 16 rows decoding together through the CPU decoder with a KV cache, every row on the
-base model vs rows spread over 4 adapters in one batch (`mixed_batch`); budget >= 0.8x.
+Second part, the serving budget (issue 20: "4 adapters to 16 clients >= 0.8x the
+throughput of the same traffic on the base model alone"), two ways:
+
+- `mixed-decode`: offline, 16 rows decoding together through the CPU decoder with a KV
+  cache, every row on the base model vs rows spread over 4 adapters in one batch
+  (`mixed_batch`), tokens/s;
+- `serve-mixed`: through the real server (`gpt2kit.serve`, loopback, the continuous
+  batcher), 16 concurrent clients sending the same greedy `/v1/completions` requests to a
+  server of the base model alone and to one serving 4 adapters (request `i` names adapter
+  `i % 4`), generated tokens/s; the two servers' passes interleave round by round. EOS is
+  banned (`logit_bias`) so every request generates `--serve-tokens` tokens on both.
 
     python benchmarks/bench_adapters.py --quick            # tiny shape, seconds
     python benchmarks/bench_adapters.py                    # 124M, 8 x 128
     python benchmarks/bench_adapters.py --threads 16 --rounds 5
-    python benchmarks/bench_adapters.py --no-train          # only the serving part
+    python benchmarks/bench_adapters.py --no-train          # only the serving parts
 """
 
 from __future__ import annotations
@@ -145,6 +153,97 @@ def serve_part(shape: dict, r: int, rows: int, steps: int, rounds: int) -> None:
     return med(mixed) / med(plain)
 
 
+def _clients(url: str, bodies: list[dict], clients: int) -> tuple[float, int]:
+    """Send `bodies` from `clients` threads; (seconds, generated tokens)."""
+    import threading
+
+    import httpx
+
+    pending = iter(range(len(bodies)))
+    lock = threading.Lock()
+    tokens, errors = [0], []
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=600) as c:
+            while True:
+                with lock:
+                    i = next(pending, None)
+                if i is None:
+                    return
+                r = c.post("/v1/completions", json=bodies[i])
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    return
+                with lock:
+                    tokens[0] += r.json()["usage"]["completion_tokens"]
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"server error: {errors[0][:500]}")
+    return time.perf_counter() - start, tokens[0]
+
+
+def server_part(
+    shape: dict, r: int, clients: int, requests: int, max_tokens: int, rounds: int
+) -> float:
+    """Generated tokens/s of the 4-adapter server / the base-only server, same traffic."""
+    from gpt2kit import GPT2Config, GPT2ForCausalLM, LoraConfig
+    from gpt2kit.serve.app import create_app
+    from gpt2kit.serve.testing import BackgroundServer
+
+    torch.manual_seed(0)
+    config = GPT2Config(**shape, n_positions=256)
+    base = GPT2ForCausalLM(config).eval()
+    adapted = GPT2ForCausalLM(config).eval()
+    adapted.load_state_dict(base.state_dict())
+    names = [f"a{i}" for i in range(4)]
+    for name in names:
+        adapted.add_adapter(
+            LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, init_lora_weights=False), name
+        )
+    adapted.eval()
+    words = ["the", "of", "and", "a", "to", "in", "is", "you", "that", "it"]
+    words += ["he", "was", "for", "on", "are", "as", "with", "his", "they"]
+    bodies = [
+        {
+            "prompt": " ".join(words[(i * 7 + j) % len(words)] for j in range(4 + i % 12)),
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "logit_bias": {"50256": -100},  # (no early EOS: the same work on both servers)
+        }
+        for i in range(requests)
+    ]
+    tagged = [{**b, "model": names[i % 4]} for i, b in enumerate(bodies)]
+    common = dict(max_batch_size=clients, max_tokens_cap=max_tokens)
+    base_app = create_app(base, model_name="base", **common)
+    lora_app = create_app(adapted, model_name="base", adapters=names, **common)
+    with BackgroundServer(base_app) as base_url, BackgroundServer(lora_app) as lora_url:
+        _clients(base_url, bodies[:2], 2)  # warm-up (decoder copies, kernels)
+        _clients(lora_url, tagged[:4], 4)
+        plain, mixed, ratios = [], [], []
+        mixed_steps = lora_app.state.batcher.mixed_adapter_steps
+        for _ in range(rounds):
+            s, n = _clients(base_url, bodies, clients)
+            plain.append(n / s)
+            s, n = _clients(lora_url, tagged, clients)
+            mixed.append(n / s)
+            ratios.append(mixed[-1] / plain[-1])
+        mixed_steps = lora_app.state.batcher.mixed_adapter_steps - mixed_steps
+    med = statistics.median
+    print(f"server, {clients} clients, {requests} requests x {max_tokens} tokens, {rounds} rounds: "
+          f"base model alone {med(plain):.0f} tokens/s, 4 adapters {med(mixed):.0f} tokens/s "
+          f"({mixed_steps} decode steps mixed adapters)")  # fmt: skip
+    if mixed_steps == 0:
+        raise RuntimeError("no decode step of the adapter server mixed adapters")
+    print(f"4 adapters / base model, served: {med(ratios):.2f}x (budget >= 0.8x)")
+    return med(ratios)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,13 +258,17 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny shape, 2 rounds of 2 steps")
     p.add_argument("--serve-rows", type=int, default=16, help="rows decoding together (16)")
     p.add_argument("--serve-steps", type=int, default=16, help="decoding steps per round (16)")
-    p.add_argument("--no-train", action="store_true", help="only the serving part")
+    p.add_argument("--serve-clients", type=int, default=16, help="concurrent clients (16)")
+    p.add_argument("--serve-requests", type=int, default=32, help="requests per pass (32)")
+    p.add_argument("--serve-tokens", type=int, default=32, help="tokens per request (32)")
+    p.add_argument("--no-train", action="store_true", help="only the serving parts")
     p.add_argument("--child", choices=["gpt2kit", "peft"], help=argparse.SUPPRESS)
     add_results_argument(p)
     args = p.parse_args()
     if args.quick:
         args.preset, args.batch, args.seq, args.rounds, args.steps = "tiny", 2, 32, 2, 2
         args.serve_rows, args.serve_steps = 8, 4
+        args.serve_clients, args.serve_requests, args.serve_tokens = 4, 8, 4
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = PRESETS[args.preset]
@@ -173,14 +276,27 @@ def main() -> None:
         child(args.child, shape, args.r, args.batch, args.seq, args.steps + 1)
         return
 
-    keys = ("mixed-decode",) if args.no_train else ("train-step", "peak-memory", "mixed-decode")
+    serving = ("mixed-decode", "serve-mixed")
+    keys = serving if args.no_train else ("train-step", "peak-memory", *serving)
     results = Results("bench_adapters", keys, args)
     mixed_what = (
         f"{args.serve_rows} rows of 4 adapters decoding together / the base model, tokens/s"
     )
-    if args.no_train:
+    served_what = (
+        f"server: {args.serve_clients} clients on 4 adapters / the same traffic on the base model "
+        "alone, generated tokens/s"
+    )
+
+    def serving_parts() -> None:
         mixed = serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
         results.add("mixed-decode", mixed, "x", mixed_what)
+        served = server_part(
+            shape, args.r, args.serve_clients, args.serve_requests, args.serve_tokens, args.rounds
+        )
+        results.add("serve-mixed", served, "x", served_what)
+
+    if args.no_train:
+        serving_parts()
         results.save(results_dir(args))
         return
     runners = ("gpt2kit", "peft")
@@ -224,8 +340,7 @@ def main() -> None:
     results.add(
         "peak-memory", peaks["gpt2kit"] / peaks["peft"], "x", "peak memory gpt2kit / peft (<= 1.0x)"
     )
-    mixed = serve_part(shape, args.r, args.serve_rows, args.serve_steps, args.rounds)
-    results.add("mixed-decode", mixed, "x", mixed_what)
+    serving_parts()
     results.save(results_dir(args))
 
 

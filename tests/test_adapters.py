@@ -408,7 +408,10 @@ def test_mixed_adapter_batch_equals_each_adapter_alone_and_peft(tmp_path, tiny_c
     model = _two_adapters(tiny_config)
     ids = _ids(4, 8)
     with mixed_batch(NAMES):
-        mixed = model(ids).logits
+        mixed = model(ids).logits  # (autograd on: per adapter, on its rows)
+    with torch.no_grad(), mixed_batch(NAMES):
+        stacked = model(ids).logits  # (inference: the stacked form, every row at once)
+    torch.testing.assert_close(stacked, mixed, atol=TOL, rtol=0)
     for i, name in enumerate(NAMES):
         alone = _alone(model, name, ids[i : i + 1]).logits
         torch.testing.assert_close(mixed[i : i + 1], alone, atol=TOL, rtol=0)
@@ -435,13 +438,24 @@ def test_mixed_adapter_batch_equals_each_adapter_alone_and_peft(tmp_path, tiny_c
         again(ids)
 
 
-def test_mixed_adapter_decoding_through_the_cpu_decoder(tiny_config):
+def test_mixed_adapter_decoding_through_the_cpu_decoder(tiny_config, monkeypatch):
     """The server's path: prefill and cached one-token steps through `cpu_decoder`, rows
-    of different adapters in one batch, equal to each row decoded alone."""
-    from gpt2kit.decode import cpu_decoder
+    of different adapters in one batch, equal to each row decoded alone; with the native
+    kernels built, the adapted layers' base products and the rows' updates run through
+    them (the decoder's fast path, not the modules' PyTorch forward)."""
+    from gpt2kit.decode import cpu_decoder, native
 
     model = _two_adapters(tiny_config)
     ids = _ids(4, 6)
+    calls: dict[str, int] = {"gemv": 0, "lora_delta": 0}
+    for name in calls:
+        original = getattr(native, name)
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(native, name, counting)
 
     def decode(rows, names, steps=4):
         decoder = cpu_decoder(model, rows.shape[0]) or model
@@ -455,6 +469,11 @@ def test_mixed_adapter_decoding_through_the_cpu_decoder(tiny_config):
         return torch.cat(tokens, 1)
 
     together = decode(ids, NAMES)
+    if native.load() is not None:
+        # 2 layers x 4 projections, prefill + 4 steps; every projection is wrapped, so
+        # every native product of a block is an adapted layer's base product
+        assert calls["lora_delta"] >= 2 * 4 * 5, calls
+        assert calls["gemv"] >= 2 * 4 * 5, calls
     for i, name in enumerate(NAMES):
         if name == BASE:
             model.disable_adapters()

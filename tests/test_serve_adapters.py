@@ -151,6 +151,12 @@ def test_adapters_change_the_outputs(reference, tok):
 
 
 def test_mixed_batch_equals_each_adapter_offline(app, http, reference, tok):
+    _check_mixed_batch(app, http, reference, tok)
+
+
+def _check_mixed_batch(app, http, reference, tok):
+    """Concurrent requests for the base, A and B (one with n=2) share decode steps, and
+    every choice's tokens equal that request run offline with its adapter alone."""
     batcher = app.state.batcher
     mixed_before = batcher.mixed_adapter_steps
     jobs = [(m, p) for m, prompts in PROMPTS.items() for p in prompts]
@@ -175,6 +181,28 @@ def test_mixed_batch_equals_each_adapter_offline(app, http, reference, tok):
         want = offline(reference, tok, model, prompt, MAX_TOKENS[model])
         for got in choices:
             assert got == [tok.decode([i]) for i in want], (model, prompt)
+
+
+def test_mixed_adapters_on_a_quantized_base_equal_offline(base, tok, folders, tmp_path):
+    """`gpt2kit serve --quantize int8 --adapter A=... --adapter B=...`: the server's
+    arguments (a model folder, `quantization`, adapter folders) through `create_app`;
+    the offline reference is the same quantized model with both adapters loaded."""
+    from gpt2kit.quantization.modules import QuantizedLinear
+
+    base.save_pretrained(tmp_path / "lm")
+    adapters = {name: str(path) for name, path in folders.items()}
+    app = create_app(
+        str(tmp_path / "lm"), tok, model_name="tiny", max_tokens_cap=64, batch_wait_ms=1000,
+        chat_template=TEMPLATE, adapters=adapters, quantization="int8",
+    )  # fmt: skip
+    layer = app.state.batcher.model.transformer.h[0].attn.c_attn
+    assert isinstance(layer.base_layer, QuantizedLinear)
+    reference = GPT2ForCausalLM.from_pretrained(tmp_path / "lm", quantization="int8")
+    for name, path in adapters.items():
+        reference.load_adapter(path, adapter_name=name)
+    reference.eval()
+    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        _check_mixed_batch(app, http, reference, tok)
 
 
 def test_openai_client_picks_an_adapter(server, reference, tok):

@@ -28,7 +28,7 @@ from torch import nn
 from ..checkpoint import _BACKBONE_KEY, _CONV1D, atomic_folder
 from ..hub import HubError, HubOptions, resolve_folder
 from .config import ADAPTER_CONFIG, TASK_HEADS, AdapterConfigError, LoraConfig
-from .layers import LoraLinear, ModulesToSave
+from .layers import QUANTIZED_MERGE, LoraLinear, ModulesToSave, is_quantized_linear
 
 logger = logging.getLogger("gpt2kit")
 
@@ -147,7 +147,7 @@ def find_targets(model: nn.Module, config: LoraConfig) -> list[str]:
     for name, module in _candidates(model):
         if not name:
             continue
-        linear = isinstance(module, (nn.Linear, LoraLinear))
+        linear = isinstance(module, (nn.Linear, LoraLinear)) or is_quantized_linear(module)
         if all_linear:
             hit = linear and name != output and not _matches_modules_to_save(config, name)
         else:
@@ -163,7 +163,8 @@ def find_targets(model: nn.Module, config: LoraConfig) -> list[str]:
         if not linear:
             raise AdapterConfigError(
                 f"target_modules selects {name!r}, a {type(module).__name__}; gpt2kit puts LoRA on "
-                "linear projections only (c_attn, c_proj, c_fc, q_attn, heads' nn.Linear). "
+                "linear projections only (c_attn, c_proj, c_fc, q_attn, heads' nn.Linear, and "
+                "their weight-only quantized QuantizedLinear). "
                 "Name those, or anchor a regex so it matches only them"
             )
         found.append(name)
@@ -353,9 +354,21 @@ def _unwrap_empty(model: nn.Module, force: bool = False) -> None:
 def merge(model: nn.Module, names: str | list[str] | None = None) -> None:
     """Add the adapters' `B A * scaling` into the base weights (default: the active ones)."""
     chosen = _names(model, names, list(active(model)))
+    _refuse_quantized_merge(model, chosen, "merge_adapter")
     for _, module in wrappers(model):
         if isinstance(module, LoraLinear):
             module.merge([n for n in chosen if n in module.lora_A])
+
+
+def _refuse_quantized_merge(model: nn.Module, names: list[str], what: str) -> None:
+    """Before any weight changes: an adapter to merge that sits on a quantized base."""
+    for path, module in wrappers(model):
+        if (
+            isinstance(module, LoraLinear)
+            and module.quantized
+            and any(n in module.lora_A for n in names)
+        ):
+            raise AdapterError(f"{what} ({path}): {QUANTIZED_MERGE}")
 
 
 def unmerge(model: nn.Module) -> None:
@@ -369,6 +382,7 @@ def merge_and_unload(model: nn.Module, names: str | list[str] | None = None) -> 
     """Merge the adapters (default: the active ones) and remove every adapter: a plain
     model with the merged weights and the active adapter's head copies in place."""
     chosen = _names(model, names, list(active(model)))
+    _refuse_quantized_merge(model, chosen, "merge_and_unload")
     merge(model, chosen)
     for path, module in wrappers(model):
         if isinstance(module, ModulesToSave):
@@ -524,8 +538,17 @@ def read_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 def resolve(path: str | os.PathLike, **hub: Any) -> Path:
     """A local adapter folder, or a Hub repository's adapter files (downloaded, cached)."""
-    if Path(path).is_dir():
-        return Path(path)
+    folder = Path(path)
+    if folder.is_dir():
+        return folder
+    name = str(path)
+    what = (
+        f"an adapter folder: {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}, as peft's or gpt2kit's "
+        "save_pretrained writes on a model with an adapter"
+    )
+    if folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise AdapterError(f"adapter {name!r} {state}; pass {what}")
     options = HubOptions(**{k: v for k, v in hub.items() if v is not None})
     try:
         return resolve_folder(
@@ -535,7 +558,9 @@ def resolve(path: str | os.PathLike, **hub: Any) -> Path:
             need_weights=False,
         )
     except HubError as err:
-        raise AdapterError(str(err)) from err
+        raise AdapterError(
+            f"adapter {name!r} is no local folder and the Hub did not give it ({err}); pass {what}"
+        ) from err
 
 
 def load(

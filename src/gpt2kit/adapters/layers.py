@@ -8,9 +8,10 @@ ones `peft` gives the same model, and the computation is `peft`'s op for op:
 `base(x) + lora_B(lora_A(dropout(x))) * scaling`, summed over the active adapters.
 
 They replace the model's modules in place (the wrapped module is kept inside), so the
-model classes know nothing about adapters; `gpt2kit.decode` sees a module type that is not
-a stock projection and runs those layers through their own `forward` (correct, not the
-fused batch-1 step).
+model classes know nothing about adapters. `gpt2kit.decode` does not run the fused batch-1
+step over them; its CPU decoder stands in for each `base_layer` (native / packed /
+quantized products) and, in a `mixed_batch`, adds the rows' updates from `mixed_plan`
+with one native call.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def mixed_batch(adapter_names: Sequence[str]) -> Iterator[None]:
         _ROWS.reset(token)
 
 
+def current_rows() -> tuple[str, ...] | None:
+    """The per-row adapter names `mixed_batch` set for this thread (None outside one)."""
+    return _ROWS.get()
+
+
 def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     if len(rows) != batch:
         raise ValueError(
@@ -64,16 +70,59 @@ def _row_groups(rows: tuple[str, ...], batch: int, device: torch.device) -> dict
     return {n: torch.tensor(i, device=device) for n, i in groups.items()}
 
 
+def is_quantized_linear(module: nn.Module) -> bool:
+    """A weight-only quantized projection (`gpt2kit.quantization.QuantizedLinear`: int8 /
+    int4 buffers `qweight` + `weight_scale`, a float `dequantize()`), known by its surface:
+    the quantization package sits beside this one, not below it."""
+    buffers = module._buffers
+    return (
+        "qweight" in buffers
+        and "weight_scale" in buffers
+        and callable(getattr(module, "dequantize", None))
+        and hasattr(module, "in_features")
+        and hasattr(module, "out_features")
+    )
+
+
+def _float_kind(module: nn.Module) -> dict[str, Any]:
+    """The device and float dtype of `module`'s activations: its weight's, or for a
+    quantized projection its bias's (fp32 without one)."""
+    weight = module._parameters.get("weight")
+    if weight is not None:
+        return {"device": weight.device, "dtype": weight.dtype}
+    bias = module._parameters.get("bias")
+    device = module._buffers["qweight"].device
+    return {"device": device, "dtype": bias.dtype if bias is not None else torch.float32}
+
+
+QUANTIZED_MERGE = (
+    "the base is weight-only quantized: merging would quantize the merged weight again and add "
+    "its rounding error on top of the adapter, so gpt2kit does not merge into it. Load the "
+    "base without quantization, load the adapter, merge (merge_and_unload(), or gpt2kit convert "
+    "ADAPTER OUT --merge-adapter), then quantize the merged model (gpt2kit convert OUT OUT-int8 "
+    "--quantize int8); or serve the adapter unmerged on the quantized base"
+)
+
+
 class LoraLinear(nn.Module):
     """`base_layer(x) + sum over active adapters of lora_B(lora_A(dropout(x))) * scaling`.
 
-    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`); `lora_A[name]` is an
-    `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both without bias, as in
-    `peft`. `merge` adds `B @ A * scaling` into the base weight in place (the parameter
-    object and its storage stay; its version changes, so copies of it are refreshed).
+    `base_layer` is the model's own `nn.Linear` (weight `[out, in]`) or a weight-only
+    quantized `QuantizedLinear` (QLoRA: its int8 / int4 buffers stay frozen, its forward is
+    differentiable in `x`, so gradients reach the adapters of earlier layers);
+    `lora_A[name]` is an `nn.Linear(in, r)` and `lora_B[name]` an `nn.Linear(r, out)`, both
+    without bias, in the activations' float dtype, as in `peft`. `merge` adds
+    `B @ A * scaling` into a float base weight in place (the parameter object and its
+    storage stay; its version changes, so copies of it are refreshed); a quantized base is
+    not merged into (`QUANTIZED_MERGE`).
     """
 
-    def __init__(self, base_layer: nn.Linear) -> None:
+    # The CPU decoder (`gpt2kit.decode.plan.DECODE_CHILDREN`, read as a mark: decode sits
+    # above this package) stands in for `base_layer` only: the base product runs through its
+    # native / packed kernels, the adapters' rank-r products as PyTorch ops (`_mixed`).
+    _gpt2kit_decode_children = ("base_layer",)
+
+    def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.lora_A = nn.ModuleDict()
@@ -89,7 +138,17 @@ class LoraLinear(nn.Module):
     # the base layer's surface, for code that reads it off the projection
     @property
     def weight(self) -> torch.Tensor:
+        if self.quantized:
+            raise AttributeError(
+                "this LoRA layer's base is weight-only quantized and has no float weight; "
+                "base_layer.dequantize() builds one"
+            )
         return self.base_layer.weight
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the base layer is weight-only quantized (QLoRA)."""
+        return is_quantized_linear(self.base_layer)
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -111,8 +170,7 @@ class LoraLinear(nn.Module):
         self, name: str, r: int, alpha: float, scaling: float, dropout: float, init: bool | str
     ) -> None:
         """Create adapter `name` (rank `r`) on this layer, initialized as `peft` does."""
-        weight = self.base_layer.weight
-        kw = {"device": weight.device, "dtype": weight.dtype}
+        kw = _float_kind(self.base_layer)
         a = nn.Linear(self.in_features, r, bias=False, **kw)
         b = nn.Linear(r, self.out_features, bias=False, **kw)
         if init is not False:
@@ -145,6 +203,8 @@ class LoraLinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, names: list[str] | None = None) -> None:
+        if self.quantized:
+            raise ValueError(f"merge_adapter: {QUANTIZED_MERGE}")
         weight = self.base_layer.weight
         for name in names if names is not None else self.active_adapters:
             if name in self.lora_A and name not in self.merged_adapters:
@@ -153,6 +213,8 @@ class LoraLinear(nn.Module):
 
     @torch.no_grad()
     def unmerge(self, names: list[str] | None = None) -> None:
+        if not self.merged_adapters:
+            return
         weight = self.base_layer.weight
         for name in list(reversed(self.merged_adapters)):
             if names is None or name in names:
@@ -178,11 +240,33 @@ class LoraLinear(nn.Module):
         return result.to(dtype)
 
     def _mixed(self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...]) -> torch.Tensor:
-        """Each row's own adapter. Inference: every row's `A`, `B` gathered from stacks
-        of this layer's adapters (a zero entry for rows without one, ranks zero-padded to
-        the largest) and applied in two batched products, a fixed handful of ops however
-        many adapters share the batch (punica's BGMV); training with dropout: per
-        adapter, on its rows."""
+        """Each row's own adapter. Inference: the batch's adapters' `A`s stacked into one
+        `[R, in]` matrix (R: their ranks summed) and their `B * scaling` into one
+        `[out, R]`, so every row's update is `((x @ A_cat^T) * mask) @ B_cat^T` with
+        `mask` keeping only the row's own adapter's columns: three ops per layer however
+        many adapters share the batch, reading each adapter's weights once (the concat
+        form of punica's BGMV; the per-row gathered `bmm` it replaces read a copy of an
+        adapter per row and cost more than the base product at 16 rows). Training (or
+        autograd on): per adapter, on its rows, with its dropout."""
+        names = self._check_rows(x, rows)
+        if not names:
+            return result
+        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
+        if (dropout and self.training) or torch.is_grad_enabled():
+            return self._mixed_by_group(x, result, rows, list(names))
+        a_cat, b_cat_t, mask, _, _ = self.mixed_plan(x, rows)  # type: ignore[misc]
+        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x2 if x2.dtype == a_cat.dtype else x2.to(a_cat.dtype)
+        h = torch.mm(x2, a_cat.t())  # [rows * T, R]
+        h = (h.view(x.shape[0], -1, h.shape[-1]) * mask).view(h.shape)  # (own columns only)
+        out2 = result.reshape(-1, result.shape[-1])
+        if out2.dtype == h.dtype:
+            return torch.addmm(out2, h, b_cat_t).view(result.shape)
+        return (out2 + torch.mm(h, b_cat_t).to(out2.dtype)).view(result.shape)
+
+    def _check_rows(self, x: torch.Tensor, rows: tuple[str, ...]) -> tuple[str, ...]:
+        """The adapters of this layer the rows take (cached per rows); errors for merged
+        adapters, a row count that is not the batch's, an adapter the model lacks."""
         if self.merged_adapters:
             raise ValueError(
                 "mixed_batch with merged adapters: a merged update applies to every row; "
@@ -193,65 +277,79 @@ class LoraLinear(nn.Module):
                 f"mixed_batch got {len(rows)} adapter names for a batch of {x.shape[0]} rows; "
                 "pass one per row"
             )
-        names = []
-        for name in dict.fromkeys(rows):
-            if name == BASE:
-                continue
-            if name in self.lora_A:
-                names.append(name)
-            elif name not in self.known_elsewhere:
+        plan = self.__dict__.get("_gpt2kit_rows")
+        if plan is None or plan[0] != rows:
+            plan = (rows, self._batch_names(rows), None, None)
+            self.__dict__["_gpt2kit_rows"] = plan
+        return plan[1]
+
+    def mixed_plan(
+        self, x: torch.Tensor, rows: tuple[str, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """What a mixed batch's inference update reads, for `rows` (one adapter name per
+        row of `x`): `(A_cat [R, in], (B * scaling)_cat^T [R, out], mask [rows, 1, R],
+        lo, hi)` (`lo[i]:hi[i]`, int32: row `i`'s columns of the stacks, empty without an
+        adapter here), or None when no row takes an adapter of this layer. Kept while the
+        rows and the weights stay (consecutive decoding steps); the CPU decoder reads it
+        too (its kernel computes only each row's own columns)."""
+        names = self._check_rows(x, rows)
+        if not names:
+            return None
+        a_cat, b_cat_t, columns = self._stacks(names, x.device)
+        plan = self.__dict__["_gpt2kit_rows"]
+        if plan[2] is not a_cat:  # (new rows, or the stacks were rebuilt)
+            plan = (rows, names, a_cat, (a_cat, b_cat_t, *self._spans(rows, columns, a_cat)))
+            self.__dict__["_gpt2kit_rows"] = plan
+        return plan[3]
+
+    def _batch_names(self, rows: tuple[str, ...]) -> tuple[str, ...]:
+        """The adapters of this layer the batch's rows take, in the layer's order; an
+        adapter name the model does not have at all is an error."""
+        wanted = set(rows)
+        for name in wanted:
+            if name != BASE and name not in self.lora_A and name not in self.known_elsewhere:
                 raise ValueError(
                     f"mixed_batch names adapter {name!r}, which the model does not have"
                 )
-        if not names:
-            return result
-        dropout = any(not isinstance(self.lora_dropout[n], nn.Identity) for n in names)
-        if (dropout and self.training) or torch.is_grad_enabled():
-            return self._mixed_by_group(x, result, rows, names)
-        a_rows, b_rows = self._row_weights(rows, tuple(names), x.device)
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
-        x3 = x3 if x3.dtype == a_rows.dtype else x3.to(a_rows.dtype)
-        h = torch.bmm(x3, a_rows)  # [rows, T, r]
-        delta = torch.bmm(h, b_rows)  # [rows, T, out]
-        return result + delta.view(result.shape).to(result.dtype)
+        return tuple(n for n in self.lora_A if n in wanted)
 
-    def _row_weights(
-        self, rows: tuple[str, ...], names: tuple[str, ...], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's `A^T [rows, in, r]` and `(B * scaling)^T [rows, r, out]`, kept while
-        the batch's rows and the weights stay (consecutive decoding steps)."""
-        a_stack, b_stack = self._stacks(names)
-        cached = self.__dict__.get("_gpt2kit_rows")
-        if cached is not None and cached[0] == rows and cached[1] is a_stack:
-            return cached[2], cached[3]
-        slot = {n: i for i, n in enumerate(names)}
-        index = torch.tensor([slot.get(n, len(names)) for n in rows], device=device)
-        a_rows = a_stack[index].transpose(1, 2).contiguous()
-        b_rows = b_stack[index].transpose(1, 2).contiguous()
-        self.__dict__["_gpt2kit_rows"] = (rows, a_stack, a_rows, b_rows)
-        return a_rows, b_rows
-
-    def _stacks(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`A [n+1, r_max, in]` and `B * scaling [n+1, out, r_max]` for `names` (the last
-        entry zero), kept until a weight changes."""
+    def _stacks(
+        self, names: tuple[str, ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]]]:
+        """`A_cat [R, in]`, `(B * scaling)_cat^T [R, out]` of `names` and each one's
+        columns `(lo, hi)`: kept until the set of adapters in the batch or one of their
+        weights changes (requests joining or leaving with adapters already there only
+        change the rows' spans, `_spans`)."""
         weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in names]
-        key = (
-            names,
-            tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights),
-        )
+        key = (names, device)
+        key += tuple((a.data_ptr(), a._version, b.data_ptr(), b._version) for a, b in weights)
         cached = self.__dict__.get("_gpt2kit_stacks")
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        r_max = max(self.r[n] for n in names)
-        a0, b0 = weights[0]
-        a_stack = a0.new_zeros(len(names) + 1, r_max, self.in_features)
-        b_stack = b0.new_zeros(len(names) + 1, self.out_features, r_max)
+            return cached[1]
         with torch.no_grad():
-            for i, (n, (a, b)) in enumerate(zip(names, weights, strict=True)):
-                a_stack[i, : self.r[n]] = a
-                b_stack[i, :, : self.r[n]] = b * self.scaling[n]
-        self.__dict__["_gpt2kit_stacks"] = (key, a_stack, b_stack)
-        return a_stack, b_stack
+            a_cat = torch.cat([a.detach() for a, _ in weights], 0).to(device).contiguous()
+            scaled = [(b.detach() * self.scaling[n]).t() for n, (_, b) in zip(names, weights)]
+            b_cat_t = torch.cat(scaled, 0).to(device).contiguous()
+        columns, start = {}, 0
+        for n in names:
+            columns[n] = (start, start + self.r[n])
+            start += self.r[n]
+        self.__dict__["_gpt2kit_stacks"] = (key, (a_cat, b_cat_t, columns))
+        return a_cat, b_cat_t, columns
+
+    @staticmethod
+    def _spans(
+        rows: tuple[str, ...], columns: dict[str, tuple[int, int]], a_cat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's columns of the stacks as `mask [rows, 1, R]` (1 on the row's own
+        adapter's columns, 0 elsewhere and for rows without an adapter here) and as int32
+        `lo`, `hi` (CPU, what the native kernel reads)."""
+        spans = [columns.get(n, (0, 0)) for n in rows]
+        lo_hi = torch.tensor(spans, dtype=torch.int32).t().contiguous()
+        lo, hi = lo_hi[0], lo_hi[1]
+        r = torch.arange(a_cat.shape[0])
+        mask = (r >= lo[:, None]) & (r < hi[:, None])
+        return mask.to(device=a_cat.device, dtype=a_cat.dtype).unsqueeze(1), lo, hi
 
     def _mixed_by_group(
         self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...], names: list[str]
@@ -291,7 +389,20 @@ class ModulesToSave(nn.Module):
         self.disabled = False
 
     def add(self, name: str, trainable: bool) -> None:
-        duplicate = copy.deepcopy(self.original_module)
+        original = self.original_module
+        if is_quantized_linear(original):
+            # (a quantized head trains in full as a float copy of its dequantized weight,
+            # which is also what the adapter file holds: `score.weight`, as `peft` writes)
+            duplicate: nn.Module = nn.Linear(
+                original.in_features, original.out_features,
+                bias=original.bias is not None, **_float_kind(original),
+            )  # fmt: skip
+            with torch.no_grad():
+                duplicate.weight.copy_(original.dequantize(dtype=duplicate.weight.dtype))
+                if original.bias is not None:
+                    duplicate.bias.copy_(original.bias)
+        else:
+            duplicate = copy.deepcopy(original)
         duplicate.requires_grad_(trainable)
         self.modules_to_save[name] = duplicate
 

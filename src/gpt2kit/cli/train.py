@@ -246,6 +246,14 @@ def register(subparsers: Any) -> None:
         "(also dropout=, save= (modules_to_save), bias=, rslora=); task heads train in full. "
         "Checkpoints and the output hold the adapter only (peft format)",
     )
+    t.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        default=None,
+        help="with --lora: load the base weight-only quantized and frozen and train the adapter "
+        "on it (QLoRA-style; docs/adapters.md). The output is the adapter alone, for the float "
+        "or the quantized base",
+    )
     t.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train, _parser=t)
@@ -458,6 +466,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_cli_options(args)  # out-of-range numbers fail before any data or model is read
     task = args.task
+    quantize = getattr(args, "quantize", None)
+    if quantize and not args.lora:
+        raise TrainCLIError(
+            f"--quantize {quantize} trains a LoRA adapter on a frozen quantized base (QLoRA): add "
+            "--lora (e.g. --lora r=8,alpha=16,targets=c_attn,c_proj,c_fc); training every weight "
+            "needs float weights"
+        )
+    if quantize and args.from_scratch:
+        raise TrainCLIError("--quantize with --from-scratch: a quantized base must be pretrained")
     tokenizer = load_tokenizer(args.model, args.from_scratch)
     config = _model_config(args, tokenizer)
     options = _data_options(args, task)
@@ -525,7 +542,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.from_scratch:
         model = AutoModelForArchitecture.from_config(config.copy(**overrides), task=task)
     else:
-        model = load_model(args.model, task=task, **overrides)
+        model = load_model(args.model, task=task, quantization=quantize, **overrides)
     if args.lora:
         from ..adapters.training import attach_lora
 

@@ -43,6 +43,32 @@ LINEAR_TYPES = (nn.Linear, Linear)
 # ... and those the whole-step kernel also reads (weight-only int8 / int4)
 STEP_LINEAR_TYPES = (nn.Linear, Linear, QuantizedLinear)
 
+# A module class may name, in its own body, the only children the decoder stands in for
+# (a LoRA layer: its `base_layer`; its adapters' own small products run as they are, and
+# walking them, ~16 modules per layer with 4 adapters, made each decoder call ~10x
+# slower to set up). A mark, not an import: the decoder never imports the adapters.
+DECODE_CHILDREN = "_gpt2kit_decode_children"
+
+
+def decode_modules(model: nn.Module) -> list[nn.Module]:
+    """`model.modules()` (the same order, each module once) without the children that a
+    module's class leaves out through `DECODE_CHILDREN`: what the decoder stands in for."""
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append(module)
+        children = module._modules
+        only = type(module).__dict__.get(DECODE_CHILDREN)
+        kids = [children.get(k) for k in only] if only is not None else list(children.values())
+        stack.extend(c for c in reversed(kids) if c is not None)
+    return out
+
+
 # per block: (parent, child) names of the modules the kernel replaces, in order
 _TREE = (("", "ln_1"), ("", "attn"), ("attn", "c_attn"), ("attn", "c_proj"))
 _TREE += (("", "ln_2"), ("", "mlp"), ("mlp", "c_fc"), ("mlp", "c_proj"))

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from . import native, packed
-from .plan import LINEAR_TYPES
+from .plan import LINEAR_TYPES, decode_modules
 
 logger = logging.getLogger("gpt2kit")
 
@@ -43,7 +43,7 @@ def projection_weights(model: nn.Module) -> list[nn.Parameter]:
     """Every weight of a projection the decoder stands in for, once (the tied LM head is the
     token embedding), in module order: the order a decoding step reads them."""
     seen: dict[int, nn.Parameter] = {}
-    for module in model.modules():
+    for module in decode_modules(model):
         weight = getattr(module, "weight", None)
         if type(module) in LINEAR_TYPES and type(weight) is nn.Parameter and weight.dim() == 2:
             seen.setdefault(id(weight), weight)  # (sharded DTensor weights stay as they are)

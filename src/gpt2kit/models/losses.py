@@ -196,7 +196,13 @@ def lm_head_outputs(
             "the fused LM loss supports a bias-free lm_head only; pass return_logits=True"
         )
     targets = shifted_lm_labels(labels).reshape(-1)
-    loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), lm_head.weight, targets)
+    weight = getattr(lm_head, "weight", None)
+    if weight is None and callable(getattr(lm_head, "dequantize", None)):
+        # a weight-only quantized head (QLoRA training on a quantized base): its frozen
+        # weight dequantized for this loss, one [V, d] float matrix (smaller than the
+        # [B, T, V] logits of the other path); no gradient reaches it
+        weight = lm_head.dequantize(dtype=hidden.dtype)
+    loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, targets)
     return None, _renormalize(loss, labels, num_items_in_batch)
 
 

@@ -531,3 +531,36 @@ def _register_op() -> Any:
 
 
 gemv_op = _register_op()
+
+
+# -- LoRA (issue 20): a mixed-adapter batch's per-row low-rank updates --------------------
+# (kept at the end, apart from the product kernels' bindings; its argtypes are set on first
+# use, so `load()` is unchanged)
+def lora_delta(
+    x: torch.Tensor,
+    a_cat: torch.Tensor,
+    b_cat_t: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
+    """`y[t] += (x[t] @ a_cat[lo[b]:hi[b]].T) @ b_cat_t[lo[b]:hi[b]]` for each token `t` of
+    batch row `b`, in place (`kernels.c`: only each row's own adapter is computed).
+
+    `x [n, T, in]` and `y [n, T, out]` fp32 contiguous CPU; `a_cat [R, in]`, `b_cat_t [R,
+    out]` fp32 contiguous; `lo`, `hi` int32 `[n]`. Call only after `load()` returned the
+    library."""
+    lib = _lib
+    assert lib is not None
+    fn = lib.gpt2kit_lora_delta_f32
+    if fn.argtypes is None:
+        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+        fn.restype = None
+    n, in_features, out_features = lo.shape[0], a_cat.shape[1], b_cat_t.shape[1]
+    tokens = x.numel() // (n * in_features)
+    assert x.is_contiguous() and y.is_contiguous() and y.numel() == n * tokens * out_features
+    assert a_cat.is_contiguous() and b_cat_t.is_contiguous()
+    assert lo.dtype == hi.dtype == torch.int32 and lo.is_contiguous() and hi.is_contiguous()
+    ptrs = (x, a_cat, b_cat_t, lo, hi, y)
+    fn(*(t.data_ptr() for t in ptrs), n, tokens, in_features, out_features, torch.get_num_threads())
+    return y
