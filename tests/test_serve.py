@@ -284,11 +284,17 @@ def test_queue_full_disconnect_and_timeout(lm, tok):
     # A long context so request A cannot finish before the test abandons it.
     model = tiny_lm(n_positions=1024)
     forward = model.forward
+    gate = threading.Event()  # closed: A's decoding steps wait, so A cannot finish early
+    calls = []
 
     def slow_forward(*args, **kwargs):
-        # A tiny model on one thread decodes 1000 tokens in about a second; slow each step
-        # so A is certainly still running when C arrives, however fast the machine.
-        time.sleep(0.02)
+        # After A's prefill, its steps wait at the gate until C has been refused (on a loaded
+        # machine no sleep is long enough to be sure A is still running), then run slowed so
+        # A is certainly unfinished when its client goes away.
+        if calls:
+            gate.wait(30)
+            time.sleep(0.02)
+        calls.append(1)
         return forward(*args, **kwargs)
 
     model.forward = slow_forward
@@ -302,7 +308,12 @@ def test_queue_full_disconnect_and_timeout(lm, tok):
         no_eos = {str(model.config.eos_token_id): -100}
         body = {"prompt": "a", "max_tokens": 1000, "stream": True, "logit_bias": no_eos}
         with c.stream("POST", "/v1/completions", json=body) as a:
-            next(a.iter_lines())
+            # (A's first line can arrive while A is still counted in the queue: wait for A
+            # to hold the batch slot, or B would find the queue full)
+            deadline = time.monotonic() + 30
+            while batcher.running < 1:
+                assert time.monotonic() < deadline, "A never started"
+                time.sleep(0.01)
             # B waits in the queue (the queue holds one)...
             b_result: dict = {}
             t = threading.Thread(
@@ -311,16 +322,16 @@ def test_queue_full_disconnect_and_timeout(lm, tok):
                 )
             )
             t.start()
-            # (wait for A running AND B queued: A's first line can arrive while A itself is
-            # still counted in the queue, and then C would find room)
             deadline = time.monotonic() + 30
-            while not (batcher.running >= 1 and batcher.queue_depth >= 1):
-                assert time.monotonic() < deadline, "A never ran with B queued"
+            while batcher.queue_depth < 1:
+                assert time.monotonic() < deadline, "B never queued"
                 time.sleep(0.01)
             # ...so C is refused with 503 + Retry-After.
             r = c.post("/v1/completions", json={"prompt": "c", "max_tokens": 3})
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert r.json()["error"]["code"] == "queue_full"
+            gate.set()
+            next(a.iter_lines())  # A is streaming
         # A's client went away: its slot frees and B finishes long before A's 1000 tokens.
         t.join(30)
         assert b_result["r"].status_code == 200
