@@ -71,7 +71,7 @@ def _assert_kernel_close(y: torch.Tensor, q: QuantizedLinear, x: torch.Tensor) -
     "shape",
     [(40, 120), (33, 480), (7, 48), (2304, 768), (768, 768), (3072, 768), (768, 3072)],
 )
-@pytest.mark.parametrize("rows", [1, 2, 5, 32])
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 32])
 def test_kernel_equals_dequantize_then_matmul(config, shape, rows):
     out, inp = shape
     torch.manual_seed(out + inp + rows)
@@ -91,10 +91,47 @@ def test_kernel_equals_dequantize_then_matmul(config, shape, rows):
 def test_kernel_lm_head_at_gpt2_small_vocab(config):
     torch.manual_seed(0)
     q = QuantizedLinear.from_linear(torch.nn.Linear(768, 50257, bias=False), config)
-    for rows in (1, 3):
+    for rows in (1, 3, 8):
         x = torch.randn(rows, 768)
         y = native.qgemv(x, q.qweight, q.weight_scale, q.bits, q.group_size, 768, None)
         _assert_kernel_close(y, q, x)
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: c.method)
+def test_kernel_int4_other_group_sizes_and_outliers(config):
+    """Groups of 16 and 48 (16 mod 32: each half of a vector has its own scale in the int16
+    kernel), and rows of x with one large outlier (the int16 scale follows max|x|)."""
+    torch.manual_seed(3)
+    configs = (
+        [config]
+        if config.bits == 8
+        else [QuantizationConfig(bits=4, group_size=g) for g in (16, 48, 128)]
+    )
+    for cfg in configs:
+        for out, inp in ((50, 96), (33, 208), (64, 768)):
+            q = QuantizedLinear.from_linear(torch.nn.Linear(inp, out), cfg)
+            x = torch.randn(3, inp)
+            x[1, 5] = 300.0
+            y = native.qgemv(x, q.qweight, q.weight_scale, q.bits, q.group_size, inp, q.bias)
+            _assert_kernel_close(y, q, x)
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: c.method)
+def test_kernel_non_finite_rows(config):
+    """A row of x holding inf or NaN cannot be rounded to int16: the product takes the fp32
+    path, so the result is what it was before VNNI (and what the module path gives)."""
+    torch.manual_seed(4)
+    q = QuantizedLinear.from_linear(torch.nn.Linear(64, 40), config)
+    x = torch.randn(3, 64)
+    x[0, 3], x[2, 7] = float("inf"), float("nan")
+    y = native.qgemv(x, q.qweight, q.weight_scale, q.bits, q.group_size, 64, q.bias)
+    ref = torch.nn.functional.linear(x, q.dequantize(), q.bias)
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+    finite = ref.isfinite()
+    torch.testing.assert_close(y[finite], ref[finite], atol=_tol(64), rtol=1e-5)
+    assert y[2].isnan().all() and not y[1].isnan().any()
 
 
 # -- layouts ------------------------------------------------------------------------------------

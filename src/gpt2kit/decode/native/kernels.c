@@ -748,6 +748,10 @@ static inline __attribute__((always_inline)) void qgemv_share(
     qgemv_share_f32(W, x, acc, nx, out, in, tid, nth, lo, hi, scales, group, wk);
 }
 
+/* Which quantized-product kernels this build has: 512 / 256 (int16 activations, VNNI on
+ * zmm / ymm), 0 (fp32 activations). */
+int gpt2kit_qvnni(void) { return QVNNI; }
+
 /* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
  * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
 void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
