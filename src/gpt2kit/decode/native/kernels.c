@@ -21,6 +21,16 @@
  * units, where PyTorch multiplies one row at a time) reuse each group of weight rows
  * from cache.
  *
+ * Quantized weights (int8 per row, int4 per group; gpt2kit/quantization): on CPUs with
+ * VNNI (AVX512-VNNI, or AVX-VNNI on ymm) each row of x is rounded to int16 once per product
+ * (scale max|x| / 32767: at most max|x| / 65534 off per input, near-lossless) and the
+ * weights are widened only to int16 and multiplied with vpdpwssd into exact int32 sums
+ * (int8: 2 instructions per 32 weights where widening to fp32 took ~12, which made the
+ * int8 step compute-bound); the same segmented streams, and a few rows of x share each
+ * widened weight vector. Without VNNI (or for a row of x holding inf / NaN) the weights are
+ * widened to fp32 as before. See "quantized products with int16 activations" below and
+ * docs/quantization.md.
+ *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
 #include <math.h>
