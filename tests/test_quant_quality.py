@@ -71,3 +71,23 @@ def test_int8_greedy_agreement(fp32, held_out):
     agree = float((a == b).float().mean())
     print(f"\nint8 picks fp32's greedy token at {agree:.3f} of 128 positions")
     assert agree >= 0.9
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_int16_activation_step_picks_the_fp32_activation_tokens(held_out, method):
+    """The native quantized step (int16 activations on CPUs with VNNI, kernels.c) against
+    the module path (the same quantized weights, fp32 activations: what the kernel computed
+    before VNNI, up to summation order) over a 128-token greedy run."""
+    from gpt2kit import decode
+    from gpt2kit.decode import native
+
+    quantized = GPT2LMHeadModel.from_pretrained(default_model_path(), quantization=method)
+    prompt = held_out[None, :16]
+    with torch.no_grad():
+        fast = quantized.generate(prompt, max_new_tokens=128, do_sample=False)[0, 16:]
+        with decode.disabled():
+            slow = quantized.generate(prompt, max_new_tokens=128, do_sample=False)[0, 16:]
+    agree = float((fast == slow).float().mean())
+    kind = native.quantized_activations() if native.load() is not None else "no kernel"
+    print(f"\n{method} native step ({kind}) picks the module path's token at {agree:.3f}")
+    assert agree == 1.0

@@ -169,6 +169,8 @@ def load() -> ctypes.CDLL | None:
     lib.gpt2kit_scale_rows.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2
     lib.gpt2kit_scale_rows.argtypes += [ctypes.c_int]
     lib.gpt2kit_scale_rows.restype = None
+    lib.gpt2kit_qvnni.argtypes = []
+    lib.gpt2kit_qvnni.restype = ctypes.c_int
     _lib = lib
     return _lib
 
@@ -250,6 +252,17 @@ def qgemv(
         torch.get_num_threads(),
     )
     return y
+
+
+def quantized_activations() -> str:
+    """How the quantized products (`qgemv`, the whole quantized step) multiply on this
+    CPU: "int16 (VNNI, 512-bit)" / "int16 (VNNI, 256-bit)" where x is rounded to int16 per
+    row and product (kernels.c), "fp32" where the weights are widened to fp32 (no VNNI).
+    Call only after `load()` returned the library."""
+    lib = _lib
+    assert lib is not None
+    width = lib.gpt2kit_qvnni()
+    return f"int16 (VNNI, {width}-bit)" if width else "fp32"
 
 
 def dequantize(

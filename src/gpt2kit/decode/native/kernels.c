@@ -21,6 +21,16 @@
  * units, where PyTorch multiplies one row at a time) reuse each group of weight rows
  * from cache.
  *
+ * Quantized weights (int8 per row, int4 per group; gpt2kit/quantization): on CPUs with
+ * VNNI (AVX512-VNNI, or AVX-VNNI on ymm) each row of x is rounded to int16 once per product
+ * (scale max|x| / 32767: at most max|x| / 65534 off per input, near-lossless) and the
+ * weights are widened only to int16 and multiplied with vpdpwssd into exact int32 sums
+ * (int8: 2 instructions per 32 weights where widening to fp32 took ~12, which made the
+ * int8 step compute-bound); the same segmented streams, and a few rows of x share each
+ * widened weight vector. Without VNNI (or for a row of x holding inf / NaN) the weights are
+ * widened to fp32 as before. See "quantized products with int16 activations" below and
+ * docs/quantization.md.
+ *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
 #include <math.h>
@@ -339,8 +349,8 @@ static inline __attribute__((always_inline)) void qrows_dot_x(
     else qrows_dot8(W, xi, ai, r0, n, stride, 1, in, out, scales);
 }
 
-/* gemv_share for quantized weights (wk W_I8 or W_I4). */
-static inline __attribute__((always_inline)) void qgemv_share(
+/* gemv_share for quantized weights (wk W_I8 or W_I4), fp32 x (the path without VNNI). */
+static inline __attribute__((always_inline)) void qgemv_share_f32(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
     int64_t group, const int wk) {
@@ -370,6 +380,388 @@ static inline __attribute__((always_inline)) void qgemv_share(
     *hi = r1;
 }
 
+/* -- quantized products with int16 activations (VNNI) ------------------------------------
+ * Why: widening every weight to fp32 costs ~3 instructions per 8 weights (load-widen to
+ * int32, convert, multiply-add), and at that rate the int8 / int4 products are bound by
+ * the core, not by memory (int8 batch 1 streamed about half the bytes per second fp32
+ * does). With VNNI, vpdpwssd multiplies 16-bit pairs and adds them into int32 lanes, so
+ * each row of x is rounded once per product to int16 (one fp32 scale per row: max|x| /
+ * 32767), the weights are widened only to int16 (int8: one vpmovsxbw per 32 weights;
+ * int4: the same per 32 nibbles plus three shifts), and one instruction does 32 (zmm) or
+ * 16 (ymm) multiply-adds. The sums are exact integers; the only new error is x's rounding,
+ * at most max|x| / 65534 per input: for an output, |error| <= max|x| / 65534 * sum |q s|
+ * over its row (what tests/test_quant.py checks), ~250x below the int8 weights' own
+ * rounding. A row of x that is not finite (inf / NaN) takes the fp32 path (the kernels
+ * above) for the whole product, so such inputs give exactly what they gave before.
+ *
+ * Overflow: a lane of vpdpwssd adds two products of at most 32767 * 127 each time; after
+ * QV_FLUSH dpwssd steps (2 * 128 = 256 products: 32767 * 127 * 256 < 2^31) the int32
+ * lanes are converted and added to fp32 totals. int4 converts per group, far below that.
+ *
+ * The segmented streams (gemv_share) stay as they are: each thread reads SEGMENTS long
+ * runs of rows side by side; per step of the inner loop one weight vector of each row is
+ * widened once and used for every row of x in the tile (up to QX rows), then the tile's
+ * next rows of x reuse the weight rows from L1. */
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#ifdef GPT2KIT_QVNNI_256 /* (testing: the AVX-VNNI code path's vector width on AVX-512) */
+#define QVNNI 256
+#else
+#define QVNNI 512
+#endif
+/* vpdpwssd as inline asm, not the intrinsic: with the intrinsic GCC 12 copied every
+ * accumulator through another register (or the stack) at each step of the loop. */
+#define DPWSSD_ASM(a, w, x) __asm__("vpdpwssd %2, %1, %0" : "+v"(a) : "v"(w), "v"(x))
+#elif defined(__AVXVNNI__)
+#define QVNNI 256
+#define DPWSSD_ASM(a, w, x) ((a) = _mm256_dpwssd_avx_epi32(a, w, x))
+#else
+#define QVNNI 0
+#endif
+
+#if QVNNI
+#define QV_FLUSH 128 /* dpwssd steps into one int32 accumulator before it is flushed */
+#define QX 4         /* rows of x per tile (int8: SEGMENTS x QX int32 accumulators) */
+#define QX4 2        /* ... int4 (int32 and fp32 accumulators per row and x row) */
+
+#if QVNNI == 512 /* int8 weights: 32 per zmm */
+typedef __m512i qv_t;
+#define QV_IN 32
+static inline __attribute__((always_inline)) qv_t qv_w8(const int8_t *p) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline __attribute__((always_inline)) qv_t qv_x(const int16_t *p) {
+    return _mm512_loadu_si512((const void *)p);
+}
+static inline __attribute__((always_inline)) qv_t qv_dot(qv_t a, qv_t w, qv_t x) {
+    DPWSSD_ASM(a, w, x);
+    return a;
+}
+static inline __attribute__((always_inline)) float qv_sum(qv_t a) {
+    return _mm512_reduce_add_ps(_mm512_cvtepi32_ps(a));
+}
+#define QV_ZERO _mm512_setzero_si512()
+#else /* AVX-VNNI without AVX-512: 16 per ymm */
+typedef __m256i qv_t;
+#define QV_IN 16
+static inline __attribute__((always_inline)) qv_t qv_w8(const int8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+static inline __attribute__((always_inline)) qv_t qv_x(const int16_t *p) {
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+static inline __attribute__((always_inline)) qv_t qv_dot(qv_t a, qv_t w, qv_t x) {
+    DPWSSD_ASM(a, w, x);
+    return a;
+}
+static inline float hsum256(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+static inline __attribute__((always_inline)) float qv_sum(qv_t a) {
+    return hsum256(_mm256_cvtepi32_ps(a));
+}
+#define QV_ZERO _mm256_setzero_si256()
+#endif
+
+#if QVNNI == 512
+static inline float hsum256f(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+#else
+#define hsum256f hsum256
+#endif
+
+/* Eight floats at src times inv, rounded to nearest (even) and saturated to int16, at dst. */
+static inline __attribute__((always_inline)) void round8_i16(const float *src, __m256 inv,
+                                                            int16_t *dst) {
+    const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src), inv));
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0x08);
+    _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(p));
+}
+
+/* Row i of x [nx, in] rounded to int16, xq[i * in + k] = round(x[i, k] / xs[i]) with
+ * xs[i] = max_k |x[i, k]| / 32767 (0 for a zero row), stored in the order the int4 kernel
+ * reads (qrows_dot4_vnni): inputs [0, vz) per block of 64 as the low nibbles of 32 bytes
+ * meet them (inputs 0-7, 16-23, 32-39, 48-55), then the high ones (8-15, ..., 56-63);
+ * [vz, v32) likewise per block of 32 (0-7, 16-23, 8-15, 24-31); the rest in order (int8:
+ * vz = v32 = 0, all in order). Returns 0 when a row is not finite (nothing is usable). */
+static int quantize_x16(const float *restrict x, int64_t nx, int64_t in, int16_t *restrict xq,
+                        float *restrict xs, int64_t vz, int64_t v32) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < nx; i++) {
+        const float *xi = x + i * in;
+        __m256 m8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 8 <= in; k += 8) {
+            const __m256 v = _mm256_loadu_ps(xi + k);
+            m8 = _mm256_max_ps(m8, _mm256_and_ps(v, absmask));
+            nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+        float lanes[8], m = 0.0f;
+        _mm256_storeu_ps(lanes, m8);
+        int bad = _mm256_movemask_ps(nan8);
+        for (int j = 0; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+        for (; k < in; k++) {
+            const float a = fabsf(xi[k]);
+            m = a > m ? a : m;
+            bad |= !(a <= INFINITY);
+        }
+        if (bad || !(m < INFINITY)) return 0;
+        xs[i] = m / 32767.0f;
+        const float inv1 = m > 0.0f ? 32767.0f / m : 0.0f;
+        const __m256 inv = _mm256_set1_ps(inv1);
+        int16_t *qi = xq + i * in;
+        k = 0;
+        for (; k < vz; k += 64)
+            for (int c = 0; c < 4; c++) {
+                round8_i16(xi + k + 16 * c, inv, qi + k + 8 * c);
+                round8_i16(xi + k + 16 * c + 8, inv, qi + k + 32 + 8 * c);
+            }
+        for (; k < v32; k += 32)
+            for (int c = 0; c < 2; c++) {
+                round8_i16(xi + k + 16 * c, inv, qi + k + 8 * c);
+                round8_i16(xi + k + 16 * c + 8, inv, qi + k + 16 + 8 * c);
+            }
+        for (; k + 8 <= in; k += 8) round8_i16(xi + k, inv, qi + k);
+        for (; k < in; k++) {
+            float v = nearbyintf(xi[k] * inv1);
+            v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+            qi[k] = (int16_t)v;
+        }
+    }
+    return 1;
+}
+
+/* acc[i * out + r] = scales[r] * xs[i] * sum_k q[r, k] xq[i * in + k] for the n (<=
+ * SEGMENTS) int8 weight rows r = r0 + j * stride and nx (<= QX) rows of xq. */
+static inline __attribute__((always_inline)) void qrows_dot8_vnni(
+    const int8_t *W, const int16_t *restrict xq, const float *restrict xs, float *restrict acc,
+    int64_t r0, int n, int64_t stride, int nx, int64_t in, int64_t out, const float *scales) {
+    float tot[QX][SEGMENTS];
+    for (int i = 0; i < QX; i++)
+        for (int r = 0; r < SEGMENTS; r++) tot[i][r] = 0.0f;
+    const int64_t whole = in - in % QV_IN, chunk = (int64_t)QV_FLUSH * QV_IN;
+    for (int64_t c0 = 0; c0 < whole; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < whole ? c0 + chunk : whole;
+        qv_t a[QX][SEGMENTS];
+        for (int i = 0; i < QX; i++)
+            for (int r = 0; r < SEGMENTS; r++) a[i][r] = QV_ZERO;
+        for (int64_t k = c0; k < c1; k += QV_IN) {
+            qv_t w[SEGMENTS];
+            for (int r = 0; r < n; r++) w[r] = qv_w8(W + (r0 + r * stride) * in + k);
+            for (int i = 0; i < nx; i++) {
+                const qv_t xv = qv_x(xq + i * in + k);
+                for (int r = 0; r < n; r++) a[i][r] = qv_dot(a[i][r], w[r], xv);
+            }
+        }
+        for (int i = 0; i < nx; i++)
+            for (int r = 0; r < n; r++) tot[i][r] += qv_sum(a[i][r]);
+    }
+    for (int64_t k = whole; k < in; k++) /* (exact: |q x| < 2^22) */
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < nx; i++)
+                tot[i][r] += (float)((int32_t)W[(r0 + r * stride) * in + k] * xq[i * in + k]);
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++)
+            acc[i * out + r0 + r * stride] = tot[i][r] * (scales[r0 + r * stride] * xs[i]);
+}
+
+/* The same for int4 weights (W_I4) with one scale per group: xq as quantize_x16 stores it
+ * (`vz` the end of its 64-input blocks). One 16-byte load is 32 weights: sign-extended to
+ * sixteen int16 lanes, the low nibbles (v << 12) >> 12 meet inputs 0-7 and 16-23, the high
+ * ones v >> 4 inputs 8-15 and 24-31; int32 lanes 0-3 then hold inputs 0-15, 4-7 inputs
+ * 16-31 (each within one group: groups are multiples of 16). With AVX-512 and groups of
+ * 32k inputs, a 32-byte load is 64 weights (two groups of 32: each half of the int32 lanes
+ * scaled by its group's scale). Per vector the int32 sums are converted and scaled into
+ * fp32 vector totals; inputs past the last whole 32 are summed as scalars. */
+static inline __attribute__((always_inline)) void qrows_dot4_vnni(
+    const uint8_t *W, const int16_t *restrict xq, const float *restrict xs, float *restrict acc,
+    int64_t r0, int n, int64_t stride, int nx, int64_t in, int64_t out, const float *scales,
+    int64_t group, int64_t vz) {
+    const int64_t rb = in / 2, ng = (in + group - 1) / group, v32 = in - in % 32;
+    float tail[QX4][SEGMENTS];
+    for (int i = 0; i < QX4; i++)
+        for (int r = 0; r < SEGMENTS; r++) tail[i][r] = 0.0f;
+    int64_t k = 0;
+#if QVNNI == 512
+    if (vz) {
+        __m512 f[QX4][SEGMENTS];
+        for (int i = 0; i < QX4; i++)
+            for (int r = 0; r < SEGMENTS; r++) f[i][r] = _mm512_setzero_ps();
+        const int whole_groups = group % 64 == 0; /* (then one scale per vector) */
+        for (; k < vz; k += 64) {
+            __m512i xl[QX4], xh[QX4];
+            for (int i = 0; i < nx; i++) {
+                xl[i] = _mm512_loadu_si512((const void *)(xq + i * in + k));
+                xh[i] = _mm512_loadu_si512((const void *)(xq + i * in + k + 32));
+            }
+            const int64_t ga = k / group, gb = (k + 32) / group;
+            for (int r = 0; r < n; r++) {
+                const int64_t row = r0 + r * stride;
+                const __m512i v = _mm512_cvtepi8_epi16(
+                    _mm256_loadu_si256((const __m256i *)(W + row * rb + k / 2)));
+                const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(v, 12), 12);
+                const __m512i hi = _mm512_srai_epi16(v, 4);
+                const float *s = scales + row * ng;
+                const __m512 sa = _mm512_set1_ps(s[ga]);
+                const __m512 sv =
+                    whole_groups ? sa : _mm512_mask_broadcastss_ps(sa, 0xFF00, _mm_set_ss(s[gb]));
+                for (int i = 0; i < nx; i++) {
+                    __m512i a = _mm512_setzero_si512();
+                    DPWSSD_ASM(a, lo, xl[i]);
+                    DPWSSD_ASM(a, hi, xh[i]);
+                    f[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv, f[i][r]);
+                }
+            }
+        }
+        for (int i = 0; i < nx; i++)
+            for (int r = 0; r < n; r++) tail[i][r] = _mm512_reduce_add_ps(f[i][r]);
+    }
+#else
+    (void)vz;
+#endif
+    __m256 f[QX4][SEGMENTS];
+    for (int i = 0; i < QX4; i++)
+        for (int r = 0; r < SEGMENTS; r++) f[i][r] = _mm256_setzero_ps();
+    if (k == 0 && group % 32 == 0) { /* (AVX-VNNI: int32 sums over each whole group) */
+        for (int64_t g = 0; g * group < v32; g++) {
+            const int64_t k0 = g * group, k1 = k0 + group < v32 ? k0 + group : v32;
+            __m256i a[QX4][SEGMENTS];
+            for (int i = 0; i < QX4; i++)
+                for (int r = 0; r < SEGMENTS; r++) a[i][r] = _mm256_setzero_si256();
+            for (int64_t kk = k0; kk < k1; kk += 32) {
+                __m256i xl[QX4], xh[QX4];
+                for (int i = 0; i < nx; i++) {
+                    xl[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + kk));
+                    xh[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + kk + 16));
+                }
+                for (int r = 0; r < n; r++) {
+                    const __m256i v = _mm256_cvtepi8_epi16(
+                        _mm_loadu_si128((const __m128i *)(W + (r0 + r * stride) * rb + kk / 2)));
+                    const __m256i lo = _mm256_srai_epi16(_mm256_slli_epi16(v, 12), 12);
+                    const __m256i hi = _mm256_srai_epi16(v, 4);
+                    for (int i = 0; i < nx; i++) {
+                        DPWSSD_ASM(a[i][r], lo, xl[i]);
+                        DPWSSD_ASM(a[i][r], hi, xh[i]);
+                    }
+                }
+            }
+            for (int r = 0; r < n; r++) {
+                const __m256 s = _mm256_set1_ps(scales[(r0 + r * stride) * ng + g]);
+                for (int i = 0; i < nx; i++)
+                    f[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i][r]), s, f[i][r]);
+            }
+        }
+        k = v32;
+    }
+    for (; k < v32; k += 32) { /* any group (16 mod 32 too): a scale per half vector */
+        __m256i xl[QX4], xh[QX4];
+        for (int i = 0; i < nx; i++) {
+            xl[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + k));
+            xh[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + k + 16));
+        }
+        const int64_t ga = k / group, gb = (k + 16) / group;
+        for (int r = 0; r < n; r++) {
+            const int64_t row = r0 + r * stride;
+            const __m256i v =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(W + row * rb + k / 2)));
+            const __m256i lo = _mm256_srai_epi16(_mm256_slli_epi16(v, 12), 12);
+            const __m256i hi = _mm256_srai_epi16(v, 4);
+            const __m256 s = _mm256_insertf128_ps(
+                _mm256_castps128_ps256(_mm_set1_ps(scales[row * ng + ga])),
+                _mm_set1_ps(scales[row * ng + gb]), 1);
+            for (int i = 0; i < nx; i++) {
+                __m256i a = _mm256_setzero_si256();
+                DPWSSD_ASM(a, lo, xl[i]);
+                DPWSSD_ASM(a, hi, xh[i]);
+                f[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), s, f[i][r]);
+            }
+        }
+    }
+    for (; k < in; k++) /* (xq in order here) */
+        for (int r = 0; r < n; r++) {
+            const int64_t row = r0 + r * stride;
+            const float qs = (float)q4_at(W + row * rb, k, in) * scales[row * ng + k / group];
+            for (int i = 0; i < nx; i++) tail[i][r] += qs * (float)xq[i * in + k];
+        }
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++)
+            acc[i * out + r0 + r * stride] = (hsum256f(f[i][r]) + tail[i][r]) * xs[i];
+}
+
+/* qrows_dot8_vnni / qrows_dot4_vnni on rows [i, i + nx) of x, n and nx constants where the
+ * tile is full (the compiler keeps the accumulators in registers). */
+static inline __attribute__((always_inline)) void qrows_vnni_x(
+    const void *W, const int16_t *xq, const float *xs, float *acc, int64_t r0, int n,
+    int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
+    int64_t group, int64_t vz, const int wk) {
+    const int16_t *xi = xq + i * in;
+    const float *si = xs + i;
+    float *ai = acc + i * out;
+    if (wk == W_I4) {
+        if (n == SEGMENTS && nx == 2)
+            qrows_dot4_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 2, in, out, scales, group, vz);
+        else if (n == SEGMENTS)
+            qrows_dot4_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 1, in, out, scales, group, vz);
+        else qrows_dot4_vnni(W, xi, si, ai, r0, n, stride, nx, in, out, scales, group, vz);
+        return;
+    }
+    if (n == SEGMENTS) {
+        switch (nx) {
+        case 4: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 4, in, out, scales); break;
+        case 3: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 3, in, out, scales); break;
+        case 2: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 2, in, out, scales); break;
+        default: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 1, in, out, scales);
+        }
+    } else qrows_dot8_vnni(W, xi, si, ai, r0, n, stride, nx, in, out, scales);
+}
+#endif /* QVNNI */
+
+/* gemv_share for quantized weights (wk W_I8 or W_I4): with VNNI, x rounded to int16 (this
+ * thread's own copy: no barrier) and the products above; else, or for a row of x that is
+ * not finite, the fp32 ones. */
+static inline __attribute__((always_inline)) void qgemv_share(
+    const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
+    int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
+    int64_t group, const int wk) {
+#if QVNNI
+    const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
+    float *xs = r1 > r0 ? malloc(sizeof(float) * (size_t)nx + sizeof(int16_t) * (size_t)(nx * in))
+                        : NULL;
+    if (xs) {
+        int16_t *xq = (int16_t *)(xs + nx);
+        /* (int4 x in the kernel's order: 64-input blocks where AVX-512 reads 64 at a time) */
+        const int64_t vz = wk == W_I4 && QVNNI == 512 && group % 32 == 0 ? in - in % 64 : 0;
+        const int64_t v32 = wk == W_I4 ? in - in % 32 : 0;
+        if (quantize_x16(x, nx, in, xq, xs, vz, v32)) {
+            const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+            const int tile = wk == W_I4 ? QX4 : QX;
+            for (int64_t j = 0; j < seg; j++)
+                for (int64_t i = 0; i < nx; i += tile)
+                    qrows_vnni_x(W, xq, xs, acc, r0 + j, SEGMENTS, seg, i,
+                                 (int)(nx - i >= tile ? tile : nx - i), in, out, scales, group, vz, wk);
+            if (rest < r1)
+                for (int64_t i = 0; i < nx; i += tile)
+                    qrows_vnni_x(W, xq, xs, acc, rest, (int)(r1 - rest), 1, i,
+                                 (int)(nx - i >= tile ? tile : nx - i), in, out, scales, group, vz, wk);
+            free(xs);
+            *lo = r0;
+            *hi = r1;
+            return;
+        }
+        free(xs);
+    }
+#endif
+    qgemv_share_f32(W, x, acc, nx, out, in, tid, nth, lo, hi, scales, group, wk);
+}
+
+/* Which quantized-product kernels this build has: 512 / 256 (int16 activations, VNNI on
+ * zmm / ymm), 0 (fp32 activations). */
+int gpt2kit_qvnni(void) { return QVNNI; }
+
 /* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
  * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
 void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, const float *x,
@@ -380,10 +772,10 @@ void gpt2kit_qgemv(const void *W, const float *scales, int64_t group, int wk, co
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
         if (wk == W_I8) qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, 0, W_I8);
         else qgemv_share(W, x, y, nx, out, in, tid, nth, &lo, &hi, scales, group, W_I4);
+        if (b) /* (this thread's rows, while they are in cache) */
+            for (int64_t i = 0; i < nx; i++)
+                for (int64_t r = lo; r < hi; r++) y[i * out + r] += b[r];
     }
-    if (b)
-        for (int64_t i = 0; i < nx; i++)
-            for (int64_t r = 0; r < out; r++) y[i * out + r] += b[r];
 }
 
 /* The fp32 matrix q * s [out, in] of quantized weights (wk W_I8 / W_I4, layouts as
