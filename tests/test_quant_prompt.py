@@ -220,7 +220,11 @@ def test_decoder_prompt_step_equals_module_path(config, n_embd, length):
         fast = step(input_ids=ids, past_key_values=KVCache(2), use_cache=True, logits_to_keep=1)
         ref = model(input_ids=ids, past_key_values=KVCache(2), use_cache=True, logits_to_keep=1)
         ref = ref.logits
-    torch.testing.assert_close(fast.logits, ref, rtol=1e-5, atol=1e-5)
+    # (the prompt's products agree to fp32 rounding; the one-row LM head product differs by
+    # the decoder's int16 activation rounding where the CPU has VNNI: |err| <= max|x| / 65534
+    # * sum|w|, ~3e-5 here, see tests/test_quant.py)
+    tol = 1e-4 if native.quantized_activations() else 1e-5
+    torch.testing.assert_close(fast.logits, ref, rtol=tol, atol=tol)
 
 
 @needs_kernel
