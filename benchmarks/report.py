@@ -84,7 +84,7 @@ ROWS: list[tuple[str, str, str]] = [
     ),
     (
         "bench_quant",
-        "int8 / int4 weight-only decoding (124M), against CTranslate2 int8",
+        "int8 / int4 decoding (124M), against CTranslate2 int8",
         "greedy b1 int8 {greedy-b1:int8/ct2-int8:.2f}x CTranslate2 int8 "
         "({int8-of-bound:.0%} of the int8 bytes' bound), int4 {greedy-b1:int4/int8:.2f}x int8; "
         "top-k b8 {top-k-b8:int8/ct2-int8:.2f}x; first token after 128 "
@@ -94,7 +94,17 @@ ROWS: list[tuple[str, str, str]] = [
         "bench_adapters",
         "LoRA r=8 (124M): training step vs `peft`; 4 adapters mixed in one decode batch",
         "{train-step:.2f}x `peft` steps/s, peak memory {peak-memory:.2f}x `peft`'s; mixed "
-        "batch {mixed-decode:.2f}x the base model's tokens/s",
+        "batch {mixed-decode:.2f}x the base model's tokens/s; through the server (16 clients) "
+        "{serve-mixed:.2f}x",
+    ),
+    (
+        "bench_quant_quality",
+        "int8 / int4 quality: held-out Tiny Shakespeare perplexity vs fp32 (bundled model; "
+        "124M trained briefly)",
+        "int8 {default:ppl-int8/fp32:.4f}x / {124m:ppl-int8/fp32:.4f}x, int4 "
+        "{default:ppl-int4/fp32:.4f}x / {124m:ppl-int4/fp32:.4f}x; bundled model's greedy "
+        "tokens equal to fp32's: int8 {default:greedy-int8-match:.0%}, int4 "
+        "{default:greedy-int4-match:.0%}",
     ),
     (
         "bench_serve_features",
