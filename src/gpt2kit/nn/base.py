@@ -228,14 +228,19 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
             if self.config.tie_word_embeddings:
                 head.weight = embedding.weight
             else:
-                head.weight = nn.Parameter(_resized_rows(head.weight, n, mean_resizing, self))
-                if head.bias is not None:
-                    bias = head.bias.new_zeros(n)
-                    bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
-                    head.bias = nn.Parameter(bias)
+                self._resize_float_head(head, n, mean_resizing)
             head.out_features = n
         self.config.vocab_size = n
         return embedding
+
+    def _resize_float_head(self, head: nn.Module, n: int, mean_resizing: bool) -> None:
+        """An untied float LM head resized to `n` rows (new rows drawn as the embedding's,
+        new bias entries zero)."""
+        head.weight = nn.Parameter(_resized_rows(head.weight, n, mean_resizing, self))
+        if head.bias is not None:
+            bias = head.bias.new_zeros(n)
+            bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
+            head.bias = nn.Parameter(bias)
 
     @torch.no_grad()
     def _resize_quantized(self, n: int, mean_resizing: bool) -> nn.Module:
@@ -256,11 +261,7 @@ class GPT2PreTrainedModel(AdapterMixin, nn.Module):
                 old = head.dequantize()
                 head.resize_rows(n, _resized_rows(old, n, mean_resizing, self)[len(old) :])
             elif head is not None:  # (an LM head kept in float: modules_to_not_convert)
-                head.weight = nn.Parameter(_resized_rows(head.weight, n, mean_resizing, self))
-                if head.bias is not None:
-                    bias = head.bias.new_zeros(n)
-                    bias[: min(n, head.bias.numel())] = head.bias.detach()[:n]
-                    head.bias = nn.Parameter(bias)
+                self._resize_float_head(head, n, mean_resizing)
                 head.out_features = n
         self.config.vocab_size = n
         return embedding
