@@ -72,9 +72,11 @@ class ReadBandwidth:
     """Read-only memory bandwidth on the current threads: the bound of a decoding step.
 
     A batch-1 step must read every weight once, so tokens/s <= bandwidth / weight bytes for
-    any implementation. The bandwidth is the fastest `sum` over a buffer of at least the
-    weights' size (larger than every cache), taken as the maximum of all samples of the
-    run: a shared machine's bandwidth drifts, and the maximum is the one that bounds.
+    any implementation. The bandwidth is the fastest `sum` over a buffer of the weights'
+    size (at least 64 MiB), taken as the maximum of all samples of the run: a shared
+    machine's bandwidth drifts, and the maximum is the one that bounds. The same bytes,
+    not a fixed large buffer: where a cache holds weights of that size (a 124 MB int8 GPT-2
+    in a 480 MB L3), it holds the buffer too, and the bound stays a bound.
     """
 
     def __init__(self, nbytes: int, device: str = "cpu") -> None:
