@@ -135,10 +135,11 @@ def test_kernel_non_finite_rows(config):
 
 
 # -- layouts ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("inp", [8, 16, 24, 120, 768])
-def test_int4_layouts_round_trip(inp):
+@pytest.mark.parametrize("group", [16, 32, 48, 128])
+@pytest.mark.parametrize("inp", [8, 16, 24, 120, 256, 768, 1048, 3072])
+def test_int4_layouts_round_trip(inp, group):
     q = torch.randint(-8, 8, (5, inp), dtype=torch.int8)
-    assert torch.equal(qt.unpack_int4(qt.pack_int4(q), inp), q)
+    assert torch.equal(qt.unpack_int4(qt.pack_int4(q, group), inp, group), q)
     packed = qt.to_compressed_int4(q)
     assert packed.dtype == torch.int32 and packed.shape == (5, inp // 8)
     assert torch.equal(qt.from_compressed_int4(packed, inp), q)
