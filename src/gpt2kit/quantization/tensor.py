@@ -21,8 +21,6 @@ files use compressed-tensors' `pack_to_int32` instead (`to_compressed_int4` /
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 INT8_MAX = 127
@@ -83,10 +81,21 @@ def dequantize_int4_values(q: torch.Tensor, scale: torch.Tensor, group_size: int
     return q.float() * expand_group_scales(scale, q.shape[1], group_size)
 
 
-@functools.lru_cache(maxsize=64)
+# (a plain dict, not functools.lru_cache: a compiled step traces `unpack_int4`, and dynamo
+# reads a dict entry as a constant where it would trace the cached function's body)
+_ORDERS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _int4_order(in_features: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(order, inverse)` for the kernel layout of a row: nibble 2j (low) and 2j + 1 (high)
     of byte j hold inputs `order[2j]` and `order[2j + 1]`; `inverse` maps back."""
+    key = (in_features, group_size)
+    if key not in _ORDERS:
+        _ORDERS[key] = _build_int4_order(in_features, group_size)
+    return _ORDERS[key]
+
+
+def _build_int4_order(in_features: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     check_int4_shape(in_features, group_size)
     ng = groups(in_features, group_size)
     last = in_features - (ng - 1) * group_size
