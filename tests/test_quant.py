@@ -84,7 +84,9 @@ def _assert_kernel_close(y: torch.Tensor, q: QuantizedLinear, x: torch.Tensor) -
         exact = exact + q.bias.double() if q.bias is not None else exact
         err = (y.double() - exact).abs()
         bound = _tol(x.shape[-1]) + 1e-5 * exact.abs()
-        assert (err <= bound).all(), f"vs definition, worst error / bound: {(err / bound).max():.3f}"
+        assert (err <= bound).all(), (
+            f"vs definition, worst error / bound: {(err / bound).max():.3f}"
+        )
         rounding = top / 254 * (1 + 1e-4) * w.abs().sum(dim=1)
     else:
         rounding = top / 65534 * w.abs().sum(dim=1)
