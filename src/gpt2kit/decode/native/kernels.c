@@ -29,7 +29,8 @@
  * int8 step compute-bound); the same segmented streams, and a few rows of x share each
  * widened weight vector. Without VNNI (or for a row of x holding inf / NaN) the weights are
  * widened to fp32 as before. See "quantized products with int16 activations" below and
- * docs/quantization.md.
+ * docs/quantization.md. int4 weights instead round x to int8 and multiply their unsigned
+ * nibbles with vpdpbusd, in a layout where a 4-byte lane holds one group ("int4 weights").
  *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
@@ -259,7 +260,7 @@ static inline __attribute__((always_inline)) void qgemv_share_f32(
  * does). With VNNI, vpdpwssd multiplies 16-bit pairs and adds them into int32 lanes, so
  * each row of x is rounded once per product to int16 (one fp32 scale per row: max|x| /
  * 32767), the weights are widened only to int16 (int8: one vpmovsxbw per 32 weights;
- * int4: the same per 32 nibbles plus three shifts), and one instruction does 32 (zmm) or
+ * int4 has its own kernel, "int4 weights" below), and one instruction does 32 (zmm) or
  * 16 (ymm) multiply-adds. The sums are exact integers; the only new error is x's rounding,
  * at most max|x| / 65534 per input: for an output, |error| <= max|x| / 65534 * sum |q s|
  * over its row (what tests/test_quant.py checks), ~250x below the int8 weights' own
@@ -481,9 +482,11 @@ static inline __attribute__((always_inline)) void qrows_vnni_x(
  * `quantization.modules.quantize_activations`), stored per block in the order the
  * chunks meet it (q4_prepare_x). q + 8 instead of q costs 8 * sum(x) per group: the
  * accumulator of each group starts at -8 * sum of its int8 inputs, computed once per
- * product and shared by every weight row. Exact integers throughout (|lane| < 2^24 for
- * any group up to 4096 inputs... and far below 2^31 for any): output = xs * sum_g s_g *
- * sum_{k in g} q_k xq_k, up to fp32 summation over the groups. The only error against
+ * product and shared by every weight row. Exact integers throughout: a lane's low-nibble
+ * sum and correction stay within group * (15 * 127 / 2 + 8 * 127), the high one within
+ * 16 * group * 15 * 127 / 2 (group 128: 3.9 M, far from 2^31), and their combined sum
+ * converts to fp32 exactly while below 2^24 (any group up to ~5700 inputs): output = xs *
+ * sum_g s_g * sum_{k in g} q_k xq_k, up to fp32 summation over the groups. The only error against
  * fp32 activations is x's rounding, at most xs / 2 = max|x| / 254 per input.
  *
  * A block of 8 full groups (768 = 16 + 8 groups of 32) is read as 64 bytes for two chunks
