@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from gpt2kit.quantization import (
     weight_bytes,
 )
 from gpt2kit.quantization import tensor as qt
+from gpt2kit.quantization.modules import ACTIVATION_ROWS, quantize_activations
 
 needs_kernel = pytest.mark.skipif(native.load() is None, reason="no C compiler: no native kernels")
 
@@ -49,19 +51,76 @@ def _tol(in_features: int) -> float:
     return 2e-6 * (in_features / 768) ** 0.5 * 4
 
 
+def int4_int8_activations() -> bool:
+    """Whether the native int4 products round x to int8 (kernels.c's vpdpbusd kernel, CPUs
+    with VNNI); else they multiply fp32 x."""
+    return native.load() is not None and native.quantized_activations() != "fp32"
+
+
 def _assert_kernel_close(y: torch.Tensor, q: QuantizedLinear, x: torch.Tensor) -> None:
-    """The native product against `_reference`, elementwise. With VNNI (kernels.c) each row
-    of x is rounded to int16 once (scale max|x_i| / 32767): each input is off by at most
-    max|x_i| / 65534, so output (i, r) by at most that times sum_k |W[r, k]| (the
-    dequantized row), on top of fp32 summation error (`_tol`, and rtol 1e-5). Without VNNI
-    the first term is not needed, but the bound holds all the same."""
+    """The native product against `_reference` (fp32 activations), elementwise, within the
+    bound of the kernel's activation rounding, plus fp32 summation error (`_tol`, and rtol
+    1e-5); for int4 with int8 activations also against its exact definition.
+
+    int8 weights with VNNI (kernels.c): each row of x rounded to int16 once (scale
+    max|x_i| / 32767), each input off by at most max|x_i| / 65534, so output (i, r) by at
+    most that times sum_k |W[r, k]| (the dequantized row).
+
+    int4 weights with VNNI: each row of x rounded to int8 as `quantize_activations` does
+    (s = max|x_i| / 127, xq = rint(fl(x / s))). The kernel must equal xq * s times the int4
+    weights (the integer sums are exact; only fp32 summation over groups differs). Against
+    fp32 x: |x / s - fl(x / s)| <= 2^-24 * 127.0001 < 7.6e-6, so |x_k - s xq_k| <= s (0.5 +
+    7.6e-6) <= max|x_i| / 254 * (1 + 2e-5) (s itself carries a 2^-24 relative rounding), and
+    output (i, r) is off by at most max|x_i| / 254 * (1 + 1e-4) * sum_k |W[r, k]|.
+
+    Without VNNI neither rounding happens, and the bounds hold all the same."""
     ref = _reference(q, x)
     w = q.dequantize().double()
-    rounding = x.double().abs().amax(dim=-1, keepdim=True) / 65534 * w.abs().sum(dim=1)
+    top = x.double().abs().amax(dim=-1, keepdim=True)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    if q.bits == 4 and int4_int8_activations():
+        xq, sx = quantize_activations(x)
+        exact = (xq.double() * sx.double()) @ w.T
+        exact = exact + q.bias.double() if q.bias is not None else exact
+        err = (y.double() - exact).abs()
+        bound = _tol(x.shape[-1]) + 1e-5 * exact.abs()
+        assert (err <= bound).all(), (
+            f"vs definition, worst error / bound: {(err / bound).max():.3f}"
+        )
+        rounding = top / 254 * (1 + 1e-4) * w.abs().sum(dim=1)
+    else:
+        rounding = top / 65534 * w.abs().sum(dim=1)
     bound = rounding + _tol(x.shape[-1]) + 1e-5 * ref.abs()
     err = (y.double() - ref).abs()
-    assert y.dtype == torch.float32 and y.shape == ref.shape
     assert (err <= bound).all(), f"worst error / bound: {(err / bound).max().item():.3f}"
+
+
+@contextlib.contextmanager
+def int4_kernel_numerics(model: torch.nn.Module):
+    """The native int4 products' definition on the module path: while active, every int4
+    `QuantizedLinear`'s input of up to `ACTIVATION_ROWS` rows (those the native kernel
+    multiplies) is rounded to int8 per row (`quantize_activations`) and scaled back, where
+    the kernel does so (`int4_int8_activations`); else nothing changes."""
+
+    def hook(module: QuantizedLinear, args: tuple) -> tuple | None:
+        x = args[0]
+        if module.bits != 4 or x.numel() > ACTIVATION_ROWS * x.shape[-1]:
+            return None
+        xq, sx = quantize_activations(x.reshape(-1, x.shape[-1]))
+        return ((xq.float() * sx).view_as(x),)
+
+    handles = []
+    if int4_int8_activations():
+        handles = [
+            m.register_forward_pre_hook(hook)
+            for m in model.modules()
+            if isinstance(m, QuantizedLinear)
+        ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # -- kernels ------------------------------------------------------------------------------------
@@ -135,10 +194,11 @@ def test_kernel_non_finite_rows(config):
 
 
 # -- layouts ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("inp", [8, 16, 24, 120, 768])
-def test_int4_layouts_round_trip(inp):
+@pytest.mark.parametrize("group", [16, 32, 48, 128])
+@pytest.mark.parametrize("inp", [8, 16, 24, 120, 256, 768, 1048, 3072])
+def test_int4_layouts_round_trip(inp, group):
     q = torch.randint(-8, 8, (5, inp), dtype=torch.int8)
-    assert torch.equal(qt.unpack_int4(qt.pack_int4(q), inp), q)
+    assert torch.equal(qt.unpack_int4(qt.pack_int4(q, group), inp, group), q)
     packed = qt.to_compressed_int4(q)
     assert packed.dtype == torch.int32 and packed.shape == (5, inp // 8)
     assert torch.equal(qt.from_compressed_int4(packed, inp), q)
@@ -212,9 +272,10 @@ def test_quantized_model_structure_and_tied_embedding(config):
 def test_native_step_equals_module_path(config, n_embd):
     model = quantize_model(_tiny(n_embd=n_embd), config)
     prompt = torch.tensor([[3, 14, 15, 92, 65]])
+    # (int4: the module path with the kernel's int8 activation rounding, its definition)
     with torch.no_grad():
         fast = model.generate(prompt, max_new_tokens=12, do_sample=False)
-        with decode.disabled():
+        with decode.disabled(), int4_kernel_numerics(model):
             slow = model.generate(prompt, max_new_tokens=12, do_sample=False)
     assert torch.equal(fast, slow)
     # the whole-step kernel's logits against the module forward's, step by step
@@ -224,14 +285,16 @@ def test_native_step_equals_module_path(config, n_embd):
     cache = KVCache(model.config.n_layer)
     ids = fast[0]
     with torch.no_grad():
-        ref = model(ids[None]).logits[0]
+        with int4_kernel_numerics(model):
+            ref = model(ids[None]).logits[0]
         for t in range(ids.shape[0]):
             logits = lm_step(model, ids[None, t : t + 1], cache, home, {})
             assert logits is not None, "the quantized whole-step kernel did not run"
-            # (atol: the module path multiplies fp32 activations; with VNNI the kernel rounds
-            # each product's input row to int16, <= max|x| / 65534 per input (see
+            # (atol: the module path multiplies fp32 activations; with VNNI the int8 kernel
+            # rounds each product's input row to int16, <= max|x| / 65534 per input (see
             # `_assert_kernel_close`): measured up to 3.2e-5 here over 2 blocks and the head,
-            # where fp32 summation alone stayed under 2e-5)
+            # where fp32 summation alone stayed under 2e-5. int4: against its definition, the
+            # same int8 rounding on the module path (`int4_kernel_numerics`))
             torch.testing.assert_close(logits[0, 0], ref[t], atol=1e-4, rtol=1e-5)
     assert decode.held_bytes(model) == 0  # (the int8 / int4 buffers are read in place)
 

@@ -138,7 +138,7 @@ def finish(
                 module.qweight = q.contiguous().to(module.qweight.device)
                 module.weight_scale = scale.reshape(-1).contiguous().to(module.weight_scale.device)
             else:
-                module.qweight = qt.pack_int4(q).to(module.qweight.device)
+                module.qweight = qt.pack_int4(q, module.group_size).to(module.qweight.device)
                 module.weight_scale = scale.contiguous().to(module.weight_scale.device)
     return model
 

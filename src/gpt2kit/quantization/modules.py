@@ -113,14 +113,14 @@ class QuantizedLinear(nn.Module):
             q, s = qt.quantize_int8(weight)
         else:
             v, s = qt.quantize_int4_values(weight, self.group_size)  # type: ignore[arg-type]
-            q = qt.pack_int4(v)
+            q = qt.pack_int4(v, self.group_size)  # type: ignore[arg-type]
         self.qweight = q.to(self.qweight.device)
         self.weight_scale = s.to(self.weight_scale.device)
 
     def int_values(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
         """The signed integer weights of `rows` as int8 `[rows, in]` (int4 unpacked)."""
         q = self.qweight[rows]
-        return q if self.bits == 8 else qt.unpack_int4(q, self.in_features)
+        return q if self.bits == 8 else qt.unpack_int4(q, self.in_features, self.group_size)  # type: ignore[arg-type]
 
     def dequantize(
         self, rows: slice | torch.Tensor = slice(None), dtype: torch.dtype = torch.float32

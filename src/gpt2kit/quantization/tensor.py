@@ -6,14 +6,17 @@ multiplies by the scale once.
 
 int4 ("group"): symmetric, one fp32 scale per `group_size` inputs of a row
 (`scale = max|w_group| / 7`, `q` in [-8, 7]); the last group of a row may be shorter (the
-bundled default model is 120 wide: groups of 32 are 32, 32, 32, 24). In memory two
-signed nibbles share a byte, laid out for the kernel (`pack_int4`): in each block of 16
-inputs, byte j holds input j in its low nibble and input j + 8 in its high nibble, so one
-8-byte load sign-extended to eight int32 lanes gives inputs 0-7 (`(v << 28) >> 28`) and
-8-15 (`v >> 4`) with no shuffles. Inputs past the last whole block of 16 (8 of them for a
-width of 120) are packed in order, two per byte (low nibble first). Files use
-compressed-tensors' `pack_to_int32` instead (`to_compressed_int4` / `from_compressed_int4`):
-eight values per int32, value i at bits 4i, stored as `q + 8`.
+bundled default model is 120 wide: groups of 32 are 32, 32, 32, 24). In memory (`pack_int4`,
+`[out, in / 2]` uint8, one row after another) nibbles are unsigned, `q + 8`, and ordered
+for the kernel's `vpdpbusd` (decode/native/kernels.c, "int4 weights"): a row's groups are
+cut into blocks of 16 groups (the last block may have fewer); a block is `group_size / 8`
+chunks, and chunk t holds 4 bytes for each group l of the block that has more than 8t
+inputs, at bytes 4l..4l+3: byte c has input 8t + c of group l in its low nibble and input
+8t + 4 + c in its high one. So one 64-byte load is 128 weights in which each 4-byte lane
+belongs to one group: a lane sums a whole group, and the 16 group scales of a block apply
+once, with one load. The layout depends on `group_size` (`_int4_order`); it is internal:
+files use compressed-tensors' `pack_to_int32` instead (`to_compressed_int4` /
+`from_compressed_int4`): eight values per int32, value i at bits 4i, stored as `q + 8`.
 """
 
 from __future__ import annotations
@@ -78,31 +81,51 @@ def dequantize_int4_values(q: torch.Tensor, scale: torch.Tensor, group_size: int
     return q.float() * expand_group_scales(scale, q.shape[1], group_size)
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
+# (a plain dict, not functools.lru_cache: a compiled step traces `unpack_int4`, and dynamo
+# reads a dict entry as a constant where it would trace the cached function's body)
+_ORDERS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _int4_order(in_features: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(order, inverse)` for the kernel layout of a row: nibble 2j (low) and 2j + 1 (high)
+    of byte j hold inputs `order[2j]` and `order[2j + 1]`; `inverse` maps back."""
+    key = (in_features, group_size)
+    if key not in _ORDERS:
+        _ORDERS[key] = _build_int4_order(in_features, group_size)
+    return _ORDERS[key]
+
+
+def _build_int4_order(in_features: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    check_int4_shape(in_features, group_size)
+    ng = groups(in_features, group_size)
+    last = in_features - (ng - 1) * group_size
+    order: list[int] = []
+    for g0 in range(0, ng, 16):
+        count = min(16, ng - g0)
+        for t in range(group_size // 8):
+            lanes = count if g0 + count < ng or 8 * t < last else count - 1
+            for lane in range(lanes):
+                base = (g0 + lane) * group_size + 8 * t
+                for c in range(4):
+                    order += [base + c, base + 4 + c]
+    index = torch.tensor(order, dtype=torch.int64)
+    assert index.numel() == in_features
+    return index, torch.argsort(index)
+
+
+def pack_int4(q: torch.Tensor, group_size: int) -> torch.Tensor:
     """Signed int4 values `q [out, in]` (int8 storage) -> the kernel layout `[out, in / 2]`
-    uint8 (see the module docstring)."""
-    out, inp = q.shape
-    whole = inp - inp % 16
-    nib = (q.to(torch.int16) & 0xF).to(torch.uint8)
-    blocks = nib[:, :whole].reshape(out, whole // 16, 2, 8)
-    body = (blocks[:, :, 0, :] | (blocks[:, :, 1, :] << 4)).reshape(out, whole // 2)
-    tail = nib[:, whole:].reshape(out, -1, 2)
-    rest = (tail[:, :, 0] | (tail[:, :, 1] << 4)).reshape(out, -1)
-    return torch.cat([body, rest], dim=1).contiguous()
+    uint8 for groups of `group_size` (see the module docstring)."""
+    order, _ = _int4_order(q.shape[1], group_size)
+    u = (q.to(torch.int16) + 8).to(torch.uint8)[:, order.to(q.device)]
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
 
 
-def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    """The kernel layout -> signed int4 values `[out, in]` (int8)."""
-    out = packed.shape[0]
-    whole = in_features - in_features % 16
-    p = packed.view(torch.int8)
-    lo, hi = torch.bitwise_right_shift(torch.bitwise_left_shift(p, 4), 4), p >> 4
-    nb = whole // 2
-    body = torch.cat([lo[:, :nb].reshape(out, -1, 8), hi[:, :nb].reshape(out, -1, 8)], dim=2)
-    if nb == packed.shape[1]:
-        return body.reshape(out, whole)
-    tail = torch.stack([lo[:, nb:], hi[:, nb:]], dim=2).reshape(out, -1)
-    return torch.cat([body.reshape(out, whole), tail], dim=1)
+def unpack_int4(packed: torch.Tensor, in_features: int, group_size: int) -> torch.Tensor:
+    """The kernel layout (groups of `group_size`) -> signed int4 values `[out, in]` (int8)."""
+    _, inverse = _int4_order(in_features, group_size)
+    nibbles = torch.stack([packed & 15, packed >> 4], dim=2).reshape(packed.shape[0], -1)
+    return (nibbles[:, inverse.to(packed.device)].to(torch.int8) - 8).contiguous()
 
 
 def to_compressed_int4(q: torch.Tensor) -> torch.Tensor:

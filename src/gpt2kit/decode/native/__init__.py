@@ -256,8 +256,9 @@ def qgemv(
 
 def quantized_activations() -> str:
     """How the quantized products (`qgemv`, the whole quantized step) multiply on this
-    CPU: "int16 (VNNI, 512-bit)" / "int16 (VNNI, 256-bit)" where x is rounded to int16 per
-    row and product (kernels.c), "fp32" where the weights are widened to fp32 (no VNNI).
+    CPU: "int16 (VNNI, 512-bit)" / "int16 (VNNI, 256-bit)" where x is rounded per row and
+    product (kernels.c) to int16 for int8 weights and to int8 for int4 weights (the name
+    predates the latter), "fp32" where the weights are widened to fp32 (no VNNI).
     Call only after `load()` returned the library."""
     lib = _lib
     assert lib is not None

@@ -29,7 +29,8 @@
  * int8 step compute-bound); the same segmented streams, and a few rows of x share each
  * widened weight vector. Without VNNI (or for a row of x holding inf / NaN) the weights are
  * widened to fp32 as before. See "quantized products with int16 activations" below and
- * docs/quantization.md.
+ * docs/quantization.md. int4 weights instead round x to int8 and multiply their unsigned
+ * nibbles with vpdpbusd, in a layout where a 4-byte lane holds one group ("int4 weights").
  *
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
@@ -108,37 +109,6 @@ static inline __attribute__((always_inline)) v8f load8(const void *w, int64_t i,
 
 static inline __attribute__((always_inline)) float load1(const void *w, int64_t i, const int w_bf16) {
     return w_bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
-}
-
-#if defined(__AVX512F__)
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i32 __attribute__((vector_size(64)));
-/* Sixteen int8 at p sign-extended to int32 lanes (one vpmovsxbd zmm). */
-static inline __attribute__((always_inline)) v16i32 widen16_i8(const int8_t *p) {
-    const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
-    v16i32 r;
-    memcpy(&r, &v, sizeof r);
-    return r;
-}
-static inline float hsum16(v16f v) {
-    float t = 0.0f;
-    for (int i = 0; i < 8; i++) t += v[i] + v[i + 8];
-    return t;
-}
-#define Q4_WIDE 1
-#else
-#define Q4_WIDE 0
-#endif
-
-/* Signed int4 value of input k of a row `row` (`in` inputs) in the W_I4 layout. */
-static inline int q4_at(const uint8_t *row, int64_t k, int64_t in) {
-    const int64_t whole = in - in % 16;
-    uint8_t byte;
-    int high;
-    if (k < whole) byte = row[(k / 16) * 8 + (k % 8)], high = (k % 16) >= 8;
-    else byte = row[whole / 2 + (k - whole) / 2], high = (k - whole) & 1;
-    const int8_t b = (int8_t)byte;
-    return high ? b >> 4 : (int8_t)(uint8_t)(byte << 4) >> 4;
 }
 
 static inline float hsum(v8f v) {
@@ -250,132 +220,35 @@ static inline __attribute__((always_inline)) void qrows_dot8(
             acc[i * out + r0 + r * stride] = (hsum(a[i][r]) + tail[i][r]) * scales[r0 + r * stride];
 }
 
-/* rows_dot for int4 weights (W_I4) and one row of x: per group of inputs, the sums of
- * q * x in vector accumulators, then scaled by the group's scale into the row's total.
- * One 8-byte load gives 16 weights: sign-extended to eight int32 lanes, inputs 0-7 are
- * (v << 28) >> 28 and inputs 8-15 are v >> 4. */
-static inline __attribute__((always_inline)) void rows_dot_q4(
-    const uint8_t *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
-    int64_t stride, int64_t in, const float *scales, int64_t group, const float *xp) {
-    const v8f zero = {0};
-    const int64_t rb = in / 2, ng = (in + group - 1) / group, whole = in - in % 16;
-    v8f a[SEGMENTS];
-    float tail[SEGMENTS];
-    for (int r = 0; r < SEGMENTS; r++) a[r] = zero, tail[r] = 0.0f;
-#if Q4_WIDE
-    const v16f zero16 = {0};
-    v16f a16[SEGMENTS];
-    for (int r = 0; r < SEGMENTS; r++) a16[r] = zero16;
-#endif
-    for (int64_t g = 0; g < ng; g++) {
-        const int64_t k0 = g * group, k1 = k0 + group < in ? k0 + group : in;
-        const int64_t kv = k1 < whole ? k1 : whole;
-        v8f p[SEGMENTS];
-        float pt[SEGMENTS];
-        for (int r = 0; r < SEGMENTS; r++) p[r] = zero, pt[r] = 0.0f;
-        int64_t k = k0;
-#if Q4_WIDE
-        /* AVX-512, x permuted per 32 inputs (`xp`: 0-7, 16-23, 8-15, 24-31): one 16-byte
-         * load is 32 weights, its low nibbles inputs 0-7 and 16-23, high 8-15 and 24-31. */
-        if (xp) {
-            v16f p16[SEGMENTS];
-            for (int r = 0; r < SEGMENTS; r++) p16[r] = zero16;
-            for (; k + 32 <= kv; k += 32) {
-                v16f xlo, xhi;
-                memcpy(&xlo, xp + k, sizeof xlo);
-                memcpy(&xhi, xp + k + 16, sizeof xhi);
-                for (int r = 0; r < n; r++) {
-                    const v16i32 v = widen16_i8((const int8_t *)W + (r0 + r * stride) * rb + k / 2);
-                    const v16i32 lo = (v << 28) >> 28, hi = v >> 4;
-                    p16[r] += __builtin_convertvector(lo, v16f) * xlo +
-                              __builtin_convertvector(hi, v16f) * xhi;
-                }
-            }
-            for (int r = 0; r < n; r++) {
-                const float s = scales[(r0 + r * stride) * ng + g];
-                a16[r] += p16[r] * s;
-            }
-        }
-#else
-        (void)xp;
-#endif
-        for (; k + 16 <= kv; k += 16) {
-            v8f xlo, xhi;
-            memcpy(&xlo, x + k, sizeof xlo);
-            memcpy(&xhi, x + k + 8, sizeof xhi);
-            for (int r = 0; r < n; r++) {
-                const v8i32 v = widen_i8((const int8_t *)W + (r0 + r * stride) * rb + k / 2);
-                const v8i32 lo = (v << 28) >> 28, hi = v >> 4;
-                p[r] += __builtin_convertvector(lo, v8f) * xlo + __builtin_convertvector(hi, v8f) * xhi;
-            }
-        }
-        for (; k < k1; k++)
-            for (int r = 0; r < n; r++)
-                pt[r] += (float)q4_at(W + (r0 + r * stride) * rb, k, in) * x[k];
-        for (int r = 0; r < n; r++) {
-            const float s = scales[(r0 + r * stride) * ng + g];
-            const v8f sv = {s, s, s, s, s, s, s, s};
-            a[r] += p[r] * sv;
-            tail[r] += pt[r] * s;
-        }
-    }
-#if Q4_WIDE
-    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + hsum16(a16[r]) + tail[r];
-#else
-    for (int r = 0; r < n; r++) acc[r0 + r * stride] = hsum(a[r]) + tail[r];
-#endif
-}
-
-/* qrows_dot8 / rows_dot_q4 on rows [i, i + nx) of x, constants where full. */
+/* qrows_dot8 on rows [i, i + nx) of x, constants where full. */
 static inline __attribute__((always_inline)) void qrows_dot_x(
     const void *W, const float *restrict x, float *restrict acc, int64_t r0, int n,
     int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
-    int64_t group, const int wk, const float *xp) {
+    int64_t group, const int wk) {
     const float *xi = x + i * in;
     float *ai = acc + i * out;
-    if (wk == W_I4) {
-        for (int j = 0; j < nx; j++) {
-            const float *xpj = xp ? xp + (i + j) * in : NULL;
-            if (n == SEGMENTS)
-                rows_dot_q4(W, xi + j * in, ai + j * out, r0, SEGMENTS, stride, in, scales, group,
-                            xpj);
-            else rows_dot_q4(W, xi + j * in, ai + j * out, r0, n, stride, in, scales, group, xpj);
-        }
-        return;
-    }
+    (void)group, (void)wk;
     if (n == SEGMENTS && nx == 2) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 2, in, out, scales);
     else if (n == SEGMENTS) qrows_dot8(W, xi, ai, r0, SEGMENTS, stride, 1, in, out, scales);
     else if (nx == 2) qrows_dot8(W, xi, ai, r0, n, stride, 2, in, out, scales);
     else qrows_dot8(W, xi, ai, r0, n, stride, 1, in, out, scales);
 }
 
-/* gemv_share for quantized weights (wk W_I8 or W_I4), fp32 x (the path without VNNI). */
+/* gemv_share for int8 weights (wk W_I8), fp32 x (the path without VNNI). */
 static inline __attribute__((always_inline)) void qgemv_share_f32(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
     int64_t group, const int wk) {
     const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
     const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
-    float *xp = NULL; /* int4 on AVX-512 with groups of 32k inputs: x permuted (rows_dot_q4) */
-    if (Q4_WIDE && wk == W_I4 && group % 32 == 0 && r1 > r0) {
-        xp = malloc(sizeof(float) * (size_t)(nx * in));
-        if (xp)
-            for (int64_t i = 0; i < nx; i++)
-                for (int64_t k = 0; k < in; k++) {
-                    const int64_t c = k % 32, base = k - c;
-                    const int64_t src = c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
-                    xp[i * in + k] = base + 32 <= in ? x[i * in + base + src] : x[i * in + k];
-                }
-    }
     for (int64_t j = 0; j < seg; j++)
         for (int64_t i = 0; i < nx; i += 2)
             qrows_dot_x(W, x, acc, r0 + j, SEGMENTS, seg, i, nx - i >= 2 ? 2 : 1, in, out, scales,
-                        group, wk, xp);
+                        group, wk);
     if (rest < r1)
         for (int64_t i = 0; i < nx; i += 2)
             qrows_dot_x(W, x, acc, rest, (int)(r1 - rest), 1, i, nx - i >= 2 ? 2 : 1, in, out,
-                        scales, group, wk, xp);
-    free(xp);
+                        scales, group, wk);
     *lo = r0;
     *hi = r1;
 }
@@ -387,7 +260,7 @@ static inline __attribute__((always_inline)) void qgemv_share_f32(
  * does). With VNNI, vpdpwssd multiplies 16-bit pairs and adds them into int32 lanes, so
  * each row of x is rounded once per product to int16 (one fp32 scale per row: max|x| /
  * 32767), the weights are widened only to int16 (int8: one vpmovsxbw per 32 weights;
- * int4: the same per 32 nibbles plus three shifts), and one instruction does 32 (zmm) or
+ * int4 has its own kernel, "int4 weights" below), and one instruction does 32 (zmm) or
  * 16 (ymm) multiply-adds. The sums are exact integers; the only new error is x's rounding,
  * at most max|x| / 65534 per input: for an output, |error| <= max|x| / 65534 * sum |q s|
  * over its row (what tests/test_quant.py checks), ~250x below the int8 weights' own
@@ -569,130 +442,7 @@ static inline __attribute__((always_inline)) void qrows_dot8_vnni(
             acc[i * out + r0 + r * stride] = tot[i][r] * (scales[r0 + r * stride] * xs[i]);
 }
 
-/* The same for int4 weights (W_I4) with one scale per group: xq as quantize_x16 stores it
- * (`vz` the end of its 64-input blocks). One 16-byte load is 32 weights: sign-extended to
- * sixteen int16 lanes, the low nibbles (v << 12) >> 12 meet inputs 0-7 and 16-23, the high
- * ones v >> 4 inputs 8-15 and 24-31; int32 lanes 0-3 then hold inputs 0-15, 4-7 inputs
- * 16-31 (each within one group: groups are multiples of 16). With AVX-512 and groups of
- * 32k inputs, a 32-byte load is 64 weights (two groups of 32: each half of the int32 lanes
- * scaled by its group's scale). Per vector the int32 sums are converted and scaled into
- * fp32 vector totals; inputs past the last whole 32 are summed as scalars. */
-static inline __attribute__((always_inline)) void qrows_dot4_vnni(
-    const uint8_t *W, const int16_t *restrict xq, const float *restrict xs, float *restrict acc,
-    int64_t r0, int n, int64_t stride, int nx, int64_t in, int64_t out, const float *scales,
-    int64_t group, int64_t vz) {
-    const int64_t rb = in / 2, ng = (in + group - 1) / group, v32 = in - in % 32;
-    float tail[QX4][SEGMENTS];
-    for (int i = 0; i < QX4; i++)
-        for (int r = 0; r < SEGMENTS; r++) tail[i][r] = 0.0f;
-    int64_t k = 0;
-#if QVNNI == 512
-    if (vz) {
-        __m512 f[QX4][SEGMENTS];
-        for (int i = 0; i < QX4; i++)
-            for (int r = 0; r < SEGMENTS; r++) f[i][r] = _mm512_setzero_ps();
-        const int whole_groups = group % 64 == 0; /* (then one scale per vector) */
-        for (; k < vz; k += 64) {
-            __m512i xl[QX4], xh[QX4];
-            for (int i = 0; i < nx; i++) {
-                xl[i] = _mm512_loadu_si512((const void *)(xq + i * in + k));
-                xh[i] = _mm512_loadu_si512((const void *)(xq + i * in + k + 32));
-            }
-            const int64_t ga = k / group, gb = (k + 32) / group;
-            for (int r = 0; r < n; r++) {
-                const int64_t row = r0 + r * stride;
-                const __m512i v = _mm512_cvtepi8_epi16(
-                    _mm256_loadu_si256((const __m256i *)(W + row * rb + k / 2)));
-                const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(v, 12), 12);
-                const __m512i hi = _mm512_srai_epi16(v, 4);
-                const float *s = scales + row * ng;
-                const __m512 sa = _mm512_set1_ps(s[ga]);
-                const __m512 sv =
-                    whole_groups ? sa : _mm512_mask_broadcastss_ps(sa, 0xFF00, _mm_set_ss(s[gb]));
-                for (int i = 0; i < nx; i++) {
-                    __m512i a = _mm512_setzero_si512();
-                    DPWSSD_ASM(a, lo, xl[i]);
-                    DPWSSD_ASM(a, hi, xh[i]);
-                    f[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv, f[i][r]);
-                }
-            }
-        }
-        for (int i = 0; i < nx; i++)
-            for (int r = 0; r < n; r++) tail[i][r] = _mm512_reduce_add_ps(f[i][r]);
-    }
-#else
-    (void)vz;
-#endif
-    __m256 f[QX4][SEGMENTS];
-    for (int i = 0; i < QX4; i++)
-        for (int r = 0; r < SEGMENTS; r++) f[i][r] = _mm256_setzero_ps();
-    if (k == 0 && group % 32 == 0) { /* (AVX-VNNI: int32 sums over each whole group) */
-        for (int64_t g = 0; g * group < v32; g++) {
-            const int64_t k0 = g * group, k1 = k0 + group < v32 ? k0 + group : v32;
-            __m256i a[QX4][SEGMENTS];
-            for (int i = 0; i < QX4; i++)
-                for (int r = 0; r < SEGMENTS; r++) a[i][r] = _mm256_setzero_si256();
-            for (int64_t kk = k0; kk < k1; kk += 32) {
-                __m256i xl[QX4], xh[QX4];
-                for (int i = 0; i < nx; i++) {
-                    xl[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + kk));
-                    xh[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + kk + 16));
-                }
-                for (int r = 0; r < n; r++) {
-                    const __m256i v = _mm256_cvtepi8_epi16(
-                        _mm_loadu_si128((const __m128i *)(W + (r0 + r * stride) * rb + kk / 2)));
-                    const __m256i lo = _mm256_srai_epi16(_mm256_slli_epi16(v, 12), 12);
-                    const __m256i hi = _mm256_srai_epi16(v, 4);
-                    for (int i = 0; i < nx; i++) {
-                        DPWSSD_ASM(a[i][r], lo, xl[i]);
-                        DPWSSD_ASM(a[i][r], hi, xh[i]);
-                    }
-                }
-            }
-            for (int r = 0; r < n; r++) {
-                const __m256 s = _mm256_set1_ps(scales[(r0 + r * stride) * ng + g]);
-                for (int i = 0; i < nx; i++)
-                    f[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i][r]), s, f[i][r]);
-            }
-        }
-        k = v32;
-    }
-    for (; k < v32; k += 32) { /* any group (16 mod 32 too): a scale per half vector */
-        __m256i xl[QX4], xh[QX4];
-        for (int i = 0; i < nx; i++) {
-            xl[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + k));
-            xh[i] = _mm256_loadu_si256((const __m256i *)(xq + i * in + k + 16));
-        }
-        const int64_t ga = k / group, gb = (k + 16) / group;
-        for (int r = 0; r < n; r++) {
-            const int64_t row = r0 + r * stride;
-            const __m256i v =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(W + row * rb + k / 2)));
-            const __m256i lo = _mm256_srai_epi16(_mm256_slli_epi16(v, 12), 12);
-            const __m256i hi = _mm256_srai_epi16(v, 4);
-            const __m256 s = _mm256_insertf128_ps(
-                _mm256_castps128_ps256(_mm_set1_ps(scales[row * ng + ga])),
-                _mm_set1_ps(scales[row * ng + gb]), 1);
-            for (int i = 0; i < nx; i++) {
-                __m256i a = _mm256_setzero_si256();
-                DPWSSD_ASM(a, lo, xl[i]);
-                DPWSSD_ASM(a, hi, xh[i]);
-                f[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), s, f[i][r]);
-            }
-        }
-    }
-    for (; k < in; k++) /* (xq in order here) */
-        for (int r = 0; r < n; r++) {
-            const int64_t row = r0 + r * stride;
-            const float qs = (float)q4_at(W + row * rb, k, in) * scales[row * ng + k / group];
-            for (int i = 0; i < nx; i++) tail[i][r] += qs * (float)xq[i * in + k];
-        }
-    for (int i = 0; i < nx; i++)
-        for (int r = 0; r < n; r++)
-            acc[i * out + r0 + r * stride] = (hsum256f(f[i][r]) + tail[i][r]) * xs[i];
-}
-
-/* qrows_dot8_vnni / qrows_dot4_vnni on rows [i, i + nx) of x, n and nx constants where the
+/* qrows_dot8_vnni on rows [i, i + nx) of x, n and nx constants where the
  * tile is full (the compiler keeps the accumulators in registers). */
 static inline __attribute__((always_inline)) void qrows_vnni_x(
     const void *W, const int16_t *xq, const float *xs, float *acc, int64_t r0, int n,
@@ -701,14 +451,7 @@ static inline __attribute__((always_inline)) void qrows_vnni_x(
     const int16_t *xi = xq + i * in;
     const float *si = xs + i;
     float *ai = acc + i * out;
-    if (wk == W_I4) {
-        if (n == SEGMENTS && nx == 2)
-            qrows_dot4_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 2, in, out, scales, group, vz);
-        else if (n == SEGMENTS)
-            qrows_dot4_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 1, in, out, scales, group, vz);
-        else qrows_dot4_vnni(W, xi, si, ai, r0, n, stride, nx, in, out, scales, group, vz);
-        return;
-    }
+    (void)group, (void)vz, (void)wk;
     if (n == SEGMENTS) {
         switch (nx) {
         case 4: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 4, in, out, scales); break;
@@ -720,6 +463,404 @@ static inline __attribute__((always_inline)) void qrows_vnni_x(
 }
 #endif /* QVNNI */
 
+/* -- int4 weights (W_I4) ------------------------------------------------------------------
+ * Layout (gpt2kit/quantization/tensor.py `pack_int4`; one row of `in` inputs, in / 2
+ * bytes, rows back to back). Nibbles are unsigned, q + 8 (0..15). The row's groups of
+ * `group` inputs (a multiple of 16; the last one may be shorter, L inputs, a multiple of
+ * 8) are cut into blocks of 16 groups (the last block may have fewer, G). A block is
+ * group / 8 chunks; chunk t holds, for each group l of the block that has more than 8t
+ * inputs (all G, or G - 1 where the row's short last group has ended), 4 bytes at 4 * l:
+ * byte c has input 8t + c of group l in its low nibble and input 8t + 4 + c in its high
+ * one. So a 64-byte load of a full chunk is 128 weights where int32 lane l (4 bytes)
+ * holds 8 inputs of group l: a lane accumulates a whole group, and after a block one
+ * convert and one multiply-add with the 16 group scales (contiguous) finish it.
+ *
+ * With VNNI (vpdpbusd: u8 x s8, four products per int32 lane, 64 per zmm) the weights are
+ * the unsigned operand as stored, unpacked with two ands (v & 0x0F, and v & 0xF0, whose
+ * sums are 16x and shifted back after the block: exact), and x is rounded once per
+ * product to int8 (the s8 operand; xs = max|x| / 127, 1 for a zero row, q = rint(x / xs):
+ * `quantization.modules.quantize_activations`), stored per block in the order the
+ * chunks meet it (q4_prepare_x). q + 8 instead of q costs 8 * sum(x) per group: the
+ * accumulator of each group starts at -8 * sum of its int8 inputs, computed once per
+ * product and shared by every weight row. Exact integers throughout: a lane's low-nibble
+ * sum and correction stay within group * (15 * 127 / 2 + 8 * 127), the high one within
+ * 16 * group * 15 * 127 / 2 (group 128: 3.9 M, far from 2^31), and their combined sum
+ * converts to fp32 exactly while below 2^24 (any group up to ~5700 inputs): output = xs *
+ * sum_g s_g * sum_{k in g} q_k xq_k, up to fp32 summation over the groups. The only error against
+ * fp32 activations is x's rounding, at most xs / 2 = max|x| / 254 per input.
+ *
+ * A block of 8 full groups (768 = 16 + 8 groups of 32) is read as 64 bytes for two chunks
+ * at once (lanes 8-15 are chunk t + 1's), the halves added after the block ("pair"). Any
+ * other partial block (fewer groups, a short last group: the bundled 120-wide model's
+ * 32 + 32 + 32 + 24) uses masked loads, on ymm where it has at most 8 groups.
+ *
+ * Without VNNI (or for a row of x that is not finite) each weight is dequantized to fp32
+ * (q * s, the module path's values) in registers and multiplied with fp32 x. */
+
+/* Groups in block b (starting at group g0) and the length of its last group. */
+static inline __attribute__((always_inline)) void q4_block(int64_t g0, int64_t ng, int64_t in,
+                                                           int64_t group, int64_t *G,
+                                                           int64_t *L) {
+    *G = ng - g0 < 16 ? ng - g0 : 16;
+    *L = g0 + *G == ng ? in - (ng - 1) * group : group;
+}
+
+/* o[k] = q_k * s[k / group] (q the signed value) for one row of the layout above: fp32,
+ * the module path's dequantize. */
+static void q4_deq_row(const uint8_t *restrict row, int64_t in, int64_t group,
+                       const float *restrict s, float *restrict o) {
+    const int64_t ng = (in + group - 1) / group, ch = group / 8;
+    const v8i32 sh = {0, 0, 0, 0, 4, 4, 4, 4}, m15 = {15, 15, 15, 15, 15, 15, 15, 15};
+    const v8i32 eight = {8, 8, 8, 8, 8, 8, 8, 8};
+    int64_t off = 0;
+    for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+        int64_t G, L;
+        q4_block(g0, ng, in, group, &G, &L);
+        for (int64_t t = 0; t < ch; t++) {
+            const int64_t n = 8 * t < L ? G : G - 1;
+            int64_t l = 0;
+            for (; l + 2 <= n; l += 2) { /* two groups: 8 bytes, 16 weights */
+                const v8i32 v = widen_i8((const int8_t *)row + off + 4 * l);
+                const v8i32 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 0, 1, 2, 3);
+                const v8i32 b = __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7);
+                const float sa = s[g0 + l], sb = s[g0 + l + 1];
+                const v8f va = __builtin_convertvector(((a >> sh) & m15) - eight, v8f) * sa;
+                const v8f vb = __builtin_convertvector(((b >> sh) & m15) - eight, v8f) * sb;
+                memcpy(o + (g0 + l) * group + 8 * t, &va, sizeof va);
+                memcpy(o + (g0 + l + 1) * group + 8 * t, &vb, sizeof vb);
+            }
+            for (; l < n; l++) { /* (an odd last group) */
+                const uint8_t *p = row + off + 4 * l;
+                float *d = o + (g0 + l) * group + 8 * t;
+                const float sl = s[g0 + l];
+                for (int c = 0; c < 4; c++) {
+                    d[c] = (float)((p[c] & 15) - 8) * sl;
+                    d[c + 4] = (float)((p[c] >> 4) - 8) * sl;
+                }
+            }
+            off += 4 * n;
+        }
+    }
+}
+
+/* The eight weights of group g0 + l at chunk t, as fp32 q * s, from the lane's 4 bytes p
+ * (low nibbles: inputs 8t..8t+3, high: 8t+4..8t+7). */
+static inline __attribute__((always_inline)) v8f q4_lane(const uint8_t *p, float s) {
+    const v8i32 v = {p[0], p[1], p[2], p[3], p[0] >> 4, p[1] >> 4, p[2] >> 4, p[3] >> 4};
+    const v8i32 m15 = {15, 15, 15, 15, 15, 15, 15, 15}, eight = {8, 8, 8, 8, 8, 8, 8, 8};
+    return __builtin_convertvector((v & m15) - eight, v8f) * s;
+}
+
+/* acc[i * out + r] = sum_k (q s)[r, k] x[i * in + k] for the n weight rows r0 + j * stride
+ * and nx rows of x, fp32: each weight dequantized as the module path does (q * s), then
+ * multiplied with fp32 x, four rows of x per pass over a weight row. */
+static void q4_rows_f32(const uint8_t *W, const float *restrict x, float *restrict acc,
+                        int64_t r0, int n, int64_t stride, int64_t nx, int64_t in, int64_t out,
+                        const float *scales, int64_t group) {
+    const int64_t rb = in / 2, ng = (in + group - 1) / group, ch = group / 8;
+    for (int r = 0; r < n; r++) {
+        const int64_t row = r0 + r * stride;
+        const uint8_t *q = W + row * rb;
+        const float *s = scales + row * ng;
+        for (int64_t i0 = 0; i0 < nx; i0 += 4) {
+            const int m = nx - i0 < 4 ? (int)(nx - i0) : 4;
+            v8f a[4] = {{0}};
+            int64_t off = 0;
+            for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+                int64_t G, L;
+                q4_block(g0, ng, in, group, &G, &L);
+                for (int64_t t = 0; t < ch; t++) {
+                    const int64_t nt = 8 * t < L ? G : G - 1;
+                    for (int64_t l = 0; l < nt; l++) {
+                        const v8f w = q4_lane(q + off + 4 * l, s[g0 + l]);
+                        const float *xk = x + i0 * in + (g0 + l) * group + 8 * t;
+                        for (int i = 0; i < m; i++) {
+                            v8f xv;
+                            memcpy(&xv, xk + i * in, sizeof xv);
+                            a[i] += w * xv;
+                        }
+                    }
+                    off += 4 * nt;
+                }
+            }
+            for (int i = 0; i < m; i++) acc[(i0 + i) * out + row] = hsum(a[i]);
+        }
+    }
+}
+
+#if QVNNI
+#define Q4X 2 /* rows of x per tile (three accumulators per weight row and row of x) */
+
+/* vpdpbusd (a += u8 w . s8 x per 4 bytes), inline asm as DPWSSD_ASM; x may be in memory. */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define DPBUSD_ASM(a, w, x) __asm__("vpdpbusd %2, %1, %0" : "+v"(a) : "v"(w), "vm"(x))
+#else
+#define DPBUSD_ASM(a, w, x) ((a) = _mm256_dpbusd_avx_epi32(a, w, x))
+#endif
+
+/* Bytes of the int8 x of one block: 16 int32 corrections, then per chunk t (per pair of
+ * chunks in a "pair" block) 64 bytes meeting the low nibbles and 64 the high ones. */
+static inline int64_t q4_xblock(int64_t group) { return 64 + 16 * group; }
+
+/* Rows of x [nx, in] rounded to int8 (xs[i], as quantize_activations) and laid out per
+ * block for the kernel, xbs bytes per row of x. Returns 0 when a row is not finite. */
+static int q4_prepare_x(const float *restrict x, int64_t nx, int64_t in, int64_t group,
+                        int8_t *restrict xb, int64_t xbs, float *restrict xs) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const int64_t ng = (in + group - 1) / group, bx = q4_xblock(group);
+    memset(xb, 0, (size_t)(nx * xbs));
+    for (int64_t i = 0; i < nx; i++) {
+        const float *xi = x + i * in;
+        __m256 m8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
+        for (int64_t k = 0; k < in; k += 8) { /* (in is a multiple of 8) */
+            const __m256 v = _mm256_loadu_ps(xi + k);
+            m8 = _mm256_max_ps(m8, _mm256_and_ps(v, absmask));
+            nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+        float lanes[8], m = 0.0f;
+        _mm256_storeu_ps(lanes, m8);
+        for (int j = 0; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+        if (_mm256_movemask_ps(nan8) || !(m < INFINITY)) return 0;
+        const float s = m > 0.0f ? m / 127.0f : 1.0f;
+        xs[i] = s;
+        const __m128 sv = _mm_set1_ps(s);
+        int8_t *xr = xb + i * xbs;
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t G, L;
+            q4_block(g - g % 16, ng, in, group, &G, &L);
+            const int64_t l = g % 16, len = g == ng - 1 ? L : group;
+            const int pair = G == 8 && L == group;
+            int8_t *blk = xr + (g / 16) * bx;
+            __m128i sum = _mm_setzero_si128();
+            for (int64_t t = 0; 8 * t < len; t++) {
+                const float *p = xi + g * group + 8 * t;
+                const __m128i a = _mm_cvtps_epi32(_mm_div_ps(_mm_loadu_ps(p), sv));
+                const __m128i b = _mm_cvtps_epi32(_mm_div_ps(_mm_loadu_ps(p + 4), sv));
+                sum = _mm_add_epi32(sum, _mm_add_epi32(a, b));
+                const __m128i q = _mm_packs_epi16(_mm_packs_epi32(a, b), _mm_setzero_si128());
+                const int64_t at = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) + 4 * l
+                                        : 64 + 128 * t + 4 * l;
+                const int32_t lo = _mm_cvtsi128_si32(q), hi = _mm_extract_epi32(q, 1);
+                memcpy(blk + at, &lo, 4);
+                memcpy(blk + at + 64, &hi, 4);
+            }
+            sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4e));
+            sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xb1));
+            const int32_t corr = -8 * _mm_cvtsi128_si32(sum);
+            memcpy(blk + 4 * l, &corr, 4);
+        }
+    }
+    return 1;
+}
+
+/* 8 int32 lanes of p, the first `lanes` loaded (the rest zero, not read). */
+static inline __attribute__((always_inline)) __m256i q4_load8(const void *p, int64_t lanes) {
+#if defined(__AVX512VL__)
+    return _mm256_maskz_loadu_epi32((__mmask8)((1u << lanes) - 1), p);
+#else
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_epi32((const int *)p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)lanes), idx));
+#endif
+}
+static inline __attribute__((always_inline)) __m256 q4_load8f(const float *p, int64_t lanes) {
+    return _mm256_castsi256_ps(q4_load8(p, lanes));
+}
+
+#if QVNNI == 512
+typedef __m512 q4f_t;
+#define Q4F_ZERO _mm512_setzero_ps()
+static inline __attribute__((always_inline)) q4f_t q4f_add8(q4f_t f, __m256 v) {
+    return _mm512_add_ps(f, _mm512_zextps256_ps512(v));
+}
+static inline __attribute__((always_inline)) float q4f_sum(q4f_t f) {
+    return _mm512_reduce_add_ps(f);
+}
+#else
+typedef __m256 q4f_t;
+#define Q4F_ZERO _mm256_setzero_ps()
+static inline __attribute__((always_inline)) q4f_t q4f_add8(q4f_t f, __m256 v) {
+    return _mm256_add_ps(f, v);
+}
+static inline __attribute__((always_inline)) float q4f_sum(q4f_t f) { return hsum256f(f); }
+#endif
+
+/* One block on ymm: lanes 8h..8h + 7 of its chunks (h = 0, 1), into f. `off`: the block's
+ * first byte in a row; `pair`: a block of 8 full groups (x in the pair order). */
+static inline __attribute__((always_inline)) void q4_block_ymm(
+    const uint8_t *W, int64_t rb, const int8_t *xb, int64_t xbs, q4f_t f[Q4X][SEGMENTS],
+    int64_t r0, int n, int64_t stride, int nx, const float *scales, int64_t ng, int64_t g0,
+    int64_t G, int64_t L, int64_t ch, int64_t off, int h, int pair) {
+    const __m256i m0f = _mm256_set1_epi8(0x0F), mf0 = _mm256_set1_epi8((char)0xF0);
+    __m256i a[Q4X][SEGMENTS], b[Q4X][SEGMENTS];
+    for (int i = 0; i < nx; i++) {
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(xb + i * xbs + 32 * h));
+        for (int r = 0; r < n; r++) a[i][r] = c, b[i][r] = _mm256_setzero_si256();
+    }
+    int64_t wo = off;
+    for (int64_t t = 0; t < ch; t++) {
+        const int64_t nt = 8 * t < L ? G : G - 1;
+        const int64_t lanes = nt - 8 * h > 8 ? 8 : nt - 8 * h;
+        const int64_t xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
+        if (lanes > 0)
+            for (int r = 0; r < n; r++) {
+                const __m256i v = q4_load8(W + (r0 + r * stride) * rb + wo + 32 * h, lanes);
+                const __m256i lo = _mm256_and_si256(v, m0f), hi = _mm256_and_si256(v, mf0);
+                for (int i = 0; i < nx; i++) {
+                    const __m256i *xp = (const __m256i *)(xb + i * xbs + xo);
+                    DPBUSD_ASM(a[i][r], lo, xp[0]);
+                    DPBUSD_ASM(b[i][r], hi, xp[2]);
+                }
+            }
+        wo += 4 * nt;
+    }
+    const int64_t gl = G - 8 * h > 8 ? 8 : G - 8 * h;
+    for (int r = 0; r < n; r++) {
+        const __m256 s = q4_load8f(scales + (r0 + r * stride) * ng + g0 + 8 * h, gl);
+        for (int i = 0; i < nx; i++) {
+            const __m256i tot = _mm256_add_epi32(a[i][r], _mm256_srai_epi32(b[i][r], 4));
+            f[i][r] = q4f_add8(f[i][r], _mm256_mul_ps(_mm256_cvtepi32_ps(tot), s));
+        }
+    }
+}
+
+#if QVNNI == 512
+/* One block on zmm: a block of more than 8 groups (masked where some are absent), or of 8
+ * full ones read two chunks per load (`pair`). */
+static inline __attribute__((always_inline)) void q4_block_zmm(
+    const uint8_t *W, int64_t rb, const int8_t *xb, int64_t xbs, q4f_t f[Q4X][SEGMENTS],
+    int64_t r0, int n, int64_t stride, int nx, const float *scales, int64_t ng, int64_t g0,
+    int64_t G, int64_t L, int64_t ch, int64_t off, int pair) {
+    const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
+    __m512i a[Q4X][SEGMENTS], b[Q4X][SEGMENTS];
+    for (int i = 0; i < nx; i++) {
+        const __m512i c = _mm512_loadu_si512((const void *)(xb + i * xbs));
+        for (int r = 0; r < n; r++) a[i][r] = c, b[i][r] = _mm512_setzero_si512();
+    }
+    const int64_t steps = pair ? ch / 2 : ch;
+    int64_t wo = off;
+    for (int64_t t = 0; t < steps; t++) {
+        const int64_t lanes = pair ? 16 : 8 * t < L ? G : G - 1;
+        const __mmask16 m = (__mmask16)((1u << lanes) - 1);
+        for (int r = 0; r < n; r++) {
+            const __m512i v = _mm512_maskz_loadu_epi32(m, W + (r0 + r * stride) * rb + wo);
+            const __m512i lo = _mm512_and_si512(v, m0f), hi = _mm512_and_si512(v, mf0);
+            for (int i = 0; i < nx; i++) {
+                const __m512i *xp = (const __m512i *)(xb + i * xbs + 64 + 128 * t);
+                DPBUSD_ASM(a[i][r], lo, xp[0]);
+                DPBUSD_ASM(b[i][r], hi, xp[1]);
+            }
+        }
+        wo += 4 * lanes;
+    }
+    for (int r = 0; r < n; r++) {
+        const float *sp = scales + (r0 + r * stride) * ng + g0;
+        if (pair) {
+            const __m256 s = _mm256_loadu_ps(sp);
+            for (int i = 0; i < nx; i++) {
+                const __m512i tot = _mm512_add_epi32(a[i][r], _mm512_srai_epi32(b[i][r], 4));
+                const __m256i t8 = _mm256_add_epi32(_mm512_castsi512_si256(tot),
+                                                    _mm512_extracti64x4_epi64(tot, 1));
+                f[i][r] = q4f_add8(f[i][r], _mm256_mul_ps(_mm256_cvtepi32_ps(t8), s));
+            }
+        } else {
+            const __m512 s = _mm512_maskz_loadu_ps((__mmask16)((1u << G) - 1), sp);
+            for (int i = 0; i < nx; i++) {
+                const __m512i tot = _mm512_add_epi32(a[i][r], _mm512_srai_epi32(b[i][r], 4));
+                f[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), s, f[i][r]);
+            }
+        }
+    }
+}
+#endif
+
+/* acc[i * out + r] = xs[i] * sum_g s[r, g] sum_{k in g} q[r, k] xq[i, k] for the n (<=
+ * SEGMENTS) weight rows r0 + j * stride and nx (<= Q4X) rows of x (q4_prepare_x's). */
+static inline __attribute__((always_inline)) void q4_rows_vnni(
+    const uint8_t *W, const int8_t *xb, int64_t xbs, const float *xs, float *acc, int64_t r0,
+    int n, int64_t stride, int nx, int64_t in, int64_t out, const float *scales, int64_t group) {
+    const int64_t rb = in / 2, ng = (in + group - 1) / group, ch = group / 8;
+    const int64_t bx = q4_xblock(group);
+    q4f_t f[Q4X][SEGMENTS];
+    for (int i = 0; i < Q4X; i++)
+        for (int r = 0; r < SEGMENTS; r++) f[i][r] = Q4F_ZERO;
+    int64_t off = 0;
+    for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+        int64_t G, L;
+        q4_block(g0, ng, in, group, &G, &L);
+        const int pair = G == 8 && L == group;
+        const int8_t *xblk = xb + (g0 / 16) * bx;
+#if QVNNI == 512
+        if (G > 8 || pair)
+            q4_block_zmm(W, rb, xblk, xbs, f, r0, n, stride, nx, scales, ng, g0, G, L, ch, off,
+                         pair);
+        else
+            q4_block_ymm(W, rb, xblk, xbs, f, r0, n, stride, nx, scales, ng, g0, G, L, ch, off,
+                         0, 0);
+#else
+        q4_block_ymm(W, rb, xblk, xbs, f, r0, n, stride, nx, scales, ng, g0, G, L, ch, off, 0,
+                     pair);
+        if (G > 8)
+            q4_block_ymm(W, rb, xblk, xbs, f, r0, n, stride, nx, scales, ng, g0, G, L, ch, off,
+                         1, 0);
+#endif
+        off += L == group ? G * group / 2 : ((G - 1) * group + L) / 2;
+    }
+    for (int i = 0; i < nx; i++)
+        for (int r = 0; r < n; r++) acc[i * out + r0 + r * stride] = q4f_sum(f[i][r]) * xs[i];
+}
+
+/* q4_rows_vnni on rows [i, i + nx) of x, n and nx constants where the tile is full. */
+static inline __attribute__((always_inline)) void q4_rows_vnni_x(
+    const uint8_t *W, const int8_t *xb, int64_t xbs, const float *xs, float *acc, int64_t r0,
+    int n, int64_t stride, int64_t i, int nx, int64_t in, int64_t out, const float *scales,
+    int64_t group) {
+    const int8_t *xi = xb + i * xbs;
+    const float *si = xs + i;
+    float *ai = acc + i * out;
+    if (n == SEGMENTS && nx == 2)
+        q4_rows_vnni(W, xi, xbs, si, ai, r0, SEGMENTS, stride, 2, in, out, scales, group);
+    else if (n == SEGMENTS)
+        q4_rows_vnni(W, xi, xbs, si, ai, r0, SEGMENTS, stride, 1, in, out, scales, group);
+    else q4_rows_vnni(W, xi, xbs, si, ai, r0, n, stride, nx, in, out, scales, group);
+}
+#endif /* QVNNI */
+
+/* gemv_share for int4 weights: with VNNI, x rounded to int8 in the kernel's order (this
+ * thread's own copy: no barrier) and q4_rows_vnni; else, or for a row of x that is not
+ * finite, q4_rows_f32. */
+static void q4gemv_share(const void *W, const float *restrict x, float *restrict acc, int64_t nx,
+                         int64_t out, int64_t in, int64_t tid, int64_t nth, int64_t *lo,
+                         int64_t *hi, const float *scales, int64_t group) {
+    const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
+    const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
+    *lo = r0;
+    *hi = r1;
+    if (r1 <= r0) return;
+#if QVNNI
+    const int64_t ng = (in + group - 1) / group, xbs = ((ng + 15) / 16) * q4_xblock(group);
+    int8_t *xb = aligned_alloc(64, (size_t)(nx * xbs + 64 * ((nx * 4 + 63) / 64)));
+    if (xb) {
+        float *xs = (float *)(xb + nx * xbs);
+        if (q4_prepare_x(x, nx, in, group, xb, xbs, xs)) {
+            for (int64_t j = 0; j < seg; j++)
+                for (int64_t i = 0; i < nx; i += Q4X)
+                    q4_rows_vnni_x(W, xb, xbs, xs, acc, r0 + j, SEGMENTS, seg, i,
+                                   (int)(nx - i >= Q4X ? Q4X : nx - i), in, out, scales, group);
+            if (rest < r1)
+                for (int64_t i = 0; i < nx; i += Q4X)
+                    q4_rows_vnni_x(W, xb, xbs, xs, acc, rest, (int)(r1 - rest), 1, i,
+                                   (int)(nx - i >= Q4X ? Q4X : nx - i), in, out, scales, group);
+            free(xb);
+            return;
+        }
+        free(xb);
+    }
+#endif
+    for (int64_t j = 0; j < seg; j++)
+        q4_rows_f32(W, x, acc, r0 + j, SEGMENTS, seg, nx, in, out, scales, group);
+    if (rest < r1) q4_rows_f32(W, x, acc, rest, (int)(r1 - rest), 1, nx, in, out, scales, group);
+}
+
 /* gemv_share for quantized weights (wk W_I8 or W_I4): with VNNI, x rounded to int16 (this
  * thread's own copy: no barrier) and the products above; else, or for a row of x that is
  * not finite, the fp32 ones. */
@@ -727,6 +868,10 @@ static inline __attribute__((always_inline)) void qgemv_share(
     const void *W, const float *restrict x, float *restrict acc, int64_t nx, int64_t out,
     int64_t in, int64_t tid, int64_t nth, int64_t *lo, int64_t *hi, const float *scales,
     int64_t group, const int wk) {
+    if (wk == W_I4) {
+        q4gemv_share(W, x, acc, nx, out, in, tid, nth, lo, hi, scales, group);
+        return;
+    }
 #if QVNNI
     const int64_t r0 = out * tid / nth, r1 = out * (tid + 1) / nth;
     float *xs = r1 > r0 ? malloc(sizeof(float) * (size_t)nx + sizeof(int16_t) * (size_t)(nx * in))
@@ -797,21 +942,8 @@ void gpt2kit_dequantize(const void *W, const float *scales, int64_t group, int w
             }
             for (; k < in; k++) o[k] = (float)q[k] * s;
         } else {
-            const uint8_t *q = (const uint8_t *)W + r * (in / 2);
-            const int64_t ng = (in + group - 1) / group, whole = in - in % 16;
-            const float *srow = scales + r * ng;
-            int64_t k = 0;
-            for (; k + 16 <= whole; k += 16) {
-                const float s0 = srow[k / group], s1 = srow[(k + 8) / group];
-                const v8f sv0 = {s0, s0, s0, s0, s0, s0, s0, s0};
-                const v8f sv1 = {s1, s1, s1, s1, s1, s1, s1, s1};
-                const v8i32 v = widen_i8((const int8_t *)q + k / 2);
-                const v8f lo = __builtin_convertvector((v << 28) >> 28, v8f) * sv0;
-                const v8f hi = __builtin_convertvector(v >> 4, v8f) * sv1;
-                memcpy(o + k, &lo, sizeof lo);
-                memcpy(o + k + 8, &hi, sizeof hi);
-            }
-            for (; k < in; k++) o[k] = (float)q4_at(q, k, in) * srow[k / group];
+            const int64_t ng = (in + group - 1) / group;
+            q4_deq_row((const uint8_t *)W + r * (in / 2), in, group, scales + r * ng, o);
         }
     }
 }
@@ -1033,11 +1165,13 @@ static inline __attribute__((always_inline)) int blocks_impl(
     float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
     if (head && wk >= W_I8 && qs[4 * n_layer + 1]) { /* a quantized (tied) embedding row */
         const float *s = qs[4 * n_layer + 1];
+        if (wk == W_I4) /* (the row's q * s into xn, as the module path's dequantize) */
+            q4_deq_row((const uint8_t *)head[HEAD_WTE] + token * (d / 2), d, group,
+                       s + token * ((d + group - 1) / group), xn);
         for (int64_t k = 0; k < d; k++) {
-            float e;
-            if (wk == W_I8) e = (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token];
-            else e = (float)q4_at((const uint8_t *)head[HEAD_WTE] + token * (d / 2), k, d) *
-                     s[token * ((d + group - 1) / group) + k / group];
+            const float e = wk == W_I8
+                                ? (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token]
+                                : xn[k];
             x[k] = e + load_t(head[HEAD_WPE], pos * d + k, bf16);
         }
     } else if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
