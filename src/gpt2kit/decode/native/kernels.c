@@ -543,49 +543,39 @@ static void q4_deq_row(const uint8_t *restrict row, int64_t in, int64_t group,
     }
 }
 
-/* The eight weights of group g0 + l at chunk t, as fp32 q * s, from the lane's 4 bytes p
- * (low nibbles: inputs 8t..8t+3, high: 8t+4..8t+7). */
-static inline __attribute__((always_inline)) v8f q4_lane(const uint8_t *p, float s) {
-    const v8i32 v = {p[0], p[1], p[2], p[3], p[0] >> 4, p[1] >> 4, p[2] >> 4, p[3] >> 4};
-    const v8i32 m15 = {15, 15, 15, 15, 15, 15, 15, 15}, eight = {8, 8, 8, 8, 8, 8, 8, 8};
-    return __builtin_convertvector((v & m15) - eight, v8f) * s;
-}
-
 /* acc[i * out + r] = sum_k (q s)[r, k] x[i * in + k] for the n weight rows r0 + j * stride
- * and nx rows of x, fp32: each weight dequantized as the module path does (q * s), then
- * multiplied with fp32 x, four rows of x per pass over a weight row. */
+ * and nx rows of x, fp32: each weight row dequantized as the module path does (q * s,
+ * `q4_deq_row`, vectorised) into a scratch row, then multiplied with each row of fp32 x
+ * while it is in L1. */
 static void q4_rows_f32(const uint8_t *W, const float *restrict x, float *restrict acc,
                         int64_t r0, int n, int64_t stride, int64_t nx, int64_t in, int64_t out,
                         const float *scales, int64_t group) {
-    const int64_t rb = in / 2, ng = (in + group - 1) / group, ch = group / 8;
+    const int64_t rb = in / 2, ng = (in + group - 1) / group;
+    float stack_row[4096]; /* (GPT-2 widths; wider rows are allocated) */
+    float *w = in <= 4096 ? stack_row : malloc(sizeof(float) * (size_t)in);
     for (int r = 0; r < n; r++) {
         const int64_t row = r0 + r * stride;
-        const uint8_t *q = W + row * rb;
-        const float *s = scales + row * ng;
-        for (int64_t i0 = 0; i0 < nx; i0 += 4) {
-            const int m = nx - i0 < 4 ? (int)(nx - i0) : 4;
-            v8f a[4] = {{0}};
-            int64_t off = 0;
-            for (int64_t g0 = 0; g0 < ng; g0 += 16) {
-                int64_t G, L;
-                q4_block(g0, ng, in, group, &G, &L);
-                for (int64_t t = 0; t < ch; t++) {
-                    const int64_t nt = 8 * t < L ? G : G - 1;
-                    for (int64_t l = 0; l < nt; l++) {
-                        const v8f w = q4_lane(q + off + 4 * l, s[g0 + l]);
-                        const float *xk = x + i0 * in + (g0 + l) * group + 8 * t;
-                        for (int i = 0; i < m; i++) {
-                            v8f xv;
-                            memcpy(&xv, xk + i * in, sizeof xv);
-                            a[i] += w * xv;
-                        }
-                    }
-                    off += 4 * nt;
-                }
+        if (!w) { /* out of memory: NaN, never a wrong finite value */
+            for (int64_t i = 0; i < nx; i++) acc[i * out + row] = NAN;
+            continue;
+        }
+        q4_deq_row(W + row * rb, in, group, scales + row * ng, w);
+        for (int64_t i = 0; i < nx; i++) {
+            const float *xi = x + i * in;
+            v8f a = {0};
+            int64_t k = 0;
+            for (; k + 8 <= in; k += 8) {
+                v8f wv, xv;
+                memcpy(&wv, w + k, sizeof wv);
+                memcpy(&xv, xi + k, sizeof xv);
+                a += wv * xv;
             }
-            for (int i = 0; i < m; i++) acc[(i0 + i) * out + row] = hsum(a[i]);
+            float t = hsum(a);
+            for (; k < in; k++) t += w[k] * xi[k];
+            acc[i * out + row] = t;
         }
     }
+    if (w != stack_row) free(w);
 }
 
 #if QVNNI
