@@ -147,7 +147,9 @@ def exact_match(model, batch):
 
 @pytest.mark.slow  # minutes on a loaded 2-core machine
 def test_question_answering_learns_marked_span():
-    model = train(GPT2ForQuestionAnswering(config()), qa_batch, exact_match, 600)
+    # (up to 1200 steps: at 600 the single-thread run, as in the full suite where other test
+    # modules set one thread, reached 0.58 on one CPU; training stops at 0.98 validation)
+    model = train(GPT2ForQuestionAnswering(config()), qa_batch, exact_match, 1200)
     assert held_out(model, qa_batch, exact_match) >= 0.95
 
 
