@@ -287,15 +287,24 @@ def test_native_step_equals_module_path(config, n_embd):
     with torch.no_grad():
         with int4_kernel_numerics(model):
             ref = model(ids[None]).logits[0]
+        worst = []
         for t in range(ids.shape[0]):
             logits = lm_step(model, ids[None, t : t + 1], cache, home, {})
             assert logits is not None, "the quantized whole-step kernel did not run"
-            # (atol: the module path multiplies fp32 activations; with VNNI the int8 kernel
-            # rounds each product's input row to int16, <= max|x| / 65534 per input (see
-            # `_assert_kernel_close`): measured up to 3.2e-5 here over 2 blocks and the head,
-            # where fp32 summation alone stayed under 2e-5. int4: against its definition, the
-            # same int8 rounding on the module path (`int4_kernel_numerics`))
-            torch.testing.assert_close(logits[0, 0], ref[t], atol=1e-4, rtol=1e-5)
+            worst.append(float((logits[0, 0] - ref[t]).abs().max()))
+    # atol: the module path multiplies fp32 activations; the int8 kernel rounds each
+    # product's input row to int16, <= max|x| / 65534 per input (see `_assert_kernel_close`):
+    # measured up to 3.2e-5 here over 2 blocks and the head, where fp32 summation alone
+    # stayed under 2e-5. int4: against its definition, the same int8 rounding on the module
+    # path (`int4_kernel_numerics`). That rounding is discontinuous: where x / s of one
+    # input lies within fp32 noise of a .5 tie, the two paths (whose x differ by ~1e-7:
+    # native LayerNorm vs torch's) round it to neighbouring integers, one step s = max|x| /
+    # 127 apart. Measured once (120 wide, g32, AVX2 build): position 14 of 17 at 1.2e-3, the
+    # others <= 5e-7, and the next position exact again (the flip was past the cache). So
+    # int4 allows one position within a few such steps; every other one is held to 1e-4.
+    over = [t for t, e in enumerate(worst) if e > 1e-4]
+    allowed = 1 if config.bits == 4 and int4_int8_activations() else 0
+    assert len(over) <= allowed and max(worst) < 1e-2, f"per-position max |error|: {worst}"
     assert decode.held_bytes(model) == 0  # (the int8 / int4 buffers are read in place)
 
 

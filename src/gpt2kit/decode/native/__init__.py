@@ -171,6 +171,8 @@ def load() -> ctypes.CDLL | None:
     lib.gpt2kit_scale_rows.restype = None
     lib.gpt2kit_qvnni.argtypes = []
     lib.gpt2kit_qvnni.restype = ctypes.c_int
+    lib.gpt2kit_qvnni_emulated.argtypes = []
+    lib.gpt2kit_qvnni_emulated.restype = ctypes.c_int
     _lib = lib
     return _lib
 
@@ -256,14 +258,17 @@ def qgemv(
 
 def quantized_activations() -> str:
     """How the quantized products (`qgemv`, the whole quantized step) multiply on this
-    CPU: "int16 (VNNI, 512-bit)" / "int16 (VNNI, 256-bit)" where x is rounded per row and
-    product (kernels.c) to int16 for int8 weights and to int8 for int4 weights (the name
-    predates the latter), "fp32" where the weights are widened to fp32 (no VNNI).
-    Call only after `load()` returned the library."""
+    CPU: "int16 (VNNI, 512-bit)" / "int16 (VNNI, 256-bit)" / "int16 (AVX2, 256-bit)"
+    (the same kernels with each VNNI dot emulated by two AVX2 instructions) where x is
+    rounded per row and product (kernels.c) to int16 for int8 weights and to int8 for int4
+    weights (the name predates the latter), "fp32" where the weights are widened to fp32
+    (no AVX2). Call only after `load()` returned the library."""
     lib = _lib
     assert lib is not None
     width = lib.gpt2kit_qvnni()
-    return f"int16 (VNNI, {width}-bit)" if width else "fp32"
+    if not width:
+        return "fp32"
+    return f"int16 ({'AVX2' if lib.gpt2kit_qvnni_emulated() else 'VNNI'}, {width}-bit)"
 
 
 def dequantize(

@@ -22,7 +22,8 @@
  * from cache.
  *
  * Quantized weights (int8 per row, int4 per group; gpt2kit/quantization): on CPUs with
- * VNNI (AVX512-VNNI, or AVX-VNNI on ymm) each row of x is rounded to int16 once per product
+ * VNNI (AVX512-VNNI, or AVX-VNNI on ymm; on AVX2 alone each VNNI dot emulated by two
+ * instructions, same results) each row of x is rounded to int16 once per product
  * (scale max|x| / 32767: at most max|x| / 65534 off per input, near-lossless) and the
  * weights are widened only to int16 and multiplied with vpdpwssd into exact int32 sums
  * (int8: 2 instructions per 32 weights where widening to fp32 took ~12, which made the
@@ -287,8 +288,20 @@ static inline __attribute__((always_inline)) void qgemv_share_f32(
 #elif defined(__AVXVNNI__)
 #define QVNNI 256
 #define DPWSSD_ASM(a, w, x) ((a) = _mm256_dpwssd_avx_epi32(a, w, x))
+#elif defined(__AVX2__)
+/* No VNNI (e.g. AMD Zen 2/3): the same integer kernels on ymm, each VNNI dot emulated by
+ * two AVX2 instructions. vpdpwssd is exactly vpmaddwd (int16 pairs summed into int32; no
+ * pair reaches 2^31: |w| <= 127, |x| <= 32767) plus vpaddd. Widening int8 weights to int16
+ * and multiplying in integers costs 3 instructions per 16 weights where widening to fp32
+ * costs 3 per 8 (vpmovsxbd, convert, FMA), which made the fp32 path compute-bound. */
+#define QVNNI 256
+#define QVNNI_EMULATED 1
+#define DPWSSD_ASM(a, w, x) ((a) = _mm256_add_epi32(a, _mm256_madd_epi16(w, x)))
 #else
 #define QVNNI 0
+#endif
+#ifndef QVNNI_EMULATED
+#define QVNNI_EMULATED 0
 #endif
 
 #if QVNNI
@@ -584,9 +597,10 @@ static void q4_rows_f32(const uint8_t *W, const float *restrict x, float *restri
 /* vpdpbusd (a += u8 w . s8 x per 4 bytes), inline asm as DPWSSD_ASM; x may be in memory. */
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define DPBUSD_ASM(a, w, x) __asm__("vpdpbusd %2, %1, %0" : "+v"(a) : "v"(w), "vm"(x))
-#else
+#elif !QVNNI_EMULATED /* (emulated: see the AVX2 q4_block_ymm) */
 #define DPBUSD_ASM(a, w, x) ((a) = _mm256_dpbusd_avx_epi32(a, w, x))
 #endif
+
 
 /* Bytes of the int8 x of one block: 16 int32 corrections, then per chunk t (per pair of
  * chunks in a "pair" block) 64 bytes meeting the low nibbles and 64 the high ones. */
@@ -648,6 +662,7 @@ static inline __attribute__((always_inline)) __m256i q4_load8(const void *p, int
 #if defined(__AVX512VL__)
     return _mm256_maskz_loadu_epi32((__mmask8)((1u << lanes) - 1), p);
 #else
+    if (lanes == 8) return _mm256_loadu_si256((const __m256i *)p); /* (vpmaskmovd: slower) */
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_epi32((const int *)p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)lanes), idx));
 #endif
@@ -674,6 +689,7 @@ static inline __attribute__((always_inline)) q4f_t q4f_add8(q4f_t f, __m256 v) {
 static inline __attribute__((always_inline)) float q4f_sum(q4f_t f) { return hsum256f(f); }
 #endif
 
+#if !QVNNI_EMULATED
 /* One block on ymm: lanes 8h..8h + 7 of its chunks (h = 0, 1), into f. `off`: the block's
  * first byte in a row; `pair`: a block of 8 full groups (x in the pair order). */
 static inline __attribute__((always_inline)) void q4_block_ymm(
@@ -712,6 +728,56 @@ static inline __attribute__((always_inline)) void q4_block_ymm(
         }
     }
 }
+
+#else
+/* q4_block_ymm without VNNI (AVX2). vpmaddubsw multiplies u8 x s8 and adds pairs into
+ * saturating int16 lanes; vpmaddwd with ones adds int16 pairs into int32. Both run on one
+ * multiply pipe on some cores (Zen 1: each 256-bit op is two 128-bit ones), so the int16
+ * pair sums are added in int16 (vpaddw, any pipe) over up to 4 chunks and widened once:
+ * with the high nibbles shifted down (0..15, not 16x), an int16 lane holds at most 4 chunks
+ * x 2 nibbles x 2 products x 15 x 127 = 30480 < 2^15, exact. Same sums as q4_block_ymm. */
+static inline __attribute__((always_inline)) void q4_block_ymm(
+    const uint8_t *W, int64_t rb, const int8_t *xb, int64_t xbs, q4f_t f[Q4X][SEGMENTS],
+    int64_t r0, int n, int64_t stride, int nx, const float *scales, int64_t ng, int64_t g0,
+    int64_t G, int64_t L, int64_t ch, int64_t off, int h, int pair) {
+    const __m256i m0f = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256i a[Q4X][SEGMENTS], p[Q4X][SEGMENTS];
+    for (int i = 0; i < nx; i++) {
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(xb + i * xbs + 32 * h));
+        for (int r = 0; r < n; r++) a[i][r] = c, p[i][r] = _mm256_setzero_si256();
+    }
+    int64_t wo = off;
+    for (int64_t t = 0; t < ch; t++) {
+        const int64_t nt = 8 * t < L ? G : G - 1;
+        const int64_t lanes = nt - 8 * h > 8 ? 8 : nt - 8 * h;
+        const int64_t xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
+        if (lanes > 0)
+            for (int r = 0; r < n; r++) {
+                const __m256i v = q4_load8(W + (r0 + r * stride) * rb + wo + 32 * h, lanes);
+                const __m256i lo = _mm256_and_si256(v, m0f);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+                for (int i = 0; i < nx; i++) {
+                    const __m256i *xp = (const __m256i *)(xb + i * xbs + xo);
+                    p[i][r] = _mm256_add_epi16(p[i][r], _mm256_maddubs_epi16(lo, xp[0]));
+                    p[i][r] = _mm256_add_epi16(p[i][r], _mm256_maddubs_epi16(hi, xp[2]));
+                }
+            }
+        wo += 4 * nt;
+        if (t % 4 == 3 || t == ch - 1)
+            for (int i = 0; i < nx; i++)
+                for (int r = 0; r < n; r++) {
+                    a[i][r] = _mm256_add_epi32(a[i][r], _mm256_madd_epi16(p[i][r], ones));
+                    p[i][r] = _mm256_setzero_si256();
+                }
+    }
+    const int64_t gl = G - 8 * h > 8 ? 8 : G - 8 * h;
+    for (int r = 0; r < n; r++) {
+        const __m256 s = q4_load8f(scales + (r0 + r * stride) * ng + g0 + 8 * h, gl);
+        for (int i = 0; i < nx; i++)
+            f[i][r] = q4f_add8(f[i][r], _mm256_mul_ps(_mm256_cvtepi32_ps(a[i][r]), s));
+    }
+}
+#endif
 
 #if QVNNI == 512
 /* One block on zmm: a block of more than 8 groups (masked where some are absent), or of 8
@@ -896,6 +962,9 @@ static inline __attribute__((always_inline)) void qgemv_share(
 /* Which quantized-product kernels this build has: 512 / 256 (int16 activations, VNNI on
  * zmm / ymm), 0 (fp32 activations). */
 int gpt2kit_qvnni(void) { return QVNNI; }
+
+/* Whether those kernels emulate the VNNI dot instructions with AVX2 ones (no VNNI). */
+int gpt2kit_qvnni_emulated(void) { return QVNNI_EMULATED; }
 
 /* Quantized weights (wk W_I8: q [out, in] int8, scales [out]; W_I4: [out, in / 2] bytes,
  * scales [out, ceil(in / group)]), fp32 x [nx, in], y [nx, out] = x (q * s)^T (+ b). */
