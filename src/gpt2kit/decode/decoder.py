@@ -48,6 +48,7 @@ from ..nn import backbone
 from ..nn.backbone import PLAIN_LM_STEP, GPT2Attention, Linear
 from ..nn.cache import KVCache
 from ..nn.outputs import CausalLMOutput
+from ..quantization.gemm import bf16_linear, int8_matmul
 from ..quantization.modules import QuantizedLinear
 from . import native, packed
 from .plan import LINEAR_TYPES, decode_modules, lm_step
@@ -282,7 +283,7 @@ class CPUDecoder:
             # `prompt_product`'s int8 GEMM, its activation rounding and scaling each one
             # native pass (the same values as its PyTorch ops, which take 5 and 3)
             xq, sx = native.quantize_rows(x.reshape(rows, x.shape[-1]))
-            acc = torch._int_mm(xq, q.t())
+            acc = int8_matmul(xq, q)
             y = native.scale_rows(acc, sx, module.weight_scale, bias)
             return y.view(*x.shape[:-1], module.out_features)
         if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
@@ -291,7 +292,7 @@ class CPUDecoder:
             q, module.weight_scale, module.bits, module.group_size, module.in_features
         )
         if acts == "bfloat16":  # (== prompt_product's bf16 blocks: same values, one block)
-            y = F.linear(x.to(torch.bfloat16), w.to(torch.bfloat16)).float()
+            y = bf16_linear(x, w).float()
             return y.add_(bias) if bias is not None else y
         return F.linear(x, w, bias)
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import tensor as qt
 from .config import QuantizationConfig
+from .gemm import bf16_linear, int8_matmul
 
 logger = logging.getLogger("gpt2kit")
 
@@ -165,7 +166,8 @@ class QuantizedLinear(nn.Module):
         y = torch.empty(*x.shape[:-1], out, dtype=x.dtype, device=x.device)
         for start in range(0, out, BLOCK_ROWS):
             rows = slice(start, min(start + BLOCK_ROWS, out))
-            y[..., rows] = F.linear(xd, self.dequantize(rows, dtype))
+            w = self.dequantize(rows, dtype)
+            y[..., rows] = bf16_linear(xd, w) if dtype == torch.bfloat16 else F.linear(xd, w)
         return y.add_(bias) if bias is not None else y
 
     def nbytes(self) -> int:
@@ -249,18 +251,6 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # (a NaN row's integers are whatever the cast makes of NaN: its NaN scale wins)
     q = torch.round(x / scale).to(torch.int8)
     return q, scale
-
-
-def int8_matmul(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """`q [rows, in] int8 @ w [out, in].T` int8 as exact int32 sums `[rows, out]`."""
-    if q.device.type == "cpu" or (
-        q.shape[0] > 16 and q.shape[1] % 8 == 0 and w.shape[0] % 8 == 0 and q.shape[1] >= 16
-    ):
-        # (CPU: oneDNN's int8 GEMM, VNNI where the CPU has it, any shape; CUDA: its
-        # shape rules. `w.t()` is a view: measured as fast as a [in, out] copy, none kept)
-        return torch._int_mm(q, w.t())
-    # elsewhere: the same sums in fp32 (exact while in * 127^2 < 2^24, i.e. in <= 1040)
-    return (q.float() @ w.float().t()).round_().to(torch.int32)
 
 
 def prompt_product(module: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
