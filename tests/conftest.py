@@ -12,7 +12,7 @@ Nothing is downloaded: `HF_HUB_OFFLINE=1` is set for the whole session.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,18 @@ def make_hf_twin(
     model = cls(hf_cfg).eval()
     model.save_pretrained(folder, **save_kwargs)
     return model, folder
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module of tiny training runs (threads only contend on a
+    shared CPU there), restored afterwards. (These modules once called
+    `torch.set_num_threads(1)` at import, which made every later test of the run
+    single-threaded.) Use: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

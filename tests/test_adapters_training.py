@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_resume import RUN, StopAt  # noqa: E402
 from test_trainer import lm_data, tiny_lm  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 LORA = dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], lora_dropout=0.1)
 
 

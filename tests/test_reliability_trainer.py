@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_resume import RUN, StopAt, assert_identical, run  # noqa: E402
 from test_trainer import lm_data, tiny_lm  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cut_short(path: Path) -> None:

@@ -20,7 +20,7 @@ from gpt2kit.training.state import checkpoint_dirs
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import lm_data, tiny_lm  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 20 examples, batch 2, accumulation 2 -> 5 micro-batches = 3 steps per epoch (the last
 # step takes the leftover micro-batch); 7 steps cross two epoch boundaries.

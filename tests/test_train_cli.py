@@ -6,11 +6,10 @@ import json
 import random
 
 import pytest
-import torch
 
 from gpt2kit.cli.train import TrainCLIError, main
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = [
     "--model",

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from gpt2kit.cli import main
 
-torch.set_num_threads(1)
 # 10-70 s each on a shared 2-core CPU: all in the slow set (CI runs it).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SEED = int(os.environ.get("GPT2KIT_TEST_SEED", "0"))
 

@@ -21,7 +21,7 @@ from gpt2kit.training import (
 )
 from gpt2kit.training.state import checkpoint_dirs
 
-torch.set_num_threads(1)  # tiny ops on a shared CPU: threads only contend
+pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB, T = 100, 16
 
 
