@@ -73,10 +73,13 @@ def test_fused_step_at_gpt2_small_shapes_and_the_last_position(dtype, fused_call
     plain, fast, cache, twin = _steps(model, ids, rows=1)
     assert fused_calls == [True]  # the whole step, position 1023, in one call
     torch.testing.assert_close(fast, plain, rtol=0, atol=_tolerance(dtype, plain))
-    for layer in range(model.config.n_layer):  # the token's key and value, where SDPA put them
+    # the token's key and value, where SDPA put them (bf16: one rounding of the stored value
+    # may land a step apart, 2^-7 relative at most; seen at 2 threads, 2.25 vs 2.2656)
+    rtol = 2**-7 if dtype == torch.bfloat16 else 0.0
+    for layer in range(model.config.n_layer):
         for a, b in ((twin.keys, cache.keys), (twin.values, cache.values)):
             torch.testing.assert_close(
-                a[layer][:, :, 1023].float(), b[layer][:, :, 1023].float(), rtol=0, atol=1e-2
+                a[layer][:, :, 1023].float(), b[layer][:, :, 1023].float(), rtol=rtol, atol=1e-2
             )
 
 
