@@ -158,15 +158,22 @@ def bound_fraction(tokens_per_s: float, bandwidth: float, bytes_per_token: int) 
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (
+                platform.processor() or platform.machine()
+            ):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     info: dict[str, object] = {
         "cpu": cpu,
+        # (a model name such as "AMD EPYC" covers CPUs from AVX2-only Zen 1 to AVX-512
+        # Zen 4; the kernels' speeds follow the vector extensions)
+        "isa": _isa(flags),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -174,6 +181,21 @@ def machine() -> dict[str, object]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def _isa(flags: set[str]) -> str:
+    """The vector extensions that decide which kernels run: e.g. "AVX2", "AVX-512 VNNI
+    BF16", "AVX-512 VNNI BF16 AMX"; "" where the flags are unknown (not x86 Linux)."""
+    if not flags:
+        return ""
+    parts = ["AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"]
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        parts.append("VNNI")
+    if "avx512_bf16" in flags:
+        parts.append("BF16")
+    if "amx_tile" in flags:
+        parts.append("AMX")
+    return " ".join(parts)
 
 
 def versions() -> dict[str, str]:

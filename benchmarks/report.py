@@ -149,7 +149,10 @@ def _fill(template: str, figures: dict[str, dict]) -> str:
 
 def _machine(record: dict) -> str:
     m = record["machine"]
-    where = m.get("gpu") or f"{m['cores']} cores ({m['cpu']})"
+    where = m.get("gpu")
+    if not where:
+        cpu = f"{m['cpu']}, {m['isa']}" if m.get("isa") else m["cpu"]
+        where = f"{m['cores']} cores ({cpu})"
     load = m.get("load_average_at_start")
     return f"{record['date'][:10]}, {where}" + (f", load {load:g}" if load is not None else "")
 
