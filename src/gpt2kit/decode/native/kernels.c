@@ -746,14 +746,15 @@ static inline __attribute__((always_inline)) void q4_block_ymm(
         const __m256i c = _mm256_loadu_si256((const __m256i *)(xb + i * xbs + 32 * h));
         for (int r = 0; r < n; r++) a[i][r] = c, p[i][r] = _mm256_setzero_si256();
     }
-    int64_t wo = off;
+    const uint8_t *wp[SEGMENTS]; /* (each row's next chunk: no address arithmetic per load) */
+    for (int r = 0; r < n; r++) wp[r] = W + (r0 + r * stride) * rb + off + 32 * h;
     for (int64_t t = 0; t < ch; t++) {
         const int64_t nt = 8 * t < L ? G : G - 1;
         const int64_t lanes = nt - 8 * h > 8 ? 8 : nt - 8 * h;
         const int64_t xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
         if (lanes > 0)
             for (int r = 0; r < n; r++) {
-                const __m256i v = q4_load8(W + (r0 + r * stride) * rb + wo + 32 * h, lanes);
+                const __m256i v = q4_load8(wp[r], lanes);
                 const __m256i lo = _mm256_and_si256(v, m0f);
                 const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
                 for (int i = 0; i < nx; i++) {
@@ -762,7 +763,7 @@ static inline __attribute__((always_inline)) void q4_block_ymm(
                     p[i][r] = _mm256_add_epi16(p[i][r], _mm256_maddubs_epi16(hi, xp[2]));
                 }
             }
-        wo += 4 * nt;
+        for (int r = 0; r < n; r++) wp[r] += 4 * nt;
         if (t % 4 == 3 || t == ch - 1)
             for (int i = 0; i < nx; i++)
                 for (int r = 0; r < n; r++) {
