@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -406,3 +407,37 @@ def test_native_dequantize_equals_module(config, shape):
     q = QuantizedLinear.from_linear(torch.nn.Linear(inp, out), config)
     w = native.dequantize(q.qweight, q.weight_scale, q.bits, q.group_size, inp)
     assert torch.equal(w, q.dequantize())
+
+
+# -- the AVX2 build (no VNNI), on any x86-64 CPU with AVX2 --------------------------------------
+_AVX2_RUN = """
+import sys
+from gpt2kit.decode import native
+native.FLAGS[native.FLAGS.index("-march=native")] = "-march=x86-64-v3"  # AVX2, FMA, no AVX-512
+assert native.load() is not None and native.quantized_activations() == "int16 (AVX2, 256-bit)"
+import pytest
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k", sys.argv[2]]))
+"""
+
+
+@pytest.mark.slow
+@needs_kernel
+def test_avx2_kernels_without_vnni(tmp_path):
+    """The emulated-VNNI kernels (kernels.c, `QVNNI_EMULATED`: what AVX2 CPUs such as Zen 1-3
+    run) built with `-march=x86-64-v3` in a fresh process and cache, through this file's
+    kernel and whole-step tests: on a VNNI machine they would otherwise never run."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx2 " not in flags or " bmi2 " not in flags or " movbe " not in flags:
+        pytest.skip("not an x86-64-v3 CPU")
+    env = {**os.environ, "GPT2KIT_CACHE": str(tmp_path)}
+    tests = "kernel or native_step or few_rows"
+    run = subprocess.run(
+        [sys.executable, "-c", _AVX2_RUN, __file__, tests],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parent,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "[100%]" in run.stdout and "F" not in run.stdout.split("[100%]")[0]
