@@ -289,7 +289,7 @@ static inline __attribute__((always_inline)) void qgemv_share_f32(
 #define QVNNI 256
 #define DPWSSD_ASM(a, w, x) ((a) = _mm256_dpwssd_avx_epi32(a, w, x))
 #elif defined(__AVX2__)
-/* No VNNI (e.g. AMD Zen 2/3): the same integer kernels on ymm, each VNNI dot emulated by
+/* No VNNI (e.g. AMD Zen 1-3): the same integer kernels on ymm, each VNNI dot emulated by
  * two AVX2 instructions. vpdpwssd is exactly vpmaddwd (int16 pairs summed into int32; no
  * pair reaches 2^31: |w| <= 127, |x| <= 32767) plus vpaddd. Widening int8 weights to int16
  * and multiplying in integers costs 3 instructions per 16 weights where widening to fp32
@@ -600,7 +600,6 @@ static void q4_rows_f32(const uint8_t *W, const float *restrict x, float *restri
 #elif !QVNNI_EMULATED /* (emulated: see the AVX2 q4_block_ymm) */
 #define DPBUSD_ASM(a, w, x) ((a) = _mm256_dpbusd_avx_epi32(a, w, x))
 #endif
-
 
 /* Bytes of the int8 x of one block: 16 int32 corrections, then per chunk t (per pair of
  * chunks in a "pair" block) 64 bytes meeting the low nibbles and 64 the high ones. */
