@@ -1,5 +1,5 @@
-"""The fused batch-1 decoding step (`decode/plan.py` + `native.run_step`), run by the
-`CPUDecoder`.
+"""The fused decoding step, batch 1 or a few rows at one position (`decode/plan.py` +
+`native.run_step`), run by the `CPUDecoder`.
 
 It must compute what the modules compute (logits to 1e-5 against `transformers` in fp32,
 the same cache contents), run only where that holds (hooks, replaced modules, autograd,
@@ -241,25 +241,63 @@ def test_in_place_weight_updates_are_read(spy):
 
 
 @pytest.mark.parametrize(
-    "case", ["grad", "train", "hidden_states", "attentions", "batch2", "tanh", "cross"]
+    "case", ["grad", "train", "hidden_states", "attentions", "tanh", "cross", "rows", "mask"]
 )
 def test_where_it_does_not_apply_the_modules_run(case, spy):
     torch.manual_seed(0)
     overrides = {"tanh": dict(activation_function="tanh"), "cross": dict(add_cross_attention=True)}
     model = GPT2LMHeadModel(tiny_config(**overrides.get(case, {}))).eval()
     step = decode.cpu_decoder(model, 1)
-    B = 2 if case == "batch2" else 1
+    B = plan.MAX_STEP_ROWS + 1 if case == "rows" else 2 if case == "mask" else 1
     cache = KVCache(model.config.n_layer, capacity=8)
     kwargs = {"output_hidden_states": case == "hidden_states"}
     kwargs["output_attentions"] = case == "attentions"
+    if case == "mask":  # (a padded row: positions and attention differ per row)
+        kwargs["attention_mask"] = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     with torch.no_grad():
-        step(input_ids=torch.ones(B, 3, dtype=torch.long), past_key_values=cache)
+        prefill = {k: v[:, :3] for k, v in kwargs.items() if k == "attention_mask"}
+        step(input_ids=torch.ones(B, 3, dtype=torch.long), past_key_values=cache, **prefill)
     if case == "train":
         model.train()  # (a decoder built before: it must notice)
         model.transformer.drop.p = 0.0
     with torch.set_grad_enabled(case == "grad"):
         out = step(input_ids=torch.ones(B, 1, dtype=torch.long), past_key_values=cache, **kwargs)
     assert not spy and out.logits.shape == (B, 1, 100)
+
+
+@pytest.mark.parametrize("name", ["gelu_new", "gelu-odd-heads", "relu-inner"])
+@pytest.mark.parametrize("rows", [2, 5])
+def test_a_few_rows_step_matches_transformers(name, rows, tmp_path, spy):
+    """B rows at one position (a batch's step without padding): one native call whose
+    logits and cache rows equal transformers' and the module path's, row by row."""
+    cfg = tiny_config(initializer_range=0.3, **CONFIGS[name])
+    hf, folder = make_hf_twin(cfg, tmp_path / "m", seed=3)
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    ids = torch.randint(0, cfg.vocab_size, (rows, 9), generator=torch.Generator().manual_seed(2))
+    fused, cache = _step_logits(model, ids, fused=True)
+    assert spy == ["step"]
+    with torch.no_grad():
+        expected = hf(ids).logits[:, -1]
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    modules, module_cache = _step_logits(model, ids, fused=False)
+    torch.testing.assert_close(fused, modules, rtol=1e-5, atol=1e-5)
+    for layer in range(cfg.n_layer):
+        for a, b in ((cache.keys, module_cache.keys), (cache.values, module_cache.values)):
+            torch.testing.assert_close(a[layer][:, :, :9], b[layer][:, :, :9])
+    for r in range(rows):  # (each row as if alone; the prefill's BLAS sums may differ)
+        alone, _ = _step_logits(model, ids[r : r + 1], fused=True)
+        torch.testing.assert_close(fused[r : r + 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cache_of_another_batch_takes_the_module_path(spy):
+    model = _ready_model()
+    step = decode.cpu_decoder(model, 1)
+    cache = KVCache(model.config.n_layer, capacity=8)
+    with torch.no_grad():
+        step(input_ids=torch.ones(2, 3, dtype=torch.long), past_key_values=cache)
+        with pytest.raises(ValueError, match="the cache holds 2 rows but the input has 3"):
+            step(input_ids=torch.ones(3, 1, dtype=torch.long), past_key_values=cache)
+    assert not spy
 
 
 def test_plan_is_reused_between_steps():

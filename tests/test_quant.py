@@ -310,6 +310,37 @@ def test_native_step_equals_module_path(config, n_embd):
 
 
 @needs_kernel
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.method}-g{c.group_size}")
+def test_a_few_rows_whole_step_equals_the_decoders_modules(config, monkeypatch):
+    """A batch's steps (4 rows at one position) in one native call: the same tokens and
+    scores as the decoder's module path, whose products run the same kernels."""
+    from gpt2kit.decode import plan
+
+    model = quantize_model(_tiny(n_embd=120), config)
+    prompts = torch.randint(0, 300, (4, 6), generator=torch.Generator().manual_seed(4))
+    steps = []
+    real = native.run_step
+    monkeypatch.setattr(native, "run_step", lambda *a: steps.append(a[0].shape) or real(*a))
+
+    def run():
+        with torch.no_grad():
+            out = model.generate(
+                prompts, max_new_tokens=10, do_sample=False, output_scores=True,
+                return_dict_in_generate=True,
+            )  # fmt: skip
+        return out.sequences, torch.stack(out.scores)
+
+    fused, fused_scores = run()
+    assert steps == [(4,)] * 9  # (every step after the prompt's)
+    monkeypatch.setattr(plan, "MAX_STEP_ROWS", 0)  # (the module path with the kernels)
+    modules, module_scores = run()
+    assert len(steps) == 9 and torch.equal(fused, modules)
+    # (int4: the int8 rounding of the products' inputs may flip near a tie, as above)
+    tol = 1e-2 if config.bits == 4 and int4_int8_activations() else 1e-4
+    torch.testing.assert_close(fused_scores, module_scores, rtol=0, atol=tol)
+
+
+@needs_kernel
 def test_few_rows_and_long_prompts_through_the_decoder():
     model = quantize_model(_tiny(n_embd=64), QuantizationConfig(bits=8))
     torch.manual_seed(1)

@@ -1,7 +1,8 @@
-"""A batch-1 CPU decoding step of a GPT-2 LM in one native call (`native.run_step`:
-embedding, every block, final norm, LM head), and the checks that decide when that is
-the same computation as the modules'. `CPUDecoder` (decode/decoder.py) calls `lm_step`
-for each plain batch-1 step; anything else runs the model's modules.
+"""A CPU decoding step of a GPT-2 LM, batch 1 or a few rows at one position, in one
+native call (`native.run_step`: embedding, every block, final norm, LM head), and the
+checks that decide when that is the same computation as the modules'. `CPUDecoder`
+(decode/decoder.py) calls `lm_step` for each plain step; anything else runs the model's
+modules.
 
 Why: once the products stream the weights near the memory bandwidth (`decode/native`),
 the ~15 PyTorch ops per block between them (layer norms, activation, residual adds,
@@ -35,7 +36,7 @@ from torch import nn
 
 from ..nn.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
 from ..nn.cache import KVCache
-from ..quantization.modules import QuantizedEmbedding, QuantizedLinear
+from ..quantization.modules import ACTIVATION_ROWS, QuantizedEmbedding, QuantizedLinear
 from . import native
 
 # the projection types the kernel stands in for (same math: `F.linear`)
@@ -324,18 +325,22 @@ def lm_step(
     home: dict,
     copies: dict[int, torch.Tensor],
 ) -> torch.Tensor | None:
-    """The logits `[1, 1, vocab]` of one batch-1 decoding step of the LM-head model `lm`
-    (its backbone at `lm.transformer`, its head at `lm.lm_head`) on the token
-    `input_ids [1, 1]` after the `cache`d ones, in one native call (`native.run_step`),
-    the cache advanced; None, with nothing changed but the cache's capacity, where the
-    module path must run (the caller checks that no other forward argument is set).
-    The plan is kept in `home`, reading the decoder's weight `copies` where given.
+    """The logits `[B, 1, vocab]` of one decoding step of the LM-head model `lm` (its
+    backbone at `lm.transformer`, its head at `lm.lm_head`) on the tokens `input_ids
+    [B, 1]` (B <= `MAX_STEP_ROWS`) after the `cache`d ones, in one native call
+    (`native.run_step`), the cache advanced; None, with nothing changed but the cache's
+    capacity, where the module path must run (the caller checks that no other forward
+    argument is set: no attention mask, so every row is at the cache's length). The plan
+    is kept in `home`, reading the decoder's weight `copies` where given.
 
     Why: after the blocks went native, the embedding, final norm, LM head and the Python
-    of the two forwards around them were ~1 ms of a ~33 ms GPT-2 small step."""
+    of the two forwards around them were ~1 ms of a ~33 ms GPT-2 small step; at batch 8
+    the module path's per-block PyTorch ops were ~10 ms of a ~45 ms int8 step."""
     if (
         input_ids is None
-        or input_ids.shape != (1, 1)
+        or input_ids.dim() != 2
+        or input_ids.shape[1] != 1
+        or not 1 <= input_ids.shape[0] <= MAX_STEP_ROWS
         or input_ids.dtype not in (torch.int64, torch.int32)  # (else the module path's error)
         or input_ids.device.type != "cpu"
         or lm.training
@@ -346,17 +351,25 @@ def lm_step(
     plan = _checked_plan(home, lm.transformer, lm, copies)
     if not plan.ok:
         return None
-    token, pos = int(input_ids), cache.length
+    rows, pos = input_ids.shape[0], cache.length
     wte, wpe = plan.head[0], plan.head[1]
-    if not (0 <= token < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
+    tokens = input_ids.reshape(rows).to(torch.int64, copy=True)
+    low, high = (int(tokens), int(tokens)) if rows == 1 else map(int, torch.aminmax(tokens))
+    if not (0 <= low and high < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
         return None  # (the module path raises the error that names the problem)
-    caches = _reserve(plan, cache)
+    caches = _reserve(plan, cache, rows)
     if caches is None:
         return None
     final_eps = plan.norm_eps[-1]  # (the final norm's own)
-    logits = native.run_step(token, plan.blocks, plan.head, final_eps, caches, pos)  # type: ignore[arg-type]
+    logits = native.run_step(tokens, plan.blocks, plan.head, final_eps, caches, pos)  # type: ignore[arg-type]
     cache.advance(1)
-    return logits.view(1, 1, -1)
+    return logits.view(rows, 1, -1)
+
+
+# The most rows a whole step takes: the products' few-row limit, where the module path
+# multiplies with the same kernels (`native.MAX_FP32_ROWS`; quantized layers keep fp32
+# activations up to `ACTIVATION_ROWS`), so both paths compute the same sums.
+MAX_STEP_ROWS = min(native.MAX_FP32_ROWS, ACTIVATION_ROWS)
 
 
 def _checked_plan(
@@ -375,9 +388,10 @@ def _checked_plan(
     return plan
 
 
-def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
-    """Each block's key and value buffers with room for one more position, where the
-    kernel may run the plan now (else None)."""
+def _reserve(plan: _Plan, cache: KVCache, rows: int) -> list[torch.Tensor] | None:
+    """Each block's key and value buffers for `rows` rows with room for one more
+    position, where the kernel may run the plan now (else None: also where the cache
+    holds positions of another batch size, whose error the module path raises)."""
     if (
         plan.blocks is None
         or plan.hooked()
@@ -386,10 +400,12 @@ def _reserve(plan: _Plan, cache: KVCache) -> list[torch.Tensor] | None:
     ):
         return None
     pos, H, hs = cache.length, plan.n_head, plan.head_dim
+    if pos and any(k is None or k.shape[0] != rows for k in cache.keys[: plan.n_blocks]):
+        return None
     caches: list[torch.Tensor] = []
     like = plan.tensors[0]
     for i in range(plan.n_blocks):
-        keys, values = cache.reserve(i, pos + 1, 1, H, hs, like)  # type: ignore[arg-type]
+        keys, values = cache.reserve(i, pos + 1, rows, H, hs, like)  # type: ignore[arg-type]
         # (a cache built from a user's legacy tuple may hold another dtype or layout)
         if not (
             keys.dtype == values.dtype == plan.dtype

@@ -68,6 +68,12 @@ class KVCache:
         """Layer `layer`'s buffers `[batch, heads, >= end, head_dim]` (dtype and device of
         `like`), grown or made as needed; the cached positions are kept."""
         buf_k = self.keys[layer]
+        if buf_k is not None and self.length and buf_k.shape[0] != batch:
+            # (new buffers would drop the cached positions and attend to garbage)
+            raise ValueError(
+                f"the cache holds {buf_k.shape[0]} rows but the input has {batch}: pass a "
+                "new cache, or select its rows with `cache.reorder(index)` first"
+            )
         if buf_k is None or buf_k.shape[2] < end or buf_k.shape[0] != batch:
             start = self.length
             size = max(end, self.capacity or 0, 2 * (buf_k.shape[2] if buf_k is not None else 0))

@@ -1,5 +1,5 @@
 """Native CPU kernels for decoding, compiled on first use: few-row products, the
-attention of one new token, and every transformer block of a batch-1 step in one call.
+attention of one new token, and every transformer block of a decoding step in one call.
 
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
@@ -10,8 +10,9 @@ weights in registers, so bf16 decoding reads half the bytes on CPUs without bf16
 too. Up to `MAX_FP32_ROWS` rows of x (a short prompt, a small batch or beam; bf16 rows
 where PyTorch multiplies bf16 one row at a time) share one pass over the weights. The step's
 attention (split heads, write the cache, SDPA: ~20 PyTorch ops per layer) is one call,
-and at batch 1 so are all the blocks (`run_blocks`) or a language model's whole step,
-embedding to logits (`run_step`), driven by `decode/plan.py`. The decoder's weight
+and for a few rows at one position (batch 1, a small batch's step) so are all the blocks
+(`run_blocks`) or a language model's whole step, embedding to logits (`run_step`), driven
+by `decode/plan.py`. The decoder's weight
 arena (`decode/weights.py`) sits on 2 MiB pages (`huge_page_empty`).
 Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
@@ -150,8 +151,8 @@ def load() -> ctypes.CDLL | None:
     for name in ("gpt2kit_blocks_f32", "gpt2kit_blocks_bf16"):
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
-        fn.argtypes += [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
-        fn.argtypes += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float]
+        fn.argtypes += [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
+        fn.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
         fn.restype = ctypes.c_int
     fn = lib.gpt2kit_blocks_q
     fn.argtypes = lib.gpt2kit_blocks_f32.argtypes + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
@@ -448,12 +449,13 @@ class Blocks:
 
 
 def run_blocks(x: torch.Tensor, blocks: Blocks, caches: list[torch.Tensor], pos: int) -> None:
-    """Every transformer block of one batch-1 decoding step in one call, in place on the
-    hidden state `x [1, 1, d]` (contiguous, `blocks.dtype`) of the token at position `pos`.
+    """Every transformer block of one decoding step in one call, in place on the hidden
+    states `x [B, 1, d]` (contiguous, `blocks.dtype`) of B rows' tokens, all at position
+    `pos`.
 
-    `caches` holds each block's key and value buffers (`[1, n_head, capacity, d /
-    n_head]`, one capacity `> pos`, contiguous, the blocks' dtype), where the token's key
-    and value are written. (The weights are built once per model; the caches' pointers are
+    `caches` holds each block's key and value buffers (`[B, n_head, capacity, d /
+    n_head]`, one capacity `> pos`, contiguous, the blocks' dtype), where the tokens' keys
+    and values are written. (The weights are built once per model; the caches' pointers are
     passed per call, so threads decoding with one model do not share mutable state.)
 
     Why: between the products, a step's PyTorch ops (layer norms, activation, residual
@@ -462,7 +464,7 @@ def run_blocks(x: torch.Tensor, blocks: Blocks, caches: list[torch.Tensor], pos:
     the threads stay in one parallel region. Same arithmetic as the module path (values
     rounded to bf16 where a bf16 model stores them), up to summation order.
     """
-    assert x.is_contiguous() and x.dtype == blocks.dtype
+    assert x.is_contiguous() and x.dtype == blocks.dtype and x.shape[0] == caches[0].shape[0]
     _call_blocks(blocks, caches, pos, x_ptr=x.data_ptr())
 
 
@@ -471,21 +473,22 @@ HEAD_WEIGHTS = ("wte", "wpe", "ln_f.weight", "ln_f.bias", "lm_head.weight", "lm_
 
 
 def run_step(
-    token: int,
+    tokens: torch.Tensor,
     blocks: Blocks,
     head: list[torch.Tensor | None],
     head_eps: float,
     caches: list[torch.Tensor],
     pos: int,
 ) -> torch.Tensor:
-    """A whole batch-1 decoding step of an LM-head model in one call: the logits `[vocab]`
-    (the blocks' dtype) of the token after `token`, at position `pos`.
+    """A whole decoding step of an LM-head model in one call: the logits `[B, vocab]` (the
+    blocks' dtype) of the tokens after `tokens [B]` (int64, contiguous), all at position
+    `pos`.
 
-    As `run_blocks`, on the embedding `wte[token] + wpe[pos]` instead of a given hidden
-    state, followed by the final layer norm (eps `head_eps`) and the LM head. `head` holds
+    As `run_blocks`, on the embeddings `wte[tokens] + wpe[pos]` instead of given hidden
+    states, followed by the final layer norm (eps `head_eps`) and the LM head. `head` holds
     the tensors named by `HEAD_WEIGHTS` (the LM head's bias may be None): the embeddings
     `[vocab, d]` and `[n_positions, d]` (`pos` within), and the LM head weight `[vocab,
-    d]`, of the blocks' dtype, contiguous, on CPU; the caller checks `token` and `pos`.
+    d]`, of the blocks' dtype, contiguous, on CPU; the caller checks `tokens` and `pos`.
 
     Why: the embedding, final norm and LM head calls of the module path, and the Python
     of two model forwards around them, were ~1 ms of a ~33 ms GPT-2 small step after the
@@ -493,11 +496,15 @@ def run_step(
     """
     lm_weight = head[4]
     assert lm_weight is not None
-    vocab = lm_weight.shape[0]
-    logits = torch.empty(vocab, dtype=blocks.dtype)
-    scores = logits if blocks.dtype == torch.float32 else torch.empty(vocab)  # (fp32 sums)
+    assert tokens.dtype == torch.int64 and tokens.is_contiguous() and tokens.dim() == 1
+    assert tokens.shape[0] == caches[0].shape[0]
+    B, vocab = tokens.shape[0], lm_weight.shape[0]
+    logits = torch.empty(B, vocab, dtype=blocks.dtype)
+    scores = logits if blocks.dtype == torch.float32 else torch.empty(B, vocab)  # (fp32 sums)
     table = pointer_table([*head, scores, None if scores is logits else logits])
-    _call_blocks(blocks, caches, pos, head=table, token=token, vocab=vocab, head_eps=head_eps)
+    _call_blocks(
+        blocks, caches, pos, head=table, tokens=tokens.data_ptr(), vocab=vocab, head_eps=head_eps
+    )
     return logits
 
 
@@ -508,27 +515,28 @@ def _call_blocks(
     *,
     x_ptr: int | None = None,
     head: ctypes.Array | None = None,
-    token: int = 0,
+    tokens: int | None = None,
     vocab: int = 0,
     head_eps: float = 0.0,
 ) -> None:
-    """`gpt2kit_blocks_*` on the hidden state at `x_ptr`, or with `head` (`run_step`)."""
+    """`gpt2kit_blocks_*` on the hidden states at `x_ptr`, or with `head` on the token ids
+    at `tokens` (`run_step`); the row count is the caches'."""
     lib = _lib
     assert lib is not None
-    n_layer, capacity = len(blocks.scales), caches[0].shape[2]
+    n_layer, (rows, n_head, capacity, head_dim) = len(blocks.scales), caches[0].shape
     assert len(caches) == 2 * n_layer
-    assert capacity > pos and all(c.shape[2] == capacity for c in caches)
+    assert capacity > pos and all(c.shape == caches[0].shape for c in caches)
     fn = lib.gpt2kit_blocks_f32 if blocks.dtype == torch.float32 else lib.gpt2kit_blocks_bf16
     kv = pointer_table(caches)  # type: ignore[arg-type]
-    d = caches[0].shape[1] * caches[0].shape[3]
-    args = (blocks.table, kv, blocks.scales, n_layer, x_ptr, d, blocks.n_head, blocks.inner)
-    args += (capacity, pos, blocks.eps, ACTIVATIONS[blocks.activation], torch.get_num_threads())
+    args = (blocks.table, kv, blocks.scales, n_layer, x_ptr, rows, n_head * head_dim)
+    args += (blocks.n_head, blocks.inner, capacity, pos, blocks.eps)
+    args += (ACTIVATIONS[blocks.activation], torch.get_num_threads(), head, tokens, vocab, head_eps)
     if blocks.quant is not None:
         bits, group, qs = blocks.quant
-        if lib.gpt2kit_blocks_q(*args, head, token, vocab, head_eps, qs, group, QUANT_KINDS[bits]):
+        if lib.gpt2kit_blocks_q(*args, qs, group, QUANT_KINDS[bits]):
             raise MemoryError("gpt2kit native decoding step: out of memory")
         return
-    if fn(*args, head, token, vocab, head_eps):
+    if fn(*args):
         raise MemoryError("gpt2kit native decoding step: out of memory")
 
 

@@ -1129,7 +1129,7 @@ int gpt2kit_attend_one_bf16(const uint16_t *qkv, uint16_t *kc, uint16_t *vc, uin
     return attend_impl(qkv, kc, vc, out, B, H, hs, cap, pos, scale, nthreads, 1);
 }
 
-/* -- the transformer blocks of one decoding step, batch 1 -------------------------------- */
+/* -- the transformer blocks of one decoding step (a few rows) ---------------------------- */
 
 /* Why one call for all blocks: between the products of a step PyTorch runs ~15 small ops
  * per block (layer norms, activation, residual adds, module calls, the products' own
@@ -1214,122 +1214,139 @@ static inline __attribute__((always_inline)) void layer_norm(
 
 enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
 
-/* acc = W xin, this thread's share of the rows, then on those rows: add the bias
- * (EPI_BIAS), then apply the activation (EPI_ACTIVATE) or add the result to x
- * (EPI_RESIDUAL); ends with a barrier. */
+/* acc [nx, out] = xin [nx, in] W^T, this thread's share of the weight rows, then on those
+ * rows of each row of x: add the bias (EPI_BIAS), then apply the activation (EPI_ACTIVATE)
+ * or add the result to x [nx, out] (EPI_RESIDUAL); ends with a barrier. */
 static inline __attribute__((always_inline)) void product(
     const void *W, const float *restrict xin, float *restrict acc, const void *b,
-    float *restrict x, int64_t out, int64_t in, int kind, int act, int64_t tid, int64_t nth,
-    const float *qs, int64_t group, const int wk, const int bf16) {
+    float *restrict x, int64_t nx, int64_t out, int64_t in, int kind, int act, int64_t tid,
+    int64_t nth, const float *qs, int64_t group, const int wk, const int bf16) {
     int64_t lo, hi;
-    if (wk >= W_I8) qgemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, qs, group, wk);
-    else gemv_share(W, xin, acc, 1, out, in, tid, nth, &lo, &hi, bf16);
-    int64_t r = lo;
+    if (wk >= W_I8) qgemv_share(W, xin, acc, nx, out, in, tid, nth, &lo, &hi, qs, group, wk);
+    else gemv_share(W, xin, acc, nx, out, in, tid, nth, &lo, &hi, bf16);
+    for (int64_t i = 0; i < nx; i++) {
+        float *ai = acc + i * out, *xi = x + i * out;
+        int64_t r = lo;
 #if defined(__AVX2__) && defined(__FMA__)
-    if (kind == EPI_ACTIVATE && act == ACT_GELU_TANH && !bf16) {
-        /* every row through gelu_tanh8, the last few via a buffer: a row's value must not
-         * depend on how the rows were split between threads */
-        for (; r < hi; r += 8) {
-            const int64_t m = hi - r < 8 ? hi - r : 8;
-            float a8[8] = {0}, b8[8] = {0};
-            memcpy(a8, acc + r, sizeof(float) * (size_t)m);
-            if (b) memcpy(b8, (const float *)b + r, sizeof(float) * (size_t)m);
-            _mm256_storeu_ps(a8, gelu_tanh8(_mm256_add_ps(_mm256_loadu_ps(a8), _mm256_loadu_ps(b8))));
-            memcpy(acc + r, a8, sizeof(float) * (size_t)m);
+        if (kind == EPI_ACTIVATE && act == ACT_GELU_TANH && !bf16) {
+            /* every row through gelu_tanh8, the last few via a buffer: a row's value must
+             * not depend on how the rows were split between threads */
+            for (; r < hi; r += 8) {
+                const int64_t m = hi - r < 8 ? hi - r : 8;
+                float a8[8] = {0}, b8[8] = {0};
+                memcpy(a8, ai + r, sizeof(float) * (size_t)m);
+                if (b) memcpy(b8, (const float *)b + r, sizeof(float) * (size_t)m);
+                _mm256_storeu_ps(a8,
+                                 gelu_tanh8(_mm256_add_ps(_mm256_loadu_ps(a8), _mm256_loadu_ps(b8))));
+                memcpy(ai + r, a8, sizeof(float) * (size_t)m);
+            }
         }
-    }
 #endif
-    for (; r < hi; r++) {
-        const float v = round_as(acc[r] + bias_at(b, r, bf16), bf16);
-        if (kind == EPI_BIAS) acc[r] = v;
-        else if (kind == EPI_ACTIVATE) acc[r] = round_as(activate(v, act), bf16);
-        else x[r] = round_as(x[r] + v, bf16);
+        for (; r < hi; r++) {
+            const float v = round_as(ai[r] + bias_at(b, r, bf16), bf16);
+            if (kind == EPI_BIAS) ai[r] = v;
+            else if (kind == EPI_ACTIVATE) ai[r] = round_as(activate(v, act), bf16);
+            else xi[r] = round_as(xi[r] + v, bf16);
+        }
     }
     #pragma omp barrier
 }
 
-/* The ends of a whole step (`head` of blocks_impl, NULL for the blocks alone): the token's
- * embedding in, its logits out. Pointers: token embedding wte [vocab, d], position embedding
- * wpe [n_positions, d], final norm weight and bias, LM head weight [vocab, d] and bias (may be
- * NULL), fp32 logits [vocab], and bf16 logits [vocab] (NULL for an fp32 model). */
+/* The ends of a whole step (`head` of blocks_impl, NULL for the blocks alone): the tokens'
+ * embeddings in, their logits out. Pointers: token embedding wte [vocab, d], position
+ * embedding wpe [n_positions, d], final norm weight and bias, LM head weight [vocab, d] and
+ * bias (may be NULL), fp32 logits [B, vocab], and bf16 logits [B, vocab] (NULL for an fp32
+ * model). */
 enum { HEAD_WTE, HEAD_WPE, HEAD_LN_W, HEAD_LN_B, HEAD_LM_W, HEAD_LM_B, HEAD_OUT, HEAD_OUT_BF16 };
 
-/* Runs the n_layer pre-norm blocks of GPT-2 on the hidden state x [d] of one new token at
- * position `pos` (in and out; fp32, or bf16 when `bf16`); with `head`, on the embedding of
- * token `token` instead, followed by the final norm (`head_eps`) and the LM head's `vocab`
- * logits (x_io is then not read or written). Per layer, `p` holds 12 pointers:
- * ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias; ln_2
- * weight, bias; c_fc weight [inner, d], bias; mlp c_proj weight [d, inner], bias (biases may
- * be NULL); `kv` the layer's key and value caches [H, cap, d / H], where the token's key and
- * value are written. `scales` holds each layer's attention scale; `act` an ACT_ code.
- * Values are rounded to bf16 where PyTorch would store a bf16 tensor. Returns nonzero when
- * out of memory. */
+/* Runs the n_layer pre-norm blocks of GPT-2 on the hidden states x [B, d] of B rows' new
+ * tokens, all at position `pos` (in and out; fp32, or bf16 when `bf16`); with `head`, on
+ * the embeddings of `tokens` [B] instead, followed by the final norm (`head_eps`) and the LM
+ * head's `vocab` logits per row (x_io is then not read or written). Per layer, `p` holds 12
+ * pointers: ln_1 weight, bias; c_attn weight [3d, d], bias; attn c_proj weight [d, d], bias;
+ * ln_2 weight, bias; c_fc weight [inner, d], bias; mlp c_proj weight [d, inner], bias
+ * (biases may be NULL); `kv` the layer's key and value caches [B, H, cap, d / H], where the
+ * tokens' keys and values are written. `scales` holds each layer's attention scale; `act`
+ * an ACT_ code. Each product reads its weights once for all B rows (gemv_share's tiles);
+ * each row's values are those of the row alone (no sum mixes rows). Values are rounded to
+ * bf16 where PyTorch would store a bf16 tensor. Returns nonzero when out of memory. */
 static inline __attribute__((always_inline)) int blocks_impl(
     void *const *p, void *const *kv, const float *scales, int64_t n_layer, void *x_io,
-    int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps, int act,
-    int nthreads, void *const *head, int64_t token, int64_t vocab, float head_eps,
-    const float *const *qs, int64_t group, const int wk, const int bf16) {
+    int64_t B, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos, float eps,
+    int act, int nthreads, void *const *head, const int64_t *tokens, int64_t vocab,
+    float head_eps, const float *const *qs, int64_t group, const int wk, const int bf16) {
     /* (wk: the projections' W_ code; with W_I8 / W_I4, `qs` holds each layer's four
      * projections' scales, then the LM head's and the token embedding's: NULL for a
      * floating-point embedding, else it is a quantized matrix of the same kind) */
     const int64_t hs = d / H, esize = bf16 ? 2 : 4, scratch = pos + 1 + 2 * hs;
-    float *buf = malloc(sizeof(float) * (size_t)(7 * d + inner + H * scratch));
+    float *buf = malloc(sizeof(float) * (size_t)(B * (6 * d + inner + H * scratch)));
     if (!buf) return 1;
-    float *x = buf, *xn = x + d, *qkv = xn + d, *y = qkv + 3 * d, *h = y + d, *scr = h + inner;
-    if (head && wk >= W_I8 && qs[4 * n_layer + 1]) { /* a quantized (tied) embedding row */
-        const float *s = qs[4 * n_layer + 1];
-        if (wk == W_I4) /* (the row's q * s into xn, as the module path's dequantize) */
-            q4_deq_row((const uint8_t *)head[HEAD_WTE] + token * (d / 2), d, group,
-                       s + token * ((d + group - 1) / group), xn);
-        for (int64_t k = 0; k < d; k++) {
-            const float e = wk == W_I8
-                                ? (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token]
-                                : xn[k];
-            x[k] = e + load_t(head[HEAD_WPE], pos * d + k, bf16);
-        }
-    } else if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
-        for (int64_t k = 0; k < d; k++)
-            x[k] = round_as(load_t(head[HEAD_WTE], token * d + k, bf16) +
-                                load_t(head[HEAD_WPE], pos * d + k, bf16),
-                            bf16);
-    else
-        for (int64_t k = 0; k < d; k++) x[k] = load_t(x_io, k, bf16);
+    float *x = buf, *xn = x + B * d, *qkv = xn + B * d, *y = qkv + 3 * B * d, *h = y + B * d;
+    float *scr = h + B * inner;
+    for (int64_t i = 0; i < B; i++) {
+        float *xi = x + i * d;
+        if (head && wk >= W_I8 && qs[4 * n_layer + 1]) { /* a quantized (tied) embedding row */
+            const float *s = qs[4 * n_layer + 1];
+            const int64_t token = tokens[i];
+            if (wk == W_I4) /* (the row's q * s into xn, as the module path's dequantize) */
+                q4_deq_row((const uint8_t *)head[HEAD_WTE] + token * (d / 2), d, group,
+                           s + token * ((d + group - 1) / group), xn);
+            for (int64_t k = 0; k < d; k++) {
+                const float e =
+                    wk == W_I8 ? (float)((const int8_t *)head[HEAD_WTE])[token * d + k] * s[token]
+                               : xn[k];
+                xi[k] = e + load_t(head[HEAD_WPE], pos * d + k, bf16);
+            }
+        } else if (head) /* wte(token) + wpe(pos), rounded as the module path's sum */
+            for (int64_t k = 0; k < d; k++)
+                xi[k] = round_as(load_t(head[HEAD_WTE], tokens[i] * d + k, bf16) +
+                                     load_t(head[HEAD_WPE], pos * d + k, bf16),
+                                 bf16);
+        else
+            for (int64_t k = 0; k < d; k++) xi[k] = load_t(x_io, i * d + k, bf16);
+    }
     #pragma omp parallel num_threads(nthreads)
     {
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
         for (int64_t l = 0; l < n_layer; l++) {
             void *const *w = p + 12 * l;
-            #pragma omp single
-            layer_norm(x, w[0], w[1], xn, d, eps, bf16);
-            const float *const *ql = wk >= W_I8 ? qs + 4 * l : NULL;
-            product(w[2], xn, qkv, w[3], x, 3 * d, d, EPI_BIAS, act, tid, nth, ql ? ql[0] : NULL,
-                    group, wk, bf16);
             #pragma omp for schedule(static)
-            for (int64_t hd = 0; hd < H; hd++)
-                attend_head(qkv, (char *)kv[2 * l] + hd * cap * hs * esize,
-                            (char *)kv[2 * l + 1] + hd * cap * hs * esize, y + hd * hs, hd, d, hs, pos,
-                            scales[l], scr + hd * scratch, 0, bf16);
-            product(w[4], y, xn, w[5], x, d, d, EPI_RESIDUAL, act, tid, nth, ql ? ql[1] : NULL,
-                    group, wk, bf16);
-            #pragma omp single
-            layer_norm(x, w[6], w[7], xn, d, eps, bf16);
-            product(w[8], xn, h, w[9], x, inner, d, EPI_ACTIVATE, act, tid, nth,
+            for (int64_t i = 0; i < B; i++)
+                layer_norm(x + i * d, w[0], w[1], xn + i * d, d, eps, bf16);
+            const float *const *ql = wk >= W_I8 ? qs + 4 * l : NULL;
+            product(w[2], xn, qkv, w[3], x, B, 3 * d, d, EPI_BIAS, act, tid, nth,
+                    ql ? ql[0] : NULL, group, wk, bf16);
+            #pragma omp for schedule(static)
+            for (int64_t bh = 0; bh < B * H; bh++) {
+                const int64_t i = bh / H, hd = bh % H;
+                attend_head(qkv + i * 3 * d, (char *)kv[2 * l] + bh * cap * hs * esize,
+                            (char *)kv[2 * l + 1] + bh * cap * hs * esize, y + i * d + hd * hs,
+                            hd, d, hs, pos, scales[l], scr + bh * scratch, 0, bf16);
+            }
+            product(w[4], y, xn, w[5], x, B, d, d, EPI_RESIDUAL, act, tid, nth,
+                    ql ? ql[1] : NULL, group, wk, bf16);
+            #pragma omp for schedule(static)
+            for (int64_t i = 0; i < B; i++)
+                layer_norm(x + i * d, w[6], w[7], xn + i * d, d, eps, bf16);
+            product(w[8], xn, h, w[9], x, B, inner, d, EPI_ACTIVATE, act, tid, nth,
                     ql ? ql[2] : NULL, group, wk, bf16);
-            product(w[10], h, y, w[11], x, d, inner, EPI_RESIDUAL, act, tid, nth,
+            product(w[10], h, y, w[11], x, B, d, inner, EPI_RESIDUAL, act, tid, nth,
                     ql ? ql[3] : NULL, group, wk, bf16);
         }
         if (head) {
-            #pragma omp single
-            layer_norm(x, head[HEAD_LN_W], head[HEAD_LN_B], xn, d, head_eps, bf16);
-            product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, vocab, d, EPI_BIAS,
-                    act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16);
+            #pragma omp for schedule(static)
+            for (int64_t i = 0; i < B; i++)
+                layer_norm(x + i * d, head[HEAD_LN_W], head[HEAD_LN_B], xn + i * d, d, head_eps,
+                           bf16);
+            product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, B, vocab, d,
+                    EPI_BIAS, act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16);
         }
     }
     if (head && head[HEAD_OUT_BF16]) /* (values already rounded: the conversion is exact) */
-        for (int64_t r = 0; r < vocab; r++)
+        for (int64_t r = 0; r < B * vocab; r++)
             ((uint16_t *)head[HEAD_OUT_BF16])[r] = f32_to_bf16(((const float *)head[HEAD_OUT])[r]);
     else if (!head)
-        for (int64_t k = 0; k < d; k++) {
+        for (int64_t k = 0; k < B * d; k++) {
             if (bf16) ((uint16_t *)x_io)[k] = f32_to_bf16(x[k]);
             else ((float *)x_io)[k] = x[k];
         }
@@ -1338,33 +1355,33 @@ static inline __attribute__((always_inline)) int blocks_impl(
 }
 
 int gpt2kit_blocks_f32(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
-                       float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
-                       float eps, int act, int nthreads, void *const *head, int64_t token,
-                       int64_t vocab, float head_eps) {
-    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, NULL, 0, W_F32, 0);
+                       float *x, int64_t B, int64_t d, int64_t H, int64_t inner, int64_t cap,
+                       int64_t pos, float eps, int act, int nthreads, void *const *head,
+                       const int64_t *tokens, int64_t vocab, float head_eps) {
+    return blocks_impl(p, kv, scales, n_layer, x, B, d, H, inner, cap, pos, eps, act, nthreads,
+                       head, tokens, vocab, head_eps, NULL, 0, W_F32, 0);
 }
 
 int gpt2kit_blocks_bf16(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
-                        uint16_t *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
-                        float eps, int act, int nthreads, void *const *head, int64_t token,
-                        int64_t vocab, float head_eps) {
-    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, NULL, 0, W_BF16, 1);
+                        uint16_t *x, int64_t B, int64_t d, int64_t H, int64_t inner, int64_t cap,
+                        int64_t pos, float eps, int act, int nthreads, void *const *head,
+                        const int64_t *tokens, int64_t vocab, float head_eps) {
+    return blocks_impl(p, kv, scales, n_layer, x, B, d, H, inner, cap, pos, eps, act, nthreads,
+                       head, tokens, vocab, head_eps, NULL, 0, W_BF16, 1);
 }
 
 /* The fp32 blocks (and head) of a model whose projections (and LM head) are quantized:
  * wk W_I8 or W_I4, `qs` as in blocks_impl. */
 int gpt2kit_blocks_q(void *const *p, void *const *kv, const float *scales, int64_t n_layer,
-                     float *x, int64_t d, int64_t H, int64_t inner, int64_t cap, int64_t pos,
-                     float eps, int act, int nthreads, void *const *head, int64_t token,
-                     int64_t vocab, float head_eps, const float *const *qs, int64_t group,
-                     int wk) {
+                     float *x, int64_t B, int64_t d, int64_t H, int64_t inner, int64_t cap,
+                     int64_t pos, float eps, int act, int nthreads, void *const *head,
+                     const int64_t *tokens, int64_t vocab, float head_eps,
+                     const float *const *qs, int64_t group, int wk) {
     if (wk == W_I8)
-        return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads,
-                           head, token, vocab, head_eps, qs, group, W_I8, 0);
-    return blocks_impl(p, kv, scales, n_layer, x, d, H, inner, cap, pos, eps, act, nthreads, head,
-                       token, vocab, head_eps, qs, group, W_I4, 0);
+        return blocks_impl(p, kv, scales, n_layer, x, B, d, H, inner, cap, pos, eps, act,
+                           nthreads, head, tokens, vocab, head_eps, qs, group, W_I8, 0);
+    return blocks_impl(p, kv, scales, n_layer, x, B, d, H, inner, cap, pos, eps, act, nthreads,
+                       head, tokens, vocab, head_eps, qs, group, W_I4, 0);
 }
 
 /* Prompt products with int8 activations (gpt2kit.quantization `prompt_product`, the
