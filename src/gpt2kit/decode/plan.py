@@ -355,7 +355,7 @@ def lm_step(
     wte, wpe = plan.head[0], plan.head[1]
     tokens = input_ids.reshape(rows).to(torch.int64, copy=True)
     low, high = (int(tokens), int(tokens)) if rows == 1 else map(int, torch.aminmax(tokens))
-    if not (0 <= low and high < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
+    if not (low >= 0 and high < wte.shape[0] and pos < wpe.shape[0]):  # type: ignore[union-attr]
         return None  # (the module path raises the error that names the problem)
     caches = _reserve(plan, cache, rows)
     if caches is None:
