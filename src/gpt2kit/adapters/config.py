@@ -20,10 +20,12 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 # peft's default target for GPT-2 (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`)
 DEFAULT_TARGETS = ["c_attn"]
-# heads peft's task models train alongside the adapter (`PeftModelFor*`: modules_to_save)
+# heads peft's task models train alongside the adapter (`PeftModelFor*`: modules_to_save);
+# peft >= 0.22 adds `pre_classifier` (DistilBERT's) to every classification adapter it writes,
+# so a name here that the model lacks is not an error
 TASK_HEADS = {
-    "SEQ_CLS": ["classifier", "score"],
-    "TOKEN_CLS": ["classifier", "score"],
+    "SEQ_CLS": ["classifier", "score", "pre_classifier"],
+    "TOKEN_CLS": ["classifier", "score", "pre_classifier"],
     "QUESTION_ANS": ["qa_outputs"],
 }
 TASK_TYPES = (

@@ -306,7 +306,16 @@ static inline __attribute__((always_inline)) void qgemv_share_f32(
 
 #if QVNNI
 #define QV_FLUSH 128 /* dpwssd steps into one int32 accumulator before it is flushed */
-#define QX 4         /* rows of x per tile (int8: SEGMENTS x QX int32 accumulators) */
+#ifndef QX
+/* rows of x per tile (int8: SEGMENTS x QX int32 accumulators, plus SEGMENTS widened weight
+ * vectors): 4 where 32 vector registers hold them (AVX-512), 2 on ymm-only CPUs (16 ymm),
+ * where 4 spilled (Zen 1, 8 rows of x: 15.3 -> 18.6 G MAC/s per core with 2) */
+#if QVNNI == 512
+#define QX 4
+#else
+#define QX 2
+#endif
+#endif
 #define QX4 2        /* ... int4 (int32 and fp32 accumulators per row and x row) */
 
 #if QVNNI == 512 /* int8 weights: 32 per zmm */
@@ -467,8 +476,10 @@ static inline __attribute__((always_inline)) void qrows_vnni_x(
     (void)group, (void)vz, (void)wk;
     if (n == SEGMENTS) {
         switch (nx) {
+#if QX >= 4
         case 4: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 4, in, out, scales); break;
         case 3: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 3, in, out, scales); break;
+#endif
         case 2: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 2, in, out, scales); break;
         default: qrows_dot8_vnni(W, xi, si, ai, r0, SEGMENTS, stride, 1, in, out, scales);
         }
@@ -1034,6 +1045,46 @@ int gpt2kit_gemv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *b, u
     return 0;
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* exp(x) for 8 floats, x <= 0 (clamped at -87, where it is ~1.6e-38, so 2^n stays normal):
+ * x = n ln2 + r, |r| <= ln2 / 2, Cephes' expf polynomial (~1-2 ulp), times 2^n. NaN stays
+ * NaN (maxps returns its second operand when one is NaN). */
+static inline __attribute__((always_inline)) __m256 exp8_nonpositive(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* activate(v, ACT_GELU_TANH) for 8 floats, as v * sigmoid(2u) = 0.5 v (1 + tanh u)
+ * (u = sqrt(2 / pi) (v + 0.044715 v^3)): with t = exp(-2|u|) <= 1, v / (1 + t) for u >= 0
+ * and v t / (1 + t) below (no cancellation in 1 + tanh u for negative u). Against libm's
+ * tanhf (the scalar path: 37k calls per 124M token, ~0.8 ms on one Zen 1 core, this ~0.15)
+ * at most ~5e-7 apart. NaN stays NaN, +inf gives inf, -inf NaN, as in PyTorch. */
+static inline __attribute__((always_inline)) __m256 gelu_tanh8(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+    const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                                   _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
+    const __m256 t = exp8_nonpositive(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, u)));
+    const __m256 negative = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 num = _mm256_blendv_ps(v, _mm256_mul_ps(v, t), negative);
+    const __m256 y = _mm256_div_ps(num, _mm256_add_ps(one, t));
+    const __m256 minus_inf = _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm256_blendv_ps(y, _mm256_set1_ps(NAN), minus_inf); /* (-inf * 0, as PyTorch) */
+}
+#endif
+
 /* -- attention of one new token over the cache ------------------------------------------- */
 
 static inline __attribute__((always_inline)) float load_t(const void *p, int64_t i, const int bf16) {
@@ -1064,8 +1115,29 @@ static inline __attribute__((always_inline)) void attend_head(
     float *scores = scratch, *q = scores + len, *acc = q + hs;
     for (int64_t j = 0; j < hs; j++) q[j] = load_t(qh, j, io_bf16) * scale;
     const int64_t hs8 = hs - hs % 8; /* vector part of a head (all of it for GPT-2) */
+    /* q . k_t for 4 positions at a time: 4 independent chains of multiply-adds (one chain
+     * per position waited on each multiply-add's latency: at batch 8 over ~80 positions
+     * the attention was ~2.3 ms of a ~42 ms int8 step on Zen 1) */
     float top = -INFINITY;
-    for (int64_t t = 0; t < len; t++) {
+    int64_t t = 0;
+    for (; t + 4 <= len; t += 4) {
+        v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (int64_t j = 0; j < hs8; j += 8) {
+            v8f qv;
+            memcpy(&qv, q + j, sizeof qv);
+            s0 += qv * load8(kh, t * hs + j, bf16);
+            s1 += qv * load8(kh, (t + 1) * hs + j, bf16);
+            s2 += qv * load8(kh, (t + 2) * hs + j, bf16);
+            s3 += qv * load8(kh, (t + 3) * hs + j, bf16);
+        }
+        float s[4] = {hsum(s0), hsum(s1), hsum(s2), hsum(s3)};
+        for (int u = 0; u < 4; u++) {
+            for (int64_t j = hs8; j < hs; j++) s[u] += q[j] * load_t(kh, (t + u) * hs + j, bf16);
+            scores[t + u] = s[u];
+            top = s[u] > top ? s[u] : top;
+        }
+    }
+    for (; t < len; t++) {
         v8f sv = {0};
         for (int64_t j = 0; j < hs8; j += 8) {
             v8f qv;
@@ -1078,19 +1150,46 @@ static inline __attribute__((always_inline)) void attend_head(
         top = s > top ? s : top;
     }
     float total = 0.0f;
-    for (int64_t t = 0; t < len; t++) total += scores[t] = expf(scores[t] - top);
-    for (int64_t j = 0; j < hs; j++) acc[j] = 0.0f;
-    for (int64_t t = 0; t < len; t++) {
-        const float p = scores[t] / total;
-        const v8f pv = {p, p, p, p, p, p, p, p};
-        for (int64_t j = 0; j < hs8; j += 8) {
-            v8f av;
-            memcpy(&av, acc + j, sizeof av);
-            av += pv * load8(vh, t * hs + j, bf16);
-            memcpy(acc + j, &av, sizeof av);
+    t = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    { /* (exp8_nonpositive: scores - top <= 0; summed in 8 lanes, then across them) */
+        const __m256 top8 = _mm256_set1_ps(top);
+        __m256 tot8 = _mm256_setzero_ps();
+        for (; t + 8 <= len; t += 8) {
+            const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + t), top8));
+            _mm256_storeu_ps(scores + t, e);
+            tot8 = _mm256_add_ps(tot8, e);
         }
-        for (int64_t j = hs8; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
+        v8f lanes;
+        memcpy(&lanes, &tot8, sizeof lanes);
+        total = hsum(lanes);
     }
+#endif
+    for (; t < len; t++) total += scores[t] = expf(scores[t] - top);
+    /* sum_t p_t v_t: 64 outputs at a time held in 8 vector accumulators over all t */
+    int64_t j0 = 0;
+    for (; j0 + 64 <= hs8; j0 += 64) {
+        v8f a[8] = {{0}};
+        for (t = 0; t < len; t++) {
+            const float p = scores[t] / total;
+            const v8f pv = {p, p, p, p, p, p, p, p};
+            for (int u = 0; u < 8; u++) a[u] += pv * load8(vh, t * hs + j0 + 8 * u, bf16);
+        }
+        memcpy(acc + j0, a, sizeof a);
+    }
+    for (int64_t j = j0; j < hs; j++) acc[j] = 0.0f;
+    if (j0 < hs)
+        for (t = 0; t < len; t++) {
+            const float p = scores[t] / total;
+            const v8f pv = {p, p, p, p, p, p, p, p};
+            for (int64_t j = j0; j < hs8; j += 8) {
+                v8f av;
+                memcpy(&av, acc + j, sizeof av);
+                av += pv * load8(vh, t * hs + j, bf16);
+                memcpy(acc + j, &av, sizeof av);
+            }
+            for (int64_t j = hs8; j < hs; j++) acc[j] += p * load_t(vh, t * hs + j, bf16);
+        }
     for (int64_t j = 0; j < hs; j++) {
         if (io_bf16) ((uint16_t *)out)[j] = f32_to_bf16(acc[j]);
         else ((float *)out)[j] = bf16 ? bf16_to_f32(f32_to_bf16(acc[j])) : acc[j];
@@ -1151,44 +1250,6 @@ static inline float activate(float v, int act) {
     }
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-/* exp(x) for 8 floats, x <= 0 (clamped at -87, where it is ~1.6e-38, so 2^n stays normal):
- * x = n ln2 + r, |r| <= ln2 / 2, Cephes' expf polynomial (~1-2 ulp), times 2^n. */
-static inline __attribute__((always_inline)) __m256 exp8_nonpositive(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-/* activate(v, ACT_GELU_TANH) for 8 floats, as v * sigmoid(2u) = 0.5 v (1 + tanh u)
- * (u = sqrt(2 / pi) (v + 0.044715 v^3)): with t = exp(-2|u|) <= 1, v / (1 + t) for u >= 0
- * and v t / (1 + t) below (no cancellation in 1 + tanh u for negative u). Against libm's
- * tanhf (the scalar path: 37k calls per 124M token, ~0.8 ms on one Zen 1 core, this ~0.15)
- * at most ~5e-7 apart. NaN stays NaN, +inf gives inf, -inf NaN, as in PyTorch. */
-static inline __attribute__((always_inline)) __m256 gelu_tanh8(__m256 v) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    const __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
-    const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
-                                   _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
-    const __m256 t = exp8_nonpositive(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, u)));
-    const __m256 negative = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
-    const __m256 num = _mm256_blendv_ps(v, _mm256_mul_ps(v, t), negative);
-    const __m256 y = _mm256_div_ps(num, _mm256_add_ps(one, t));
-    const __m256 minus_inf = _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    return _mm256_blendv_ps(y, _mm256_set1_ps(NAN), minus_inf); /* (-inf * 0, as PyTorch) */
-}
-#endif
 
 /* What PyTorch stores after each op of a bf16 model: the value rounded to bf16. */
 static inline __attribute__((always_inline)) float round_as(float v, const int bf16) {
