@@ -36,6 +36,8 @@
  * Portable C with GCC/Clang vector extensions, compiled for the host (-march=native).
  */
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1278,10 +1280,46 @@ enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
 /* acc [nx, out] = xin [nx, in] W^T, this thread's share of the weight rows, then on those
  * rows of each row of x: add the bias (EPI_BIAS), then apply the activation (EPI_ACTIVATE)
  * or add the result to x [nx, out] (EPI_RESIDUAL); ends with a barrier. */
+/* The whole step's barriers (blocks_impl: ~7 per layer). Why not `omp barrier`: libgomp
+ * spins only while it manages no more threads than there are CPUs; past that (a second
+ * team, e.g. decoding on a thread other than the one that first ran OpenMP, as a server
+ * does, or another library's parallel regions in the process) every barrier wait becomes
+ * a futex sleep and wake. On the 2-core Zen 4 EPYC, an int8 124M step on a second Python
+ * thread took 8.4 ms against 5.4-5.8 on the main thread (~40 futex waits per token per
+ * thread). Here a thread spins (pause) and yields its CPU only after STEP_SPINS rounds, so
+ * an oversubscribed machine still makes progress. Sense-reversing: one shared count and
+ * sense, each thread's own sense flipped per barrier; the last to arrive resets the count
+ * and releases the rest (release / acquire: what was written before the barrier is
+ * visible after it). */
+#ifndef STEP_SPINS
+#define STEP_SPINS 4096
+#endif
+typedef struct {
+    atomic_int count, sense;
+} step_barrier;
+
+static inline void step_wait(step_barrier *b, int *sense, int64_t nth) {
+    const int s = !*sense;
+    *sense = s;
+    if (nth <= 1) return;
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == nth - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->sense, s, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&b->sense, memory_order_acquire) != s;) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (++spins >= STEP_SPINS) sched_yield();
+    }
+}
+
 static inline __attribute__((always_inline)) void product(
     const void *W, const float *restrict xin, float *restrict acc, const void *b,
     float *restrict x, int64_t nx, int64_t out, int64_t in, int kind, int act, int64_t tid,
-    int64_t nth, const float *qs, int64_t group, const int wk, const int bf16) {
+    int64_t nth, const float *qs, int64_t group, const int wk, const int bf16, step_barrier *bar,
+    int *sense) {
     int64_t lo, hi;
     if (wk >= W_I8) qgemv_share(W, xin, acc, nx, out, in, tid, nth, &lo, &hi, qs, group, wk);
     else gemv_share(W, xin, acc, nx, out, in, tid, nth, &lo, &hi, bf16);
@@ -1310,7 +1348,7 @@ static inline __attribute__((always_inline)) void product(
             else xi[r] = round_as(xi[r] + v, bf16);
         }
     }
-    #pragma omp barrier
+    step_wait(bar, sense, nth);
 }
 
 /* The ends of a whole step (`head` of blocks_impl, NULL for the blocks alone): the tokens'
@@ -1366,41 +1404,48 @@ static inline __attribute__((always_inline)) int blocks_impl(
         else
             for (int64_t k = 0; k < d; k++) xi[k] = load_t(x_io, i * d + k, bf16);
     }
+    step_barrier bar = {0, 0};
     #pragma omp parallel num_threads(nthreads)
     {
         const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        int sense = 0;
         for (int64_t l = 0; l < n_layer; l++) {
             void *const *w = p + 12 * l;
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < B; i++)
                 layer_norm(x + i * d, w[0], w[1], xn + i * d, d, eps, bf16);
+            step_wait(&bar, &sense, nth);
             const float *const *ql = wk >= W_I8 ? qs + 4 * l : NULL;
             product(w[2], xn, qkv, w[3], x, B, 3 * d, d, EPI_BIAS, act, tid, nth,
-                    ql ? ql[0] : NULL, group, wk, bf16);
-            #pragma omp for schedule(static)
+                    ql ? ql[0] : NULL, group, wk, bf16, &bar, &sense);
+            #pragma omp for schedule(static) nowait
             for (int64_t bh = 0; bh < B * H; bh++) {
                 const int64_t i = bh / H, hd = bh % H;
                 attend_head(qkv + i * 3 * d, (char *)kv[2 * l] + bh * cap * hs * esize,
                             (char *)kv[2 * l + 1] + bh * cap * hs * esize, y + i * d + hd * hs,
                             hd, d, hs, pos, scales[l], scr + bh * scratch, 0, bf16);
             }
+            step_wait(&bar, &sense, nth);
             product(w[4], y, xn, w[5], x, B, d, d, EPI_RESIDUAL, act, tid, nth,
-                    ql ? ql[1] : NULL, group, wk, bf16);
-            #pragma omp for schedule(static)
+                    ql ? ql[1] : NULL, group, wk, bf16, &bar, &sense);
+            #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < B; i++)
                 layer_norm(x + i * d, w[6], w[7], xn + i * d, d, eps, bf16);
+            step_wait(&bar, &sense, nth);
             product(w[8], xn, h, w[9], x, B, inner, d, EPI_ACTIVATE, act, tid, nth,
-                    ql ? ql[2] : NULL, group, wk, bf16);
+                    ql ? ql[2] : NULL, group, wk, bf16, &bar, &sense);
             product(w[10], h, y, w[11], x, B, d, inner, EPI_RESIDUAL, act, tid, nth,
-                    ql ? ql[3] : NULL, group, wk, bf16);
+                    ql ? ql[3] : NULL, group, wk, bf16, &bar, &sense);
         }
         if (head) {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < B; i++)
                 layer_norm(x + i * d, head[HEAD_LN_W], head[HEAD_LN_B], xn + i * d, d, head_eps,
                            bf16);
+            step_wait(&bar, &sense, nth);
             product(head[HEAD_LM_W], xn, head[HEAD_OUT], head[HEAD_LM_B], x, B, vocab, d,
-                    EPI_BIAS, act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16);
+                    EPI_BIAS, act, tid, nth, wk >= W_I8 ? qs[4 * n_layer] : NULL, group, wk, bf16,
+                    &bar, &sense);
         }
     }
     if (head && head[HEAD_OUT_BF16]) /* (values already rounded: the conversion is exact) */
