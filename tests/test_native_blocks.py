@@ -10,6 +10,7 @@ weights it reads change (replaced parameters, in-place updates, `.to()`).
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -121,6 +122,26 @@ def test_same_result_on_any_thread_count():
         one, _ = _step_logits(model, ids, fused=True)
         torch.set_num_threads(max(2, threads))
         assert torch.equal(one, _step_logits(model, ids, fused=True)[0])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_same_result_on_another_thread_and_with_more_threads_than_cpus():
+    """The step's own barriers (kernels.c `step_wait`): a team started from a second thread
+    (where libgomp stops spinning) and a team larger than the machine (threads yield while
+    they wait) compute exactly the main thread's values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(n_embd=64, n_inner=300)).eval()
+    ids = torch.randint(0, 100, (3, 7))
+    threads = torch.get_num_threads()
+    main, _ = _step_logits(model, ids, fused=True)
+    with ThreadPoolExecutor(1) as pool:
+        assert torch.equal(pool.submit(_step_logits, model, ids, True).result()[0], main)
+    try:
+        torch.set_num_threads(2 * (os.cpu_count() or 1) + 1)
+        assert torch.equal(_step_logits(model, ids, fused=True)[0], main)
     finally:
         torch.set_num_threads(threads)
 
