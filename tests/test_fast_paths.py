@@ -105,13 +105,24 @@ def test_short_prompts_through_the_product_kernel_at_gpt2_small_shapes(dtype, pr
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_batched_steps_at_gpt2_small_shapes(dtype, fused_calls):
+    """8 rows at one position: the whole step in one native call; with a forward hook on a
+    block (the modules must run), the modules with the decoder's one-token attention
+    (`attend_one`, once per layer)."""
     model = _gpt2_small_shapes(dtype)
     ids = torch.randint(0, 50257, (8, 300), generator=torch.Generator().manual_seed(2))
+    plain, fast, _, _ = _steps(model, ids, rows=8)
+    assert fused_calls == [True]
+    torch.testing.assert_close(fast, plain, rtol=0, atol=_tolerance(dtype, plain))
+    fused_calls.clear()
     calls = []
     real = native.attend_one
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(native, "attend_one", lambda *a: calls.append(a[0].shape) or real(*a))
-        plain, fast, _, _ = _steps(model, ids, rows=8)
+    hook = model.transformer.h[0].register_forward_hook(lambda *a: None)
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(native, "attend_one", lambda *a: calls.append(a[0].shape) or real(*a))
+            plain, fast, _, _ = _steps(model, ids, rows=8)
+    finally:
+        hook.remove()
     assert fused_calls == [] and calls == [(8, 1, 3 * 768)] * model.config.n_layer
     torch.testing.assert_close(fast, plain, rtol=0, atol=_tolerance(dtype, plain))
 
