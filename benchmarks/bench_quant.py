@@ -21,7 +21,7 @@ bound is wrong, and is printed as such.
 CTranslate2 (`pip install ctranslate2`, the `bench` extra) converts the same weights
 (saved as a transformers folder) with `quantization="int8"` and runs with
 `compute_type="int8"` on `torch.get_num_threads()` threads. Absent: its rows say so. It
-runs in a child process that never imports torch (`_ct2_child`; the rounds still
+runs in a child process that never imports torch (`_CT2_CHILD`; the rounds still
 interleave, each call timed inside the child): in one process its parallel regions bind
 to torch's libgomp (torch loads it globally) from CTranslate2's own worker thread, a second
 team past the CPU count, and libgomp then stops spinning at barriers for every team:

@@ -1168,12 +1168,13 @@ static inline __attribute__((always_inline)) void attend_head(
     }
 #endif
     for (; t < len; t++) total += scores[t] = expf(scores[t] - top);
+    for (t = 0; t < len; t++) scores[t] /= total; /* (the probabilities p_t) */
     /* sum_t p_t v_t: 64 outputs at a time held in 8 vector accumulators over all t */
     int64_t j0 = 0;
     for (; j0 + 64 <= hs8; j0 += 64) {
         v8f a[8] = {{0}};
         for (t = 0; t < len; t++) {
-            const float p = scores[t] / total;
+            const float p = scores[t];
             const v8f pv = {p, p, p, p, p, p, p, p};
             for (int u = 0; u < 8; u++) a[u] += pv * load8(vh, t * hs + j0 + 8 * u, bf16);
         }
@@ -1182,7 +1183,7 @@ static inline __attribute__((always_inline)) void attend_head(
     for (int64_t j = j0; j < hs; j++) acc[j] = 0.0f;
     if (j0 < hs)
         for (t = 0; t < len; t++) {
-            const float p = scores[t] / total;
+            const float p = scores[t];
             const v8f pv = {p, p, p, p, p, p, p, p};
             for (int64_t j = j0; j < hs8; j += 8) {
                 v8f av;
@@ -1277,9 +1278,6 @@ static inline __attribute__((always_inline)) void layer_norm(
 
 enum { EPI_BIAS, EPI_ACTIVATE, EPI_RESIDUAL };
 
-/* acc [nx, out] = xin [nx, in] W^T, this thread's share of the weight rows, then on those
- * rows of each row of x: add the bias (EPI_BIAS), then apply the activation (EPI_ACTIVATE)
- * or add the result to x [nx, out] (EPI_RESIDUAL); ends with a barrier. */
 /* The whole step's barriers (blocks_impl: ~7 per layer). Why not `omp barrier`: libgomp
  * spins only while it manages no more threads than there are CPUs; past that (a second
  * team, e.g. decoding on a thread other than the one that first ran OpenMP, as a server
@@ -1315,6 +1313,9 @@ static inline void step_wait(step_barrier *b, int *sense, int64_t nth) {
     }
 }
 
+/* acc [nx, out] = xin [nx, in] W^T, this thread's share of the weight rows, then on those
+ * rows of each row of x: add the bias (EPI_BIAS), then apply the activation (EPI_ACTIVATE)
+ * or add the result to x [nx, out] (EPI_RESIDUAL); ends with a barrier. */
 static inline __attribute__((always_inline)) void product(
     const void *W, const float *restrict xin, float *restrict acc, const void *b,
     float *restrict x, int64_t nx, int64_t out, int64_t in, int kind, int act, int64_t tid,
