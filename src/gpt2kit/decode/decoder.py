@@ -283,8 +283,9 @@ class CPUDecoder:
             # `prompt_product`'s int8 GEMM, its activation rounding and scaling each one
             # native pass (the same values as its PyTorch ops, which take 5 and 3)
             xq, sx = native.quantize_rows(x.reshape(rows, x.shape[-1]))
-            acc = int8_matmul(xq, q)
-            y = native.scale_rows(acc, sx, module.weight_scale, bias)
+            y = native.w8a8_linear(xq, sx, q, module.weight_scale, bias)  # (AMX)
+            if y is None:
+                y = native.scale_rows(int8_matmul(xq, q), sx, module.weight_scale, bias)
             return y.view(*x.shape[:-1], module.out_features)
         if module.out_features > QUANT_DEQUANTIZED_ROWS:  # (a large LM head: blocks of rows)
             return type(module).forward(module, x)

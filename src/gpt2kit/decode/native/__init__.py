@@ -174,6 +174,13 @@ def load() -> ctypes.CDLL | None:
     lib.gpt2kit_qvnni.restype = ctypes.c_int
     lib.gpt2kit_qvnni_emulated.argtypes = []
     lib.gpt2kit_qvnni_emulated.restype = ctypes.c_int
+    lib.gpt2kit_amx.argtypes = [ctypes.c_int]
+    lib.gpt2kit_amx.restype = ctypes.c_int
+    lib.gpt2kit_w8a8_amx.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    lib.gpt2kit_w8a8_amx.restype = ctypes.c_int
+    # Intel AMX tiles for the int8 products of several rows (kernels.c, "AMX"), where the
+    # CPU has them, this build compiled them and Linux grants the tile state
+    lib.gpt2kit_amx(int(os.environ.get("GPT2KIT_AMX", "1") != "0"))
     _lib = lib
     return _lib
 
@@ -270,6 +277,41 @@ def quantized_activations() -> str:
     if not width:
         return "fp32"
     return f"int16 ({'AVX2' if lib.gpt2kit_qvnni_emulated() else 'VNNI'}, {width}-bit)"
+
+
+def amx() -> bool:
+    """Whether the int8 products of several rows run on Intel AMX tiles (kernels.c,
+    "AMX"): the CPU has AMX-INT8, the kernels were built for it and Linux granted the tile
+    state, and neither `set_amx(False)` nor GPT2KIT_AMX=0 turned them off. Call only after
+    `load()` returned the library."""
+    lib = _lib
+    assert lib is not None
+    return bool(lib.gpt2kit_amx(-1))
+
+
+def set_amx(enabled: bool) -> bool:
+    """Turn the AMX kernels on or off (tests compare them with the VNNI ones); returns
+    whether they are on now (False where this CPU or build has none)."""
+    lib = _lib
+    assert lib is not None
+    return bool(lib.gpt2kit_amx(int(enabled)))
+
+
+def w8a8_linear(
+    xq: torch.Tensor, sx: torch.Tensor, q: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """`scale_rows(int8_matmul(xq, q), sx, sw, bias)` in one native pass on AMX tiles, the
+    same values (the int32 sums are exact either way); None where the tiles are off or the
+    input width is not a multiple of 64 (then do it the other way)."""
+    lib = _lib
+    assert lib is not None and xq.dtype == q.dtype == torch.int8
+    rows, k = xq.shape
+    n = q.shape[0]
+    y = torch.empty(rows, n)
+    b = bias.data_ptr() if bias is not None else None
+    threads = torch.get_num_threads()
+    ptrs = (xq.data_ptr(), sx.data_ptr(), q.data_ptr(), sw.data_ptr(), b, y.data_ptr())
+    return y if lib.gpt2kit_w8a8_amx(*ptrs, rows, n, k, threads) else None
 
 
 def dequantize(

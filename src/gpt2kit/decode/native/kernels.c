@@ -930,6 +930,285 @@ static void q4gemv_share(const void *W, const float *restrict x, float *restrict
     if (rest < r1) q4_rows_f32(W, x, acc, rest, (int)(r1 - rest), 1, nx, in, out, scales, group);
 }
 
+/* -- AMX: Intel's tile multiply (Sapphire Rapids and later) --------------------------------
+ * Why: a product of several rows of x is compute-bound on vpdpwssd (one zmm instruction
+ * does 32 multiply-adds; 8 rows of x at batch 8 took ~13 ms per step of GPT-2 small on a
+ * 2-core Xeon, where reading the int8 weights takes ~2.5), and a prompt's W8A8 product
+ * through oneDNN's `_int_mm` (its s8s8 `gemm_api`, not its AMX kernels) reached ~450 G
+ * multiply-adds/s. One tile instruction (`tdpbssd`) does 16 x 16 x 64 = 16384 int8
+ * multiply-adds into exact int32 sums.
+ *
+ * Layout: the tile multiply is C[16 x N] += A[16 x 64 bytes] . B[16 x 4N bytes], B in
+ * groups of 4 along the sum. A is 16 rows of the stored int8 weights read in place
+ * (`tileloadd` with the row stride: no repacked copy of the weights), B holds up to 16
+ * rows of x, packed per call (small: x is a few rows), so C[r][i] = sum_k W[r, k] x[i, k].
+ * Tiles: 0-1 two blocks of 16 weight rows, 2-3 x, 4-7 the sums (32 weight rows x 16 rows
+ * of x per pass over the inputs). Input widths must be a multiple of 64 (the tile's depth;
+ * GPT-2's 768 / 3072 are), else the VNNI kernels run; output rows past the last full
+ * block of 16 are padded (W8A8) or go to the VNNI kernels (few rows).
+ *
+ * Few rows (2 to 32) keep their int16 activations and results (see "quantized products
+ * with int16 activations"): each int16 x is split exactly into x = 256 hi + lo (hi signed
+ * int8, lo unsigned), `tdpbssd` sums q * hi and `tdpbsud` q * lo, and the result is
+ * 256 sum_hi + sum_lo (exact in int64, one rounding to fp32; the VNNI kernels' lane sums
+ * round a few times more: the two agree within a few fp32 ulps of the sum, far inside the
+ * activations' own rounding bound). No overflow: |sum_hi| <= 127 * 128 * in and
+ * |sum_lo| <= 127 * 255 * in stay below 2^31 up to in = 66304.
+ *
+ * The OS must grant the tile state: `gpt2kit_amx(1)` asks Linux once (arch_prctl
+ * ARCH_REQ_XCOMP_PERM) and returns whether the kernels may run; `gpt2kit_amx(0)` turns
+ * them off (tests compare both paths; GPT2KIT_AMX=0 in the environment does the same). */
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && QVNNI == 512
+#define AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_MIN_ROWS 4 /* rows of x from which the few-row products use tiles (measured: 3 rows 0.74x the VNNI kernels, 4 1.07x, 8 1.6x) */
+
+static atomic_int amx_on = 0;
+
+int gpt2kit_amx(int enable) {
+    if (enable >= 0) {
+        int ok = 0;
+        if (enable) /* (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) */
+            ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+        atomic_store(&amx_on, ok);
+    }
+    return atomic_load(&amx_on);
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64))) amx_config;
+
+/* Every tile 16 rows of 64 bytes (x padded with zero rows of x): one configuration. */
+static inline void amx_begin(void) {
+    amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* Rows [i0, i0 + 16) of x (int8 [nx, in], or int16 split into hi / lo when `x16`) as B
+ * tiles: for 64-input step s, tile s (int8) or tiles 2s (hi) and 2s + 1 (lo) of 1024
+ * bytes at dst; byte 64 j + 4 m + c is input 64 s + 4 j + c of row i0 + m (0 past nx). */
+static void amx_pack_x(const void *x, int x16, int64_t i0, int64_t nx, int64_t in,
+                       int8_t *restrict dst) {
+    const int64_t steps = in / 64, per = x16 ? 2048 : 1024;
+    const int64_t rows = nx - i0 < 16 ? nx - i0 : 16;
+    if (rows < 16) memset(dst, 0, (size_t)(steps * per));
+    for (int64_t m = 0; m < rows; m++)
+        for (int64_t s = 0; s < steps; s++) {
+            int8_t *t = dst + s * per + 4 * m;
+            if (x16) {
+                const int16_t *v = (const int16_t *)x + (i0 + m) * in + 64 * s;
+                for (int64_t j = 0; j < 16; j++) {
+                    uint32_t hi = 0, lo = 0;
+                    for (int c = 0; c < 4; c++) {
+                        hi |= (uint32_t)(uint8_t)(v[4 * j + c] >> 8) << (8 * c); /* (arithmetic) */
+                        lo |= (uint32_t)(v[4 * j + c] & 0xff) << (8 * c);
+                    }
+                    memcpy(t + 64 * j, &hi, 4);
+                    memcpy(t + 1024 + 64 * j, &lo, 4);
+                }
+            } else {
+                const int8_t *v = (const int8_t *)x + (i0 + m) * in + 64 * s;
+                for (int64_t j = 0; j < 16; j++) memcpy(t + 64 * j, v + 4 * j, 4);
+            }
+        }
+}
+
+/* The W8A8 epilogue of one tile c (c[16 r + i]: weight row n0 + r, row m0 + i of x):
+ * y[m, n] = bias[n] + ((float)c * sw[n]) * sx[m] with one FMA per value, as
+ * gpt2kit_scale_rows (the same roundings); column i of c gathered per row of y. */
+static inline void amx_scale_tile(const int32_t *c, float *y, int64_t m0, int64_t M, int64_t n0,
+                                  int64_t N, const float *sx, const float *sw, const float *bias) {
+    if (n0 >= N) return; /* (the padded rows of the last block) */
+    const __m512i across = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
+    const __mmask16 k = N - n0 >= 16 ? 0xffff : (__mmask16)((1u << (N - n0)) - 1);
+    const __m512 w = _mm512_maskz_loadu_ps(k, sw + n0);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + n0) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < 16 && m0 + i < M; i++) {
+        const __m512i a = _mm512_i32gather_epi32(_mm512_add_epi32(across, _mm512_set1_epi32((int)i)), c, 4);
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), w), s = _mm512_set1_ps(sx[m0 + i]);
+        const __m512 o = bias ? _mm512_fmadd_ps(v, s, b) : _mm512_mul_ps(v, s);
+        _mm512_mask_storeu_ps(y + (m0 + i) * N + n0, k, o);
+    }
+}
+
+/* y[i * out + r] = scales[r] xs[i] (256 sum_hi + sum_lo) for weight rows [r0, r0 + 32 * nb)
+ * and the nx (<= 16) rows of x packed at xp (int16, amx_pack_x). */
+static void amx_rows16(const int8_t *W, const int8_t *xp, const float *xs, float *acc,
+                       int64_t r0, int64_t nb, int64_t nx, int64_t in, int64_t out,
+                       const float *scales) {
+    const int64_t steps = in / 64;
+    const __m512i across = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
+    int32_t c[4][256];
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *a0 = W + (r0 + 32 * b) * in, *a1 = a0 + 16 * in;
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        /* the next block (contiguous: 32 whole rows), 32 lines per step: tile loads step
+         * through 32 rows at once, which the hardware prefetchers did not follow (the LM
+         * head, streamed from memory, was slower on tiles than on VNNI without this) */
+        const char *next = (const char *)(a0 + 32 * in);
+        const int more = b + 1 < nb;
+        for (int64_t s = 0; s < steps; s++) {
+            if (more)
+                for (int l = 0; l < 32; l++) _mm_prefetch(next + 2048 * s + 64 * l, _MM_HINT_T0);
+            _tile_loadd(0, a0 + 64 * s, in);
+            _tile_loadd(1, a1 + 64 * s, in);
+            _tile_loadd(2, xp + 2048 * s, 64);
+            _tile_loadd(3, xp + 2048 * s + 1024, 64);
+            _tile_dpbssd(4, 0, 2);
+            _tile_dpbsud(5, 0, 3);
+            _tile_dpbssd(6, 1, 2);
+            _tile_dpbsud(7, 1, 3);
+        }
+        _tile_stored(4, c[0], 64);
+        _tile_stored(5, c[1], 64);
+        _tile_stored(6, c[2], 64);
+        _tile_stored(7, c[3], 64);
+        for (int h = 0; h < 2; h++) { /* row i of acc: column i of the tiles, gathered */
+            const int64_t row = r0 + 32 * b + 16 * h;
+            const __m512 w = _mm512_loadu_ps(scales + row);
+            for (int64_t i = 0; i < nx; i++) {
+                const __m512i at = _mm512_add_epi32(across, _mm512_set1_epi32((int)i));
+                const __m512i hi = _mm512_i32gather_epi32(at, c[2 * h], 4);
+                const __m512i lo = _mm512_i32gather_epi32(at, c[2 * h + 1], 4);
+                /* 256 hi + lo in int64 (exact), rounded once to fp32 */
+                const __m512i h0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi));
+                const __m512i h1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1));
+                const __m512i l0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo));
+                const __m512i l1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1));
+                const __m256 f0 = _mm512_cvtepi64_ps(_mm512_add_epi64(_mm512_slli_epi64(h0, 8), l0));
+                const __m256 f1 = _mm512_cvtepi64_ps(_mm512_add_epi64(_mm512_slli_epi64(h1, 8), l1));
+                const __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(f0), f1, 1);
+                const __m512 s = _mm512_mul_ps(w, _mm512_set1_ps(xs[i]));
+                _mm512_storeu_ps(acc + i * out + row, _mm512_mul_ps(v, s));
+            }
+        }
+    }
+}
+
+/* The few-row int8 product of rows [r0, r1) on tiles: blocks of 32 weight rows, the rest
+ * (fewer than 32) through the VNNI kernel. xq: x rounded to int16 (quantize_x16, in order).
+ * Returns 0 (nothing done) where the scratch cannot be allocated. */
+static int amx_qgemv_rows(const int8_t *W, const int16_t *xq, const float *xs, float *acc,
+                          int64_t nx, int64_t out, int64_t in, int64_t r0, int64_t r1,
+                          const float *scales) {
+    const int64_t nb = (r1 - r0) / 32, blocks = (nx + 15) / 16, per = in / 64 * 2048;
+    int8_t *xp = nb ? aligned_alloc(64, (size_t)(blocks * per)) : NULL;
+    if (nb && !xp) return 0;
+    if (nb) {
+        for (int64_t j = 0; j < blocks; j++) amx_pack_x(xq, 1, 16 * j, nx, in, xp + j * per);
+        amx_begin();
+        for (int64_t j = 0; j < blocks; j++) {
+            const int64_t n = nx - 16 * j < 16 ? nx - 16 * j : 16;
+            amx_rows16(W, xp + j * per, xs + 16 * j, acc + 16 * j * out, r0, nb, n, in, out,
+                       scales);
+        }
+        _tile_release();
+        free(xp);
+    }
+    for (int64_t r = r0 + 32 * nb; r < r1; r += SEGMENTS) {
+        const int n = r1 - r >= SEGMENTS ? SEGMENTS : (int)(r1 - r);
+        for (int64_t i = 0; i < nx; i += QX)
+            qrows_vnni_x(W, xq, xs, acc, r, n, 1, i, (int)(nx - i >= QX ? QX : nx - i), in, out,
+                         scales, 0, 0, W_I8);
+    }
+    return 1;
+}
+
+/* y [M, N] = (xq W^T) * sx[m] * sw[n] (+ bias[n]), the W8A8 prompt product (xq [M, K] int8
+ * with per-row scales sx, W [N, K] int8 with per-row scales sw), rounded exactly as
+ * `torch._int_mm` followed by gpt2kit_scale_rows: the int32 sums are exact either way.
+ * Returns 0 (nothing written) where the tiles are off or K is not a multiple of 64. */
+__attribute__((optimize("fp-contract=off"))) /* (as gpt2kit_scale_rows) */
+int gpt2kit_w8a8_amx(const int8_t *xq, const float *sx, const int8_t *W, const float *sw,
+                     const float *bias, float *y, int64_t M, int64_t N, int64_t K, int nthreads) {
+    if (!atomic_load(&amx_on) || K <= 0 || K % 64 || M <= 0 || N <= 0) return 0;
+    const int64_t steps = K / 64, tb = (M + 31) / 32 * 2, nb = (N + 31) / 32;
+    int8_t *xp = aligned_alloc(64, (size_t)(tb * steps * 1024));
+    if (!xp) return 0;
+    int failed = 0;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tb; t++) amx_pack_x(xq, 0, 16 * t, M, K, xp + t * steps * 1024);
+        int8_t *pad = NULL; /* the last block's rows, zero past N */
+        amx_begin();
+        int32_t c[4][256];
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t n0 = 32 * b;
+            const int8_t *a0 = W + n0 * K;
+            if (n0 + 32 > N) {
+                if (!pad) pad = aligned_alloc(64, (size_t)(32 * K));
+                if (!pad) {
+                    failed = 1;
+                    continue;
+                }
+                memset(pad, 0, (size_t)(32 * K));
+                memcpy(pad, a0, (size_t)((N - n0) * K));
+                a0 = pad;
+            }
+            const int8_t *a1 = a0 + 16 * K;
+            for (int64_t t = 0; t < tb; t += 2) {
+                const int8_t *b0 = xp + t * steps * 1024, *b1 = b0 + steps * 1024;
+                _tile_zero(4);
+                _tile_zero(5);
+                _tile_zero(6);
+                _tile_zero(7);
+                for (int64_t s = 0; s < steps; s++) {
+                    _tile_loadd(0, a0 + 64 * s, K);
+                    _tile_loadd(1, a1 + 64 * s, K);
+                    _tile_loadd(2, b0 + 1024 * s, 64);
+                    _tile_loadd(3, b1 + 1024 * s, 64);
+                    _tile_dpbssd(4, 0, 2);
+                    _tile_dpbssd(5, 0, 3);
+                    _tile_dpbssd(6, 1, 2);
+                    _tile_dpbssd(7, 1, 3);
+                }
+                _tile_stored(4, c[0], 64);
+                _tile_stored(5, c[1], 64);
+                _tile_stored(6, c[2], 64);
+                _tile_stored(7, c[3], 64);
+                for (int q = 0; q < 4; q++) /* tile q: weight rows 16 (q / 2), x rows 16 (q % 2) */
+                    amx_scale_tile(c[q], y, 16 * (t + q % 2), M, n0 + 16 * (q / 2), N, sx, sw,
+                                   bias);
+            }
+        }
+        _tile_release();
+        free(pad);
+    }
+    free(xp);
+    return !failed;
+}
+#else
+int gpt2kit_amx(int enable) {
+    (void)enable;
+    return 0;
+}
+
+int gpt2kit_w8a8_amx(const int8_t *xq, const float *sx, const int8_t *W, const float *sw,
+                     const float *bias, float *y, int64_t M, int64_t N, int64_t K, int nthreads) {
+    (void)xq, (void)sx, (void)W, (void)sw, (void)bias, (void)y, (void)M, (void)N, (void)K;
+    (void)nthreads;
+    return 0;
+}
+#endif
+
 /* gemv_share for quantized weights (wk W_I8 or W_I4): with VNNI, x rounded to int16 (this
  * thread's own copy: no barrier) and the products above; else, or for a row of x that is
  * not finite, the fp32 ones. */
@@ -951,6 +1230,15 @@ static inline __attribute__((always_inline)) void qgemv_share(
         const int64_t vz = wk == W_I4 && QVNNI == 512 && group % 32 == 0 ? in - in % 64 : 0;
         const int64_t v32 = wk == W_I4 ? in - in % 32 : 0;
         if (quantize_x16(x, nx, in, xq, xs, vz, v32)) {
+#if AMX
+            if (wk == W_I8 && nx >= AMX_MIN_ROWS && in % 64 == 0 && atomic_load(&amx_on) &&
+                amx_qgemv_rows((const int8_t *)W, xq, xs, acc, nx, out, in, r0, r1, scales)) {
+                free(xs);
+                *lo = r0;
+                *hi = r1;
+                return;
+            }
+#endif
             const int64_t seg = (r1 - r0) / SEGMENTS, rest = r0 + SEGMENTS * seg;
             const int tile = wk == W_I4 ? QX4 : QX;
             for (int64_t j = 0; j < seg; j++)
