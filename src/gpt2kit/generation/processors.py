@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..decode import native
 from .config import GenerationConfig
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,7 +57,10 @@ class TopKLogitsWarper:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k, scores.shape[-1])
-        kth = torch.topk(scores, k)[0][..., -1:]
+        if scores.dim() == 2:  # (the native selection on CPU: torch.topk's values)
+            kth = native.topk_rows(scores, k)[0][:, -1:]
+        else:
+            kth = torch.topk(scores, k)[0][..., -1:]
         return scores.masked_fill(scores < kth, self.filter_value)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..decode import native
 from ..nn.cache import KVCache
 from .processors import (
     ForcedBOSTokenLogitsProcessor,
@@ -156,7 +157,7 @@ def sample(
     """
     index = None
     if top_k is not None and top_k < scores.shape[-1]:
-        values, index = scores.topk(top_k + 1)
+        values, index = native.topk_rows(scores, top_k + 1)
         if bool(torch.isinf(values[:, top_k]).all()):  # no survivor past the k-th
             scores = values[:, :top_k]
             index = index[:, :top_k]
@@ -290,7 +291,7 @@ def decode_steps(
             if cfg.do_sample:
                 nxt = sample(scores, N, rows, generator, candidates)
             else:
-                nxt = scores.argmax(-1)
+                nxt = native.argmax_rows(scores)
             if eos_t is not None:
                 nxt = torch.where(live, nxt, pad_t)
             if rows is None:

@@ -1,0 +1,68 @@
+"""The native selection over the vocabulary (kernels.c, "Selection"): generation's greedy
+pick (`argmax_rows`) and top-k (`topk_rows`) against PyTorch's, values exactly, on
+random, tied, masked (-inf) and non-finite rows, at GPT-2's vocabulary too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2kit.decode import native
+
+needs_kernel = pytest.mark.skipif(native.load() is None, reason="no C compiler: no native kernels")
+INF = float("inf")
+
+
+def _rows(n: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    masked = torch.randn(4, n, generator=g)
+    masked[masked < 0.8] = -INF  # (what a top-k warper leaves)
+    return [
+        torch.randn(4, n, generator=g) * 5,
+        torch.randint(0, 3, (4, n), generator=g).float(),  # ties everywhere
+        masked,
+        torch.full((2, n), -INF),
+    ]
+
+
+def _assert_topk(x: torch.Tensor, k: int) -> None:
+    values, index = native.topk_rows(x, k)
+    assert torch.equal(values, x.topk(k).values)
+    assert torch.equal(x.gather(1, index), values)
+    # equal values by ascending index, and no index twice
+    same = values[:, 1:] == values[:, :-1]
+    assert bool((index[:, 1:] > index[:, :-1])[same].all())
+    assert all(len(set(row.tolist())) == k for row in index)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", [1, 7, 63, 64, 65, 300, 50257])
+def test_topk_equals_torch(n):
+    for x in _rows(n, n):
+        for k in sorted({1, min(n, 2), min(n, 50), min(n, 51), n}):
+            _assert_topk(x, k)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", [1, 7, 64, 65, 50257])
+def test_argmax_is_the_first_maximum(n):
+    for x in _rows(n, n + 1):
+        assert torch.equal(native.argmax_rows(x), x.argmax(-1))
+    x = torch.randn(3, n)
+    x[1, -1] = INF
+    assert torch.equal(native.argmax_rows(x), x.argmax(-1))
+
+
+@needs_kernel
+def test_nan_rows_and_other_inputs_take_torch():
+    x = torch.randn(3, 100)
+    x[1, 7] = float("nan")  # (PyTorch sorts NaN highest)
+    assert torch.equal(native.topk_rows(x, 3)[1], x.topk(3).indices)
+    assert torch.equal(native.argmax_rows(x), x.argmax(-1))
+    b = torch.randn(2, 100).bfloat16()
+    assert torch.equal(native.topk_rows(b, 5)[0], b.topk(5).values)
+    assert torch.equal(native.argmax_rows(b), b.argmax(-1))
+    t = torch.randn(4, 100).t()  # (not contiguous)
+    assert torch.equal(native.topk_rows(t, 4)[0], t.topk(4).values)
+    with pytest.raises(RuntimeError):  # (k past the row: PyTorch's own error)
+        native.topk_rows(torch.randn(2, 5), 6)
