@@ -66,3 +66,51 @@ def test_nan_rows_and_other_inputs_take_torch():
     assert torch.equal(native.topk_rows(t, 4)[0], t.topk(4).values)
     with pytest.raises(RuntimeError):  # (k past the row: PyTorch's own error)
         native.topk_rows(torch.randn(2, 5), 6)
+
+
+@needs_kernel
+def test_mask_below_equals_masked_fill():
+    x = torch.randn(5, 1000)
+    x[2, 3] = float("nan")
+    thr = x.topk(10).values[:, -1:]
+    for fill in (-INF, -1e4):
+        got, want = native.mask_below_rows(x, thr, fill), x.masked_fill(x < thr, fill)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@needs_kernel
+def test_top_k_warper_equals_its_torch_definition():
+    from gpt2kit.generation.processors import TopKLogitsWarper
+
+    for x in _rows(1000, 3):
+        for k in (1, 5, 1000):
+            warper = TopKLogitsWarper(k)
+            out = warper(None, x)
+            assert torch.equal(out, x.masked_fill(x < x.topk(k).values[..., -1:], -INF))
+            if warper.survivors is not None:  # (only where exactly k scores survive)
+                kept, values, index = warper.survivors
+                assert kept is out and torch.equal(out.gather(1, index), values)
+                assert bool((out > -INF).sum(-1).le(k).all())
+    tied = torch.zeros(2, 10)
+    warper = TopKLogitsWarper(3)
+    warper(None, tied)
+    assert warper.survivors is None  # (ten survive: the draw takes the whole row)
+
+
+@needs_kernel
+def test_the_draw_reusing_the_warpers_selection_draws_the_same_tokens(monkeypatch):
+    from gpt2kit import GPT2Config, GPT2LMHeadModel
+    from gpt2kit.generation import sampling
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=500)).eval()
+    prompts = torch.randint(0, 500, (4, 5))
+
+    def run():
+        torch.manual_seed(7)
+        return model.generate(prompts, max_new_tokens=12, do_sample=True, top_k=20)
+
+    reused = run()
+    real = sampling.sample
+    monkeypatch.setattr(sampling, "sample", lambda *a: real(*a[:5]))  # (select again)
+    assert torch.equal(run(), reused)

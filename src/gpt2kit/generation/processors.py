@@ -54,14 +54,25 @@ class TopKLogitsWarper:
             )
         self.top_k = max(top_k, min_tokens_to_keep)
         self.filter_value = filter_value
+        # (output, values, index) of the last call where exactly k scores survived: the
+        # draw (`sampling.sample`) reuses them when it gets that very output
+        self.survivors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k, scores.shape[-1])
-        if scores.dim() == 2:  # (the native selection on CPU: torch.topk's values)
-            kth = native.topk_rows(scores, k)[0][:, -1:]
-        else:
+        self.survivors = None
+        if scores.dim() != 2:
             kth = torch.topk(scores, k)[0][..., -1:]
-        return scores.masked_fill(scores < kth, self.filter_value)
+            return scores.masked_fill(scores < kth, self.filter_value)
+        # (native selection and mask on CPU: torch.topk's values, masked_fill's result)
+        values, index = native.topk_rows(scores, min(k + 1, scores.shape[-1]))
+        kth = values[:, k - 1 : k]
+        out = native.mask_below_rows(scores, kth, self.filter_value)
+        if self.filter_value == -math.inf and (
+            values.shape[1] == k or bool((values[:, k] < values[:, k - 1]).all())
+        ):
+            self.survivors = (out, values[:, :k], index[:, :k])
+        return out
 
 
 class TopPLogitsWarper:

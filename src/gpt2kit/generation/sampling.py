@@ -144,6 +144,7 @@ def sample(
     rows: torch.Tensor | None,
     generator: torch.Generator | None,
     top_k: int | None,
+    survivors: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One token per row from `softmax(scores)`.
 
@@ -156,7 +157,9 @@ def sample(
     `transformers`, so the same seed draws the same tokens there.
     """
     index = None
-    if top_k is not None and top_k < scores.shape[-1]:
+    if survivors is not None:  # (the warper's own selection, for exactly these scores)
+        scores, index = survivors
+    elif top_k is not None and top_k < scores.shape[-1]:
         values, index = native.topk_rows(scores, top_k + 1)
         if bool(torch.isinf(values[:, top_k]).all()):  # no survivor past the k-th
             scores = values[:, :top_k]
@@ -227,11 +230,8 @@ def decode_steps(
     criteria = criteria or None
     call_kwargs = dict(record.model_kwargs()) if record is not None else {}
     # On CPU, sample among the top-k warper's survivors only (see `sample`).
-    candidates = (
-        next((p.top_k for p in processors if type(p) is TopKLogitsWarper), None)
-        if device.type == "cpu"
-        else None
-    )
+    warper = next((p for p in processors if type(p) is TopKLogitsWarper), None)
+    candidates = warper.top_k if warper is not None and device.type == "cpu" else None
     rows: torch.Tensor | None = None  # output row of each computed row; None: all, in order
     compact = (
         _COMPACT_FRACTION is not None
@@ -289,7 +289,9 @@ def decode_steps(
             if record is not None and record.scores is not None:
                 record.scores.append(scores)
             if cfg.do_sample:
-                nxt = sample(scores, N, rows, generator, candidates)
+                kept = warper.survivors if candidates is not None else None
+                kept = kept[1:] if kept is not None and kept[0] is scores else None
+                nxt = sample(scores, N, rows, generator, candidates, kept)
             else:
                 nxt = native.argmax_rows(scores)
             if eos_t is not None:

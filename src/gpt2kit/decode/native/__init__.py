@@ -684,3 +684,21 @@ def topk_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if fn(x.data_ptr(), x.shape[0], x.shape[1], k, values.data_ptr(), index.data_ptr()):
         return values, index
     return x.topk(k)
+
+
+def mask_below_rows(x: torch.Tensor, thr: torch.Tensor, fill: float) -> torch.Tensor:
+    """`x.masked_fill(x < thr, fill)` for `x [rows, n]` and `thr [rows, 1]`: one native pass
+    for fp32 on CPU (PyTorch's takes two and a mask), PyTorch's elsewhere."""
+    if not _selectable(x) or thr.dtype != torch.float32 or thr.numel() != x.shape[0]:
+        return x.masked_fill(x < thr, fill)
+    lib = _lib
+    assert lib is not None
+    fn = lib.gpt2kit_mask_below_rows
+    if fn.argtypes is None:
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        fn.argtypes += [ctypes.c_float, ctypes.c_void_p]
+        fn.restype = None
+    x, thr = x.contiguous(), thr.contiguous()
+    out = torch.empty_like(x)
+    fn(x.data_ptr(), x.shape[0], x.shape[1], thr.data_ptr(), fill, out.data_ptr())
+    return out

@@ -2068,4 +2068,15 @@ int gpt2kit_topk_rows(const float *x, int64_t rows, int64_t n, int64_t k, float 
     free(c);
     return ok;
 }
+/* out[r, j] = x[r, j] < thr[r] ? fill : x[r, j] (a top-k warper's mask in one pass; NaN
+ * stays, as masked_fill(x < t) leaves it). */
+void gpt2kit_mask_below_rows(const float *x, int64_t rows, int64_t n, const float *thr, float fill,
+                             float *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float t = thr[r];
+        const float *xr = x + r * n;
+        float *o = out + r * n;
+        for (int64_t j = 0; j < n; j++) o[j] = xr[j] < t ? fill : xr[j];
+    }
+}
 /* ================================ end of selection ==================================== */
