@@ -17,7 +17,8 @@ arena (`decode/weights.py`) sits on 2 MiB pages (`huge_page_empty`).
 Measured end to end in `benchmarks/bench_generation.py` (see docs/variants/causal-lm.md).
 
 How. `kernels.c` ships with the package and is compiled with the system C compiler (`$CC`,
-else `cc`/`gcc`; `-O3 -march=native -fopenmp`, well under a second) into a per-user cache
+else `cc`/`gcc`; `-O3 -march=native -fopenmp`: ~35 s with GCC 12 on the 2-core Xeon, once per
+source, CPU and flags; the first quantized or native call waits for it) into a per-user cache
 (`$GPT2KIT_CACHE/native`, default `~/.cache/gpt2kit/native`, else the temp dir), keyed by
 the source, the flags and the CPU, written atomically, and loaded with `ctypes`: no build
 step at install, nothing to download, no PyTorch headers. The library links `libgomp.so.1`, which resolves
