@@ -714,6 +714,18 @@ static inline __attribute__((always_inline)) q4f_t q4f_add8(q4f_t f, __m256 v) {
 static inline __attribute__((always_inline)) float q4f_sum(q4f_t f) { return hsum256f(f); }
 #endif
 
+/* Chunk t of a block read on ymm (half h of its lanes): the groups that have inputs in it
+ * (`nt`: the last group may be shorter, `L` its length), how many of this half's 8 lanes
+ * those fill, and where its int8 x starts in the block (`q4_xblock`). Shared by both
+ * q4_block_ymm kernels. */
+static inline __attribute__((always_inline)) void q4_chunk(int64_t t, int64_t G, int64_t L,
+                                                           int h, int pair, int64_t *nt,
+                                                           int64_t *lanes, int64_t *xo) {
+    *nt = 8 * t < L ? G : G - 1;
+    *lanes = *nt - 8 * h > 8 ? 8 : *nt - 8 * h;
+    *xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
+}
+
 #if !QVNNI_EMULATED
 /* One block on ymm: lanes 8h..8h + 7 of its chunks (h = 0, 1), into f. `off`: the block's
  * first byte in a row; `pair`: a block of 8 full groups (x in the pair order). */
@@ -729,9 +741,8 @@ static inline __attribute__((always_inline)) void q4_block_ymm(
     }
     int64_t wo = off;
     for (int64_t t = 0; t < ch; t++) {
-        const int64_t nt = 8 * t < L ? G : G - 1;
-        const int64_t lanes = nt - 8 * h > 8 ? 8 : nt - 8 * h;
-        const int64_t xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
+        int64_t nt, lanes, xo;
+        q4_chunk(t, G, L, h, pair, &nt, &lanes, &xo);
         if (lanes > 0)
             for (int r = 0; r < n; r++) {
                 const __m256i v = q4_load8(W + (r0 + r * stride) * rb + wo + 32 * h, lanes);
@@ -774,9 +785,8 @@ static inline __attribute__((always_inline)) void q4_block_ymm(
     const uint8_t *wp[SEGMENTS]; /* (each row's next chunk: no address arithmetic per load) */
     for (int r = 0; r < n; r++) wp[r] = W + (r0 + r * stride) * rb + off + 32 * h;
     for (int64_t t = 0; t < ch; t++) {
-        const int64_t nt = 8 * t < L ? G : G - 1;
-        const int64_t lanes = nt - 8 * h > 8 ? 8 : nt - 8 * h;
-        const int64_t xo = pair ? 64 + 128 * (t / 2) + 32 * (t % 2) : 64 + 128 * t + 32 * h;
+        int64_t nt, lanes, xo;
+        q4_chunk(t, G, L, h, pair, &nt, &lanes, &xo);
         if (lanes > 0)
             for (int r = 0; r < n; r++) {
                 const __m256i v = q4_load8(wp[r], lanes);
