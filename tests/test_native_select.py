@@ -87,14 +87,15 @@ def test_top_k_warper_equals_its_torch_definition():
             warper = TopKLogitsWarper(k)
             out = warper(None, x)
             assert torch.equal(out, x.masked_fill(x < x.topk(k).values[..., -1:], -INF))
-            if warper.survivors is not None:  # (only where exactly k scores survive)
-                kept, values, index = warper.survivors
-                assert kept is out and torch.equal(out.gather(1, index), values)
+            kept = warper.survivors(out)
+            if kept is not None:  # (only where exactly k scores survive)
+                values, index = kept
+                assert torch.equal(out.gather(1, index), values)
                 assert bool((out > -INF).sum(-1).le(k).all())
+            assert warper.survivors(out.clone()) is None  # (another tensor: select again)
     tied = torch.zeros(2, 10)
     warper = TopKLogitsWarper(3)
-    warper(None, tied)
-    assert warper.survivors is None  # (ten survive: the draw takes the whole row)
+    assert warper.survivors(warper(None, tied)) is None  # (ten survive: the whole row)
 
 
 @needs_kernel

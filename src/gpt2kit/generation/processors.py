@@ -54,25 +54,31 @@ class TopKLogitsWarper:
             )
         self.top_k = max(top_k, min_tokens_to_keep)
         self.filter_value = filter_value
-        # (output, values, index) of the last call where exactly k scores survived: the
-        # draw (`sampling.sample`) reuses them when it gets that very output
-        self.survivors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # (output, values, index) of the last CPU call where exactly k scores survived
+        self._survivors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k, scores.shape[-1])
-        self.survivors = None
-        if scores.dim() != 2:
+        self._survivors = None
+        if scores.dim() != 2 or scores.device.type != "cpu":
             kth = torch.topk(scores, k)[0][..., -1:]
             return scores.masked_fill(scores < kth, self.filter_value)
-        # (native selection and mask on CPU: torch.topk's values, masked_fill's result)
+        # (native selection and mask: torch.topk's values, masked_fill's result)
         values, index = native.topk_rows(scores, min(k + 1, scores.shape[-1]))
         kth = values[:, k - 1 : k]
         out = native.mask_below_rows(scores, kth, self.filter_value)
         if self.filter_value == -math.inf and (
             values.shape[1] == k or bool((values[:, k] < values[:, k - 1]).all())
         ):
-            self.survivors = (out, values[:, :k], index[:, :k])
+            self._survivors = (out, values[:, :k], index[:, :k])
         return out
+
+    def survivors(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`(values, index)` of the k scores that survived the last call, where `scores` is
+        that call's very output and exactly k survived (CPU only); else None. The draw
+        (`sampling.sample`) takes them instead of selecting again."""
+        kept = self._survivors
+        return kept[1:] if kept is not None and kept[0] is scores else None
 
 
 class TopPLogitsWarper:

@@ -289,8 +289,7 @@ def decode_steps(
             if record is not None and record.scores is not None:
                 record.scores.append(scores)
             if cfg.do_sample:
-                kept = warper.survivors if candidates is not None else None
-                kept = kept[1:] if kept is not None and kept[0] is scores else None
+                kept = warper.survivors(scores) if candidates is not None else None
                 nxt = sample(scores, N, rows, generator, candidates, kept)
             else:
                 nxt = native.argmax_rows(scores)

@@ -604,6 +604,17 @@ gemv_op = _register_op()
 
 
 # -- LoRA (issue 20): a mixed-adapter batch's per-row low-rank updates --------------------
+def _bound(name: str, argtypes: list, restype: Any) -> Any:
+    """The loaded library's function `name`, its argtypes and restype set on first use
+    (for the kernels bound outside `load`). Call only after `load()` returned the library."""
+    lib = _lib
+    assert lib is not None
+    fn = getattr(lib, name)
+    if fn.argtypes is None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
 # (kept at the end, apart from the product kernels' bindings; its argtypes are set on first
 # use, so `load()` is unchanged)
 def lora_delta(
@@ -620,12 +631,8 @@ def lora_delta(
     `x [n, T, in]` and `y [n, T, out]` fp32 contiguous CPU; `a_cat [R, in]`, `b_cat_t [R,
     out]` fp32 contiguous; `lo`, `hi` int32 `[n]`. Call only after `load()` returned the
     library."""
-    lib = _lib
-    assert lib is not None
-    fn = lib.gpt2kit_lora_delta_f32
-    if fn.argtypes is None:
-        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4 + [ctypes.c_int]
-        fn.restype = None
+    args = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    fn = _bound("gpt2kit_lora_delta_f32", args, None)
     n, in_features, out_features = lo.shape[0], a_cat.shape[1], b_cat_t.shape[1]
     tokens = x.numel() // (n * in_features)
     assert x.is_contiguous() and y.is_contiguous() and y.numel() == n * tokens * out_features
@@ -637,7 +644,7 @@ def lora_delta(
 
 
 # -- selection over the vocabulary (kernels.c, "Selection"): generation's greedy pick and
-# top-k draw. argtypes are set on first use, as lora_delta's.
+# top-k draw (bound on first use, `_bound`).
 def _selectable(x: torch.Tensor) -> bool:
     return (
         x.device.type == "cpu"
@@ -653,12 +660,8 @@ def argmax_rows(x: torch.Tensor) -> torch.Tensor:
     fp32 on CPU (~10x PyTorch's at [8, 50257]), PyTorch's elsewhere or for a row with NaN."""
     if not _selectable(x):
         return x.argmax(-1)
-    lib = _lib
-    assert lib is not None
-    fn = lib.gpt2kit_argmax_rows
-    if fn.argtypes is None:
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        fn.restype = ctypes.c_int
+    args = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    fn = _bound("gpt2kit_argmax_rows", args, ctypes.c_int)
     x = x.contiguous()
     out = torch.empty(x.shape[0], dtype=torch.int64)
     if fn(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr()):
@@ -672,13 +675,8 @@ def topk_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     or for k outside 1..n."""
     if not _selectable(x) or not 0 < k <= x.shape[-1]:
         return x.topk(k)
-    lib = _lib
-    assert lib is not None
-    fn = lib.gpt2kit_topk_rows
-    if fn.argtypes is None:
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
-        fn.argtypes += [ctypes.c_void_p, ctypes.c_void_p]
-        fn.restype = ctypes.c_int
+    args = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
+    fn = _bound("gpt2kit_topk_rows", args, ctypes.c_int)
     x = x.contiguous()
     values = torch.empty(x.shape[0], k)
     index = torch.empty(x.shape[0], k, dtype=torch.int64)
@@ -692,13 +690,8 @@ def mask_below_rows(x: torch.Tensor, thr: torch.Tensor, fill: float) -> torch.Te
     for fp32 on CPU (PyTorch's takes two and a mask), PyTorch's elsewhere."""
     if not _selectable(x) or thr.dtype != torch.float32 or thr.numel() != x.shape[0]:
         return x.masked_fill(x < thr, fill)
-    lib = _lib
-    assert lib is not None
-    fn = lib.gpt2kit_mask_below_rows
-    if fn.argtypes is None:
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        fn.argtypes += [ctypes.c_float, ctypes.c_void_p]
-        fn.restype = None
+    args = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    fn = _bound("gpt2kit_mask_below_rows", args + [ctypes.c_float, ctypes.c_void_p], None)
     x, thr = x.contiguous(), thr.contiguous()
     out = torch.empty_like(x)
     fn(x.data_ptr(), x.shape[0], x.shape[1], thr.data_ptr(), fill, out.data_ptr())

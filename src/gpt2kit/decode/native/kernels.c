@@ -1066,6 +1066,42 @@ static inline void amx_scale_tile(const int32_t *c, float *y, int64_t m0, int64_
     }
 }
 
+/* One pass of the 2 x 2 tile blocking over `steps` 64-input steps, stored to c[0..4):
+ * c[q] = sum over steps of A_(q / 2) . B_(q % 2), A_0 / A_1 the 16 weight rows at a0 / a1
+ * (row stride lda), B_0 / B_1 the packed x tiles at b0 / b1 (`bstep` bytes per step).
+ * B_1 holds unsigned bytes where `b1_unsigned` (the low bytes of int16 x: tdpbsud), else
+ * signed ones (a second block of int8 x). `next`: 32 lines of it prefetched per step
+ * (NULL: none). */
+static inline __attribute__((always_inline)) void amx_pass(
+    const int8_t *a0, const int8_t *a1, int64_t lda, const int8_t *b0, const int8_t *b1,
+    int64_t bstep, int64_t steps, const int b1_unsigned, const char *next, int32_t c[4][256]) {
+    _tile_zero(4);
+    _tile_zero(5);
+    _tile_zero(6);
+    _tile_zero(7);
+    for (int64_t s = 0; s < steps; s++) {
+        if (next)
+            for (int l = 0; l < 32; l++) _mm_prefetch(next + 2048 * s + 64 * l, _MM_HINT_T0);
+        _tile_loadd(0, a0 + 64 * s, lda);
+        _tile_loadd(1, a1 + 64 * s, lda);
+        _tile_loadd(2, b0 + bstep * s, 64);
+        _tile_loadd(3, b1 + bstep * s, 64);
+        _tile_dpbssd(4, 0, 2);
+        _tile_dpbssd(6, 1, 2);
+        if (b1_unsigned) {
+            _tile_dpbsud(5, 0, 3);
+            _tile_dpbsud(7, 1, 3);
+        } else {
+            _tile_dpbssd(5, 0, 3);
+            _tile_dpbssd(7, 1, 3);
+        }
+    }
+    _tile_stored(4, c[0], 64);
+    _tile_stored(5, c[1], 64);
+    _tile_stored(6, c[2], 64);
+    _tile_stored(7, c[3], 64);
+}
+
 /* y[i * out + r] = scales[r] xs[i] (256 sum_hi + sum_lo) for weight rows [r0, r0 + 32 * nb)
  * and the nx (<= 16) rows of x packed at xp (int16, amx_pack_x). */
 static void amx_rows16(const int8_t *W, const int8_t *xp, const float *xs, float *acc,
@@ -1076,32 +1112,12 @@ static void amx_rows16(const int8_t *W, const int8_t *xp, const float *xs, float
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
     int32_t c[4][256];
     for (int64_t b = 0; b < nb; b++) {
-        const int8_t *a0 = W + (r0 + 32 * b) * in, *a1 = a0 + 16 * in;
-        _tile_zero(4);
-        _tile_zero(5);
-        _tile_zero(6);
-        _tile_zero(7);
+        const int8_t *a0 = W + (r0 + 32 * b) * in;
         /* the next block (contiguous: 32 whole rows), 32 lines per step: tile loads step
          * through 32 rows at once, which the hardware prefetchers did not follow (the LM
          * head, streamed from memory, was slower on tiles than on VNNI without this) */
-        const char *next = (const char *)(a0 + 32 * in);
-        const int more = b + 1 < nb;
-        for (int64_t s = 0; s < steps; s++) {
-            if (more)
-                for (int l = 0; l < 32; l++) _mm_prefetch(next + 2048 * s + 64 * l, _MM_HINT_T0);
-            _tile_loadd(0, a0 + 64 * s, in);
-            _tile_loadd(1, a1 + 64 * s, in);
-            _tile_loadd(2, xp + 2048 * s, 64);
-            _tile_loadd(3, xp + 2048 * s + 1024, 64);
-            _tile_dpbssd(4, 0, 2);
-            _tile_dpbsud(5, 0, 3);
-            _tile_dpbssd(6, 1, 2);
-            _tile_dpbsud(7, 1, 3);
-        }
-        _tile_stored(4, c[0], 64);
-        _tile_stored(5, c[1], 64);
-        _tile_stored(6, c[2], 64);
-        _tile_stored(7, c[3], 64);
+        const char *next = b + 1 < nb ? (const char *)(a0 + 32 * in) : NULL;
+        amx_pass(a0, a0 + 16 * in, in, xp, xp + 1024, 2048, steps, 1, next, c);
         for (int h = 0; h < 2; h++) { /* row i of acc: column i of the tiles, gathered */
             const int64_t row = r0 + 32 * b + 16 * h;
             const __m512 w = _mm512_loadu_ps(scales + row);
@@ -1188,25 +1204,8 @@ int gpt2kit_w8a8_amx(const int8_t *xq, const float *sx, const int8_t *W, const f
             }
             const int8_t *a1 = a0 + 16 * K;
             for (int64_t t = 0; t < tb; t += 2) {
-                const int8_t *b0 = xp + t * steps * 1024, *b1 = b0 + steps * 1024;
-                _tile_zero(4);
-                _tile_zero(5);
-                _tile_zero(6);
-                _tile_zero(7);
-                for (int64_t s = 0; s < steps; s++) {
-                    _tile_loadd(0, a0 + 64 * s, K);
-                    _tile_loadd(1, a1 + 64 * s, K);
-                    _tile_loadd(2, b0 + 1024 * s, 64);
-                    _tile_loadd(3, b1 + 1024 * s, 64);
-                    _tile_dpbssd(4, 0, 2);
-                    _tile_dpbssd(5, 0, 3);
-                    _tile_dpbssd(6, 1, 2);
-                    _tile_dpbssd(7, 1, 3);
-                }
-                _tile_stored(4, c[0], 64);
-                _tile_stored(5, c[1], 64);
-                _tile_stored(6, c[2], 64);
-                _tile_stored(7, c[3], 64);
+                const int8_t *b0 = xp + t * steps * 1024;
+                amx_pass(a0, a1, K, b0, b0 + steps * 1024, 1024, steps, 0, NULL, c);
                 for (int q = 0; q < 4; q++) /* tile q: weight rows 16 (q / 2), x rows 16 (q % 2) */
                     amx_scale_tile(c[q], y, 16 * (t + q % 2), M, n0 + 16 * (q / 2), N, sx, sw,
                                    bias);
