@@ -90,7 +90,7 @@ class ReadBandwidth:
     def __init__(self, nbytes: int, device: str = "cpu") -> None:
         n = max(nbytes, 64 * 2**20) // 4
         if device == "cpu":
-            from gpt2kit.decode import native
+            from gpt2kit import native
 
             self.buffer = native.huge_page_empty(n, torch.float32).fill_(1.0)
         else:
@@ -131,7 +131,7 @@ def _read_bound_lib():  # -> ctypes.CDLL | None
     import hashlib
     import subprocess
 
-    from gpt2kit.decode import native
+    from gpt2kit import native
 
     cc = native._compiler()
     if cc is None:

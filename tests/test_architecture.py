@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "hub": 0,
     "config_checks": 0,
+    "native": 0,  # the C kernels and their ctypes bindings: imports only torch
     "tasks": 0,  # the task registry names classes by import path: it imports none of them
     "evaluation": 1,  # metrics, scored per task family (from the registry)
     "config": 1,

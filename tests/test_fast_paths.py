@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_hf_twin
-from gpt2kit import GPT2Config, GPT2LMHeadModel, decode
-from gpt2kit.decode import native
+from gpt2kit import GPT2Config, GPT2LMHeadModel, decode, native
 from gpt2kit.models import losses
 from gpt2kit.nn.cache import KVCache
 from harness import tiny_config

@@ -399,7 +399,7 @@ def _layouts(model):
 
 
 def _without_kernel(monkeypatch):
-    from gpt2kit.decode import native
+    from gpt2kit import native
 
     monkeypatch.setattr(native, "load", lambda: None)
 

@@ -1,4 +1,4 @@
-"""The native decoding kernels (`gpt2kit/decode/native`) and the decoder's weight arena.
+"""The native decoding kernels (`gpt2kit/native`) and the decoder's weight arena.
 
 The product must equal `F.linear` (fp32: to summation order; bf16: one rounding of the
 fp32 sum), for any shape (each thread's rows read as 4 segments plus the rows left over,
@@ -15,8 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2kit import GPT2LMHeadModel, decode, generate
-from gpt2kit.decode import native
+from gpt2kit import GPT2LMHeadModel, decode, generate, native
 from gpt2kit.decode.decoder import _held
 from harness import tiny_config
 

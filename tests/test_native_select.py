@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2kit.decode import native
+from gpt2kit import native
 
 needs_kernel = pytest.mark.skipif(native.load() is None, reason="no C compiler: no native kernels")
 INF = float("inf")

@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2kit import GPT2LMHeadModel, decode
+from gpt2kit import GPT2LMHeadModel, decode, native
 from gpt2kit.config import GPT2Config
-from gpt2kit.decode import native
 from gpt2kit.nn.cache import KVCache
 from gpt2kit.quantization import (
     QuantizationConfig,
@@ -443,7 +442,7 @@ def test_native_dequantize_equals_module(config, shape):
 # -- the AVX2 build (no VNNI), on any x86-64 CPU with AVX2 --------------------------------------
 _AVX2_RUN = """
 import sys
-from gpt2kit.decode import native
+from gpt2kit import native
 native.FLAGS[native.FLAGS.index("-march=native")] = "-march=x86-64-v3"  # AVX2, FMA, no AVX-512
 assert native.load() is not None and native.quantized_activations() == "int16 (AVX2, 256-bit)"
 import pytest

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from gpt2kit.decode import native
+from gpt2kit import native
 from gpt2kit.quantization import QuantizationConfig, QuantizedLinear
 from gpt2kit.quantization.gemm import int8_matmul
 
@@ -116,7 +116,7 @@ def test_generation_with_and_without_tiles(vnni_too):
 
 
 def test_environment_turns_tiles_off():
-    code = "from gpt2kit.decode import native; native.load(); print(native.amx())"
+    code = "from gpt2kit import native; native.load(); print(native.amx())"
     env = dict(os.environ, GPT2KIT_AMX="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2kit import GPT2LMHeadModel, decode
+from gpt2kit import GPT2LMHeadModel, decode, native
 from gpt2kit.config import GPT2Config
-from gpt2kit.decode import native
 from gpt2kit.nn.cache import KVCache
 from gpt2kit.quantization import QuantizationConfig, QuantizedLinear, quantize_model, resolve
 from gpt2kit.quantization.config import from_compressed_tensors, to_compressed_tensors

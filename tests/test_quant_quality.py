@@ -84,8 +84,7 @@ def test_native_step_picks_its_definitions_tokens(held_out, method):
     against fp32 activations, what the kernel computed before VNNI, up to summation order
     (the int16 rounding is ~250x below the weights' own); int4 (int8 activations with VNNI)
     against the module path with the same int8 rounding (`int4_kernel_numerics`)."""
-    from gpt2kit import decode
-    from gpt2kit.decode import native
+    from gpt2kit import decode, native
 
     quantized = GPT2LMHeadModel.from_pretrained(default_model_path(), quantization=method)
     prompt = held_out[None, :16]
@@ -108,8 +107,7 @@ def test_int4_int8_activations_against_fp32_activations(held_out):
     506 of 512, every flip at a top-2 logit margin of at most 0.023 (max |logit difference|
     0.17-0.31); this prompt (offset 0): 127 of 128. The threshold is the 0.97 that leaves
     room for a few more near-ties, not a bound."""
-    from gpt2kit import QuantizationConfig, decode
-    from gpt2kit.decode import native
+    from gpt2kit import QuantizationConfig, decode, native
     from gpt2kit.decode.plan import lm_step
     from gpt2kit.nn.cache import KVCache
 

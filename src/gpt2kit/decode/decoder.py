@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import native
 from ..adapters.layers import LoraLinear, current_rows
 from ..nn import backbone
 from ..nn.backbone import PLAIN_LM_STEP, GPT2Attention, Linear
@@ -50,7 +51,7 @@ from ..nn.cache import KVCache
 from ..nn.outputs import CausalLMOutput
 from ..quantization.gemm import bf16_linear, int8_matmul
 from ..quantization.modules import QuantizedLinear
-from . import native, packed
+from . import packed
 from .plan import LINEAR_TYPES, decode_modules, lm_step
 from .weights import DecodeWeights, projection_weights
 

@@ -34,10 +34,10 @@ import operator
 import torch
 from torch import nn
 
+from .. import native
 from ..nn.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
 from ..nn.cache import KVCache
 from ..quantization.modules import ACTIVATION_ROWS, QuantizedEmbedding, QuantizedLinear
-from . import native
 
 # the projection types the kernel stands in for (same math: `F.linear`)
 LINEAR_TYPES = (nn.Linear, Linear)

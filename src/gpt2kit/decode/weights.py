@@ -33,7 +33,8 @@ import threading
 import torch
 from torch import nn
 
-from . import native, packed
+from .. import native
+from . import packed
 from .plan import LINEAR_TYPES, decode_modules
 
 logger = logging.getLogger("gpt2kit")

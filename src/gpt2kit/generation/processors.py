@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..decode import native
+from .. import native
 from .config import GenerationConfig
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..decode import native
+from .. import native
 from ..nn.cache import KVCache
 from .processors import (
     ForcedBOSTokenLogitsProcessor,

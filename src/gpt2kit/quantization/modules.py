@@ -35,7 +35,7 @@ logger = logging.getLogger("gpt2kit")
 BLOCK_ROWS = 2048  # output rows dequantized at a time by the PyTorch path
 # Products of more rows than this quantize their input as `input_activations` says; fewer
 # rows keep fp32 activations (memory-bound: the weights' bytes decide, not the arithmetic).
-# Equal to the decoder's few-row kernel limit (`decode.native.MAX_FP32_ROWS`), so that a
+# Equal to the decoder's few-row kernel limit (`native.MAX_FP32_ROWS`), so that a
 # product's numbers never depend on which path ran it.
 ACTIVATION_ROWS = 32
 

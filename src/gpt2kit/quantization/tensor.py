@@ -8,7 +8,7 @@ int4 ("group"): symmetric, one fp32 scale per `group_size` inputs of a row
 (`scale = max|w_group| / 7`, `q` in [-8, 7]); the last group of a row may be shorter (the
 bundled default model is 120 wide: groups of 32 are 32, 32, 32, 24). In memory (`pack_int4`,
 `[out, in / 2]` uint8, one row after another) nibbles are unsigned, `q + 8`, and ordered
-for the kernel's `vpdpbusd` (decode/native/kernels.c, "int4 weights"): a row's groups are
+for the kernel's `vpdpbusd` (native/kernels.c, "int4 weights"): a row's groups are
 cut into blocks of 16 groups (the last block may have fewer); a block is `group_size / 8`
 chunks, and chunk t holds 4 bytes for each group l of the block that has more than 8t
 inputs, at bytes 4l..4l+3: byte c has input 8t + c of group l in its low nibble and input
