@@ -234,9 +234,19 @@ class LoraLinear(nn.Module):
         for name in self.active_adapters:
             if name not in self.lora_A or name in self.merged_adapters:
                 continue
-            a = self.lora_A[name]
+            a, b = self.lora_A[name], self.lora_B[name]
             h = x if x.dtype == a.weight.dtype else x.to(a.weight.dtype)  # (as `peft`)
-            result = result + self.lora_B[name](a(self.lora_dropout[name](h))) * self.scaling[name]
+            t = a(self.lora_dropout[name](h))
+            if type(b) is nn.Linear and b.bias is None and result.dtype == t.dtype:
+                # `result + (t * scaling) B^T` as one addmm: the scaling on the rank-r
+                # columns and the sum in the product's accumulate, where `peft`'s
+                # `result + B(t) * scaling` makes two more passes over [tokens, out] and
+                # the scaling's backward a third (~0.2 s of a 124M step on 2 cores).
+                t2 = (t * self.scaling[name]).reshape(-1, t.shape[-1])
+                out2 = result.reshape(-1, result.shape[-1])
+                result = torch.addmm(out2, t2, b.weight.t()).view(result.shape)
+            else:
+                result = result + b(t) * self.scaling[name]
         return result.to(dtype)
 
     def _mixed(self, x: torch.Tensor, result: torch.Tensor, rows: tuple[str, ...]) -> torch.Tensor:

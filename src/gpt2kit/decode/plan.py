@@ -37,6 +37,7 @@ from torch import nn
 from .. import native
 from ..nn.backbone import ACT_FNS, GPT2MLP, GPT2Attention, GPT2Block, GPT2Model, Linear
 from ..nn.cache import KVCache
+from ..nn.dropout import Dropout
 from ..quantization.modules import ACTIVATION_ROWS, QuantizedEmbedding, QuantizedLinear
 
 # the projection types the kernel stands in for (same math: `F.linear`)
@@ -205,13 +206,13 @@ class _Plan:
         found["lm_head"] = lm._modules.get("lm_head")
         for name, module in found.items():
             self._edge((lm if name == "lm_head" else model)._modules, name, module)
-        types = {"wpe": nn.Embedding, "drop": nn.Dropout}
-        types |= {"ln_f": nn.LayerNorm}
+        types = {"wpe": (nn.Embedding,), "drop": (Dropout, nn.Dropout)}
+        types |= {"ln_f": (nn.LayerNorm,)}
         wte_tied_quantized = (
             type(found["wte"]) is QuantizedEmbedding and found["wte"].head is found["lm_head"]
         )
         if (
-            any(type(found[name]) is not t for name, t in types.items())
+            any(type(found[name]) not in t for name, t in types.items())
             or (type(found["lm_head"]) not in STEP_LINEAR_TYPES)
             or not (type(found["wte"]) is nn.Embedding or wte_tied_quantized)
         ):

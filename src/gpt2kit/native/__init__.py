@@ -696,3 +696,65 @@ def mask_below_rows(x: torch.Tensor, thr: torch.Tensor, fill: float) -> torch.Te
     out = torch.empty_like(x)
     fn(x.data_ptr(), x.shape[0], x.shape[1], thr.data_ptr(), fill, out.data_ptr())
     return out
+
+
+# -- dropout (kernels.c, "Dropout"): training's masks, drawn as PyTorch draws them --------
+def dropout_applies(x: torch.Tensor, p: float) -> bool:
+    """Whether `dropout(x, p)` runs natively: fp32 contiguous CPU, 0 < p < 1, the kernels
+    loaded, not inside `torch.compile` (where the ctypes call would break the graph)."""
+    return (
+        0.0 < p < 1.0
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.is_contiguous()
+        and not torch.compiler.is_compiling()
+        and load() is not None
+    )
+
+
+def dropout_scale(p: float) -> float:
+    """What a kept element is multiplied by: PyTorch divides the fp32 0/1 noise by 1 - p."""
+    return float(torch.tensor(1.0) / torch.tensor(1.0 - p))
+
+
+def dropout(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`(F.dropout(x, p, True), keep_mask uint8)`, bit for bit, advancing the default CPU
+    generator exactly as `F.dropout` would; None (generator untouched) where the state
+    cannot be read. Only where `dropout_applies(x, p)`."""
+    args = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_float]
+    fn = _bound("gpt2kit_dropout_f32", args + [ctypes.c_void_p] * 3, ctypes.c_int)
+    state = torch.get_rng_state()
+    y = torch.empty_like(x)
+    mask = torch.empty(x.shape, dtype=torch.uint8)
+    keep = 1.0 - p
+    if not fn(
+        state.data_ptr(),
+        x.numel(),
+        keep,
+        dropout_scale(p),
+        x.data_ptr(),
+        y.data_ptr(),
+        mask.data_ptr(),
+    ):
+        return None
+    torch.set_rng_state(state)
+    return y, mask
+
+
+def dropout_backward(dy: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """`dy * noise` for the noise `dropout` drew (`mask` its keep mask), as PyTorch's."""
+    args = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int64, ctypes.c_void_p]
+    fn = _bound("gpt2kit_dropout_backward_f32", args + [ctypes.c_int], None)
+    if dy.dtype != torch.float32 or dy.device.type != "cpu" or dy.shape != mask.shape:
+        return dy * (mask.to(dy.dtype) * dropout_scale(p))
+    dy = dy.contiguous()
+    dx = torch.empty_like(dy)
+    fn(
+        dy.data_ptr(),
+        mask.data_ptr(),
+        dropout_scale(p),
+        dy.numel(),
+        dx.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return dx

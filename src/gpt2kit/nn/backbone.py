@@ -23,6 +23,7 @@ from ..config_checks import check_allocation
 from .activations import ACT_FNS, _gelu_fast, _gelu_tanh, _identity, _quick_gelu  # noqa: F401
 from .base import GPT2PreTrainedModel
 from .cache import ForeignCache, KVCache
+from .dropout import Dropout, attention_with_dropout, dropout
 from .outputs import BaseModelOutput
 
 # The mark on a head's `forward` that says it is exactly GPT-2's LM step (backbone, then the
@@ -102,7 +103,7 @@ class GPT2Attention(nn.Module):
         self.attn_pdrop = config.attn_pdrop
         # `attn_implementation="eager"` (`GPT2PreTrainedModel.set_attn_implementation`)
         self.eager_attention = config.get("_attn_implementation") == "eager"
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = Dropout(config.resid_pdrop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -142,10 +143,11 @@ class GPT2Attention(nn.Module):
             y, weights = self._eager(q, k, v, mask, causal)
         elif getattr(cache, "single_query", False):
             y = _single_query_attention(q, k, v, mask, self.scale)
+        elif self.training and self.attn_pdrop > 0:  # (SDPA's math path, native dropout)
+            y = attention_with_dropout(q, k, v, mask, self.attn_pdrop, causal, self.scale)
         else:
-            p = self.attn_pdrop if self.training else 0.0
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, scale=self.scale
+                q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale
             )
         y = y.transpose(1, 2).reshape(x.shape)  # (B, T, d)
         return self.resid_dropout(self.c_proj(y)), weights
@@ -161,7 +163,7 @@ class GPT2Attention(nn.Module):
             att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
         elif mask is not None:  # additive (a float 4-D mask)
             att = att + mask.to(att.dtype)
-        att = F.dropout(att.softmax(-1).to(v.dtype), self.attn_pdrop, self.training)
+        att = dropout(att.softmax(-1).to(v.dtype), self.attn_pdrop, self.training)
         return torch.matmul(att, v), att
 
 
@@ -189,7 +191,7 @@ class GPT2MLP(nn.Module):
         self.c_fc = Linear(config.n_embd, config.inner_dim)
         self.c_proj = Linear(config.inner_dim, config.n_embd)
         self.act = ACT_FNS[config.activation_function]
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -310,7 +312,7 @@ class GPT2Model(GPT2PreTrainedModel):
         check_allocation(config)  # a size no memory holds is refused before anything is built
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.gradient_checkpointing = False
