@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from conftest import make_hf_twin
-from gpt2kit import GPT2LMHeadModel, decode, generate, native, plan
+from gpt2kit import GPT2LMHeadModel, decode, generate, native
+from gpt2kit.decode import plan
 from gpt2kit.decode.decoder import _held
 from gpt2kit.nn.cache import KVCache
 from harness import tiny_config

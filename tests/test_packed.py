@@ -17,7 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2kit import GPT2LMHeadModel, decode, native, packed
+from gpt2kit import GPT2LMHeadModel, decode, native
+from gpt2kit.decode import packed
 from gpt2kit.decode.decoder import _held
 from gpt2kit.decode.packed import PackedWeight, packing_available
 from gpt2kit.decode.weights import projection_weights
