@@ -111,7 +111,11 @@ def sdpa_reproduced() -> bool:
     process on a small input with the generator forked (the caller's stream is untouched)."""
     global _REPRODUCED
     if _REPRODUCED is None:
-        _REPRODUCED = native.dropout_applies(torch.empty(1), 0.5) and _check_sdpa()
+        _REPRODUCED = (
+            native.dropout_applies(torch.empty(1), 0.5)
+            and hasattr(torch.ops.aten, "_safe_softmax")  # (PyTorch 2.5+'s math path)
+            and _check_sdpa()
+        )
     return _REPRODUCED
 
 
