@@ -1,7 +1,8 @@
 /* Decoding kernels for CPU (see gpt2kit/native/__init__.py): few-row products
  * y = x W^T + b, the attention of one new token over the cache, and the transformer
  * blocks of a whole batch-1 step built from both, optionally with its embedding, final norm
- * and LM head (end of file).
+ * and LM head; then selection over the vocabulary, the per-row LoRA update and training's
+ * dropout (their own delimited sections at the end).
  *
  * Batch-1 decoding is a stream of matrix-vector products: every weight is read once per
  * token and used for one multiply-add, so the step is bound by memory bandwidth. BLAS
