@@ -115,3 +115,16 @@ def test_the_draw_reusing_the_warpers_selection_draws_the_same_tokens(monkeypatc
     real = sampling.sample
     monkeypatch.setattr(sampling, "sample", lambda *a: real(*a[:5]))  # (select again)
     assert torch.equal(run(), reused)
+
+
+@needs_kernel
+def test_rows_shared_among_threads_equal_torch():
+    """8 rows of GPT-2's vocabulary: the rows are split among the threads (SELECT_PARALLEL);
+    a NaN in any row still hands the whole call to PyTorch."""
+    x = torch.randn(8, 50257, generator=torch.Generator().manual_seed(3))
+    x[5, :40000] = -INF  # (a row already masked: candidates past -inf)
+    _assert_topk(x, 51)
+    thr = x.topk(51).values[:, -1:]
+    assert torch.equal(native.mask_below_rows(x, thr, -INF), x.masked_fill(x < thr, -INF))
+    x[6, 123] = float("nan")
+    assert torch.equal(native.topk_rows(x, 51)[1], x.topk(51).indices)

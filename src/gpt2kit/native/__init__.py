@@ -679,12 +679,13 @@ def topk_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     or for k outside 1..n."""
     if not _selectable(x) or not 0 < k <= x.shape[-1]:
         return x.topk(k)
-    args = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
+    args = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int]
     fn = _bound("gpt2kit_topk_rows", args, ctypes.c_int)
     x = x.contiguous()
     values = torch.empty(x.shape[0], k)
     index = torch.empty(x.shape[0], k, dtype=torch.int64)
-    if fn(x.data_ptr(), x.shape[0], x.shape[1], k, values.data_ptr(), index.data_ptr()):
+    ptrs = (x.data_ptr(), x.shape[0], x.shape[1], k, values.data_ptr(), index.data_ptr())
+    if fn(*ptrs, torch.get_num_threads()):
         return values, index
     return x.topk(k)
 
@@ -695,10 +696,13 @@ def mask_below_rows(x: torch.Tensor, thr: torch.Tensor, fill: float) -> torch.Te
     if not _selectable(x) or thr.dtype != torch.float32 or thr.numel() != x.shape[0]:
         return x.masked_fill(x < thr, fill)
     args = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-    fn = _bound("gpt2kit_mask_below_rows", args + [ctypes.c_float, ctypes.c_void_p], None)
+    fn = _bound(
+        "gpt2kit_mask_below_rows", args + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int], None
+    )
     x, thr = x.contiguous(), thr.contiguous()
     out = torch.empty_like(x)
-    fn(x.data_ptr(), x.shape[0], x.shape[1], thr.data_ptr(), fill, out.data_ptr())
+    ptrs = (x.data_ptr(), x.shape[0], x.shape[1], thr.data_ptr(), fill, out.data_ptr())
+    fn(*ptrs, torch.get_num_threads())
     return out
 
 

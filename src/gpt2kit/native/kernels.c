@@ -1924,7 +1924,8 @@ void gpt2kit_lora_delta_f32(const float *x, const float *A, const float *Bt, con
  * step: on the 2-core Xeon, [8, 50257] fp32 took ~0.3 ms (argmax, dim=-1) and ~0.6-0.8 ms
  * (topk 50, twice per sampling step: the warper and the draw) where amax took 0.03 ms;
  * an int8 GPT-2 small step at batch 8 is ~10 ms. These run on the calling thread (tens of
- * microseconds: a parallel region's wake-up would cost as much).
+ * microseconds: a parallel region's wake-up would cost as much), but top-k and the mask
+ * share several long rows among the threads (SELECT_PARALLEL).
  *
  * Results: the index of a row's first maximum (torch.argmax's); top-k values sorted
  * descending, equal values by ascending index (torch.topk leaves that order unspecified).
@@ -2052,49 +2053,64 @@ static int scored_cmp(const void *a, const void *b) {
  * (usually a few times k). With t = -inf (fewer than k blocks hold a finite value: the
  * logits a top-k warper already masked) the candidates are the values above -inf, and
  * the first -inf entries fill the rest. */
-int gpt2kit_topk_rows(const float *x, int64_t rows, int64_t n, int64_t k, float *values,
-                      int64_t *index) {
+static int topk_row(const float *xr, int64_t n, int64_t k, float *bmax, scored *c, float *values,
+                    int64_t *index) {
     const int64_t nb = (n + 63) / 64;
-    float *bmax = malloc(sizeof(float) * (size_t)nb);
-    scored *c = malloc(sizeof(scored) * (size_t)(n > nb ? n : nb));
-    int ok = bmax && c && k > 0 && k <= n;
-    for (int64_t r = 0; ok && r < rows; r++) {
-        const float *xr = x + r * n;
-        if (block_maxima(xr, n, bmax)) {
-            ok = 0;
-            break;
-        }
-        float t = -INFINITY;
-        if (nb > k) { /* the k-th largest block maximum */
-            for (int64_t b = 0; b < nb; b++) c[b] = (scored){bmax[b], b};
-            select_first(c, nb, k);
-            t = c[0].v;
-            for (int64_t b = 1; b < k; b++) t = c[b].v < t ? c[b].v : t;
-        }
-        int64_t m = 0; /* candidates: values >= t (> -inf where t is), from blocks that hold one */
-        for (int64_t b = 0; b < nb; b++) {
-            if (bmax[b] < t || !(bmax[b] > -INFINITY)) continue;
-            const int64_t j1 = 64 * b + 64 < n ? 64 * b + 64 : n;
-            for (int64_t j = 64 * b; j < j1; j++)
-                if (xr[j] >= t && xr[j] > -INFINITY) c[m++] = (scored){xr[j], j};
-        }
-        for (int64_t j = 0; j < n && m < k; j++) /* (t = -inf: the first -inf entries) */
-            if (!(xr[j] > -INFINITY)) c[m++] = (scored){xr[j], j};
-        if (m > k) select_first(c, m, k);
-        qsort(c, (size_t)k, sizeof(scored), scored_cmp);
-        for (int64_t j = 0; j < k; j++) {
-            values[r * k + j] = c[j].v;
-            index[r * k + j] = c[j].i;
-        }
+    if (block_maxima(xr, n, bmax)) return 0;
+    float t = -INFINITY;
+    if (nb > k) { /* the k-th largest block maximum */
+        for (int64_t b = 0; b < nb; b++) c[b] = (scored){bmax[b], b};
+        select_first(c, nb, k);
+        t = c[0].v;
+        for (int64_t b = 1; b < k; b++) t = c[b].v < t ? c[b].v : t;
     }
-    free(bmax);
-    free(c);
+    int64_t m = 0; /* candidates: values >= t (> -inf where t is), from blocks that hold one */
+    for (int64_t b = 0; b < nb; b++) {
+        if (bmax[b] < t || !(bmax[b] > -INFINITY)) continue;
+        const int64_t j1 = 64 * b + 64 < n ? 64 * b + 64 : n;
+        for (int64_t j = 64 * b; j < j1; j++)
+            if (xr[j] >= t && xr[j] > -INFINITY) c[m++] = (scored){xr[j], j};
+    }
+    for (int64_t j = 0; j < n && m < k; j++) /* (t = -inf: the first -inf entries) */
+        if (!(xr[j] > -INFINITY)) c[m++] = (scored){xr[j], j};
+    if (m > k) select_first(c, m, k);
+    qsort(c, (size_t)k, sizeof(scored), scored_cmp);
+    for (int64_t j = 0; j < k; j++) {
+        values[j] = c[j].v;
+        index[j] = c[j].i;
+    }
+    return 1;
+}
+
+/* Rows are shared among `nthreads` threads when there are several rows of a vocabulary's
+ * size (8 x 50257 on the 2-core Xeon: ~0.36 ms on the calling thread, a sampling step's
+ * largest pass after the model; the threads are still spinning from the LM head's product
+ * then). */
+#define SELECT_PARALLEL(rows, n) ((rows) > 1 && (rows) * (n) > (1 << 16))
+
+int gpt2kit_topk_rows(const float *x, int64_t rows, int64_t n, int64_t k, float *values,
+                      int64_t *index, int nthreads) {
+    const int64_t nb = (n + 63) / 64;
+    if (k <= 0 || k > n) return 0;
+    int ok = 1; /* (each thread's copy starts at 1; all are and-ed into it at the end) */
+    #pragma omp parallel num_threads(nthreads) if (SELECT_PARALLEL(rows, n)) reduction(&& : ok)
+    {
+        float *bmax = malloc(sizeof(float) * (size_t)nb);
+        scored *c = malloc(sizeof(scored) * (size_t)(n > nb ? n : nb));
+        ok = ok && bmax && c;
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            if (ok) ok = topk_row(x + r * n, n, k, bmax, c, values + r * k, index + r * k);
+        free(bmax);
+        free(c);
+    }
     return ok;
 }
 /* out[r, j] = x[r, j] < thr[r] ? fill : x[r, j] (a top-k warper's mask in one pass; NaN
  * stays, as masked_fill(x < t) leaves it). */
 void gpt2kit_mask_below_rows(const float *x, int64_t rows, int64_t n, const float *thr, float fill,
-                             float *out) {
+                             float *out, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (SELECT_PARALLEL(rows, n))
     for (int64_t r = 0; r < rows; r++) {
         const float t = thr[r];
         const float *xr = x + r * n;
