@@ -155,3 +155,27 @@ def test_training_with_dropout_equals_transformers_step_by_step(tmp_path):
             torch.testing.assert_close(param.grad, ref, atol=1e-5, rtol=1e-4, msg=name)
         hf.zero_grad()
         ours.zero_grad()
+
+
+def test_gradient_checkpointing_redraws_the_same_masks(monkeypatch):
+    """Under activation checkpointing the recomputed forward restores the generator and so
+    draws the same masks: gradients equal the plain run's. The SDPA check runs for the
+    first time inside the checkpointed forward here (its own thread: the checkpoint's
+    saved-tensor hooks must not see its tensors)."""
+    monkeypatch.setattr(D, "_REPRODUCED", None)
+    config = tiny_config(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    grads = []
+    for checkpointed in (True, False):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(config).train()
+        if checkpointed:
+            model.gradient_checkpointing_enable()
+        ids = torch.randint(
+            0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1)
+        )
+        torch.manual_seed(5)
+        model(ids, labels=ids).loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert D._REPRODUCED is True
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)

@@ -21,6 +21,7 @@ element), so a run draws exactly the masks `F.dropout` would, leaves the generat
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -108,18 +109,27 @@ _REPRODUCED: bool | None = None
 def sdpa_reproduced() -> bool:
     """Whether `_sdpa_math` with the native dropout equals this PyTorch's SDPA (outputs
     and input gradients, bit for bit, causal and with a padding mask), checked once per
-    process on a small input with the generator forked (the caller's stream is untouched)."""
+    process on a small input with the generator forked (the caller's stream is untouched),
+    on a thread of its own."""
     global _REPRODUCED
     if _REPRODUCED is None:
-        _REPRODUCED = (
-            native.dropout_applies(torch.empty(1), 0.5)
-            and hasattr(torch.ops.aten, "_safe_softmax")  # (PyTorch 2.5+'s math path)
-            and _check_sdpa()
-        )
+        found: list[bool] = []
+        # On a thread of its own: grad mode, autocast and saved-tensor hooks are per thread,
+        # so the check neither sees the caller's (a checkpointed forward's hooks would
+        # record its tensors) nor changes them; the caller waits, so the generator it
+        # forks is not drawn from meanwhile.
+        check = threading.Thread(target=lambda: found.append(_check_sdpa()), daemon=True)
+        check.start()
+        check.join()
+        _REPRODUCED = bool(found and found[0])
     return _REPRODUCED
 
 
 def _check_sdpa() -> bool:
+    if not native.dropout_applies(torch.empty(1), 0.5):
+        return False
+    if not hasattr(torch.ops.aten, "_safe_softmax"):  # (PyTorch 2.5+'s math path)
+        return False
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         q, k, v = (torch.randn(2, 3, 7, 8, requires_grad=True) for _ in range(3))
