@@ -96,7 +96,12 @@ def attention_with_dropout(
     """`F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
     is_causal=causal, scale=scale)` in training (fp32 CPU, 0 < p < 1), bit for bit, with
     the native dropout where `sdpa_reproduced()`; SDPA itself otherwise."""
-    if q.dtype == torch.float32 and q.device.type == "cpu" and sdpa_reproduced():
+    if (
+        q.dtype == torch.float32
+        and q.device.type == "cpu"
+        and not torch.compiler.is_compiling()  # (a compiled graph keeps SDPA)
+        and sdpa_reproduced()
+    ):
         return _sdpa_math(q, k, v, mask, p, causal, scale, dropout)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, scale=scale
