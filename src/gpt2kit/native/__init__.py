@@ -1,9 +1,9 @@
 """Native CPU kernels, compiled on first use: for decoding, few-row products, the
 attention of one new token and every transformer block of a decoding step in one call;
 around them, selection over the vocabulary, the per-row LoRA update and training's dropout
-(`dropout`: PyTorch's own mask and product, ~7x faster than `F.dropout`; used by
-`gpt2kit.nn.dropout`). A leaf package (imports only torch), so `nn` and `decode` can both
-call it.
+(`dropout`: PyTorch's own mask and product, forward + backward 5-6x `F.dropout`'s speed
+(`benchmarks/bench_dropout.py`); used by `gpt2kit.nn.dropout`). A leaf package (imports
+only torch), so `nn` and `decode` can both call it.
 
 Why. Batch-1 decoding reads every weight once per token, so its speed is the memory
 bandwidth the products reach. PyTorch's CPU products (MKL sgemv, oneDNN) stream GPT-2
